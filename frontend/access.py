@@ -1,0 +1,99 @@
+"""Who may see what: the only place the UI, the API, downloads and live events decide it.
+
+A user sees the accounts they own or are a member of, the messages they own or that belong to
+such an account, the deliveries of those messages, and the services they own. Anything else is
+answered as if it did not exist (404), so ids cannot be probed.
+"""
+
+from django.db.models import Q
+from django.http import Http404
+
+from imap.models import Account, Folder
+from outgoing.models import Service
+from pipeline.models import Attachment, Delivery, Message
+
+
+def accounts(user):
+    """Accounts `user` owns or is a member of."""
+    if not user.is_authenticated:
+        return Account.objects.none()
+    return Account.objects.filter(Q(owner=user) | Q(members=user)).distinct()
+
+
+def account_ids(user) -> list[int]:
+    # Materialised once per request: a short literal IN list keeps the message queries on their
+    # indexes, where an OR with a subquery would make the planners scan.
+    return list(accounts(user).values_list("pk", flat=True))
+
+
+def message_filter(user) -> Q:
+    """The Q that limits Message rows to those `user` may see."""
+    if not user.is_authenticated:
+        return Q(pk__in=[])
+    shared = list(Account.objects.filter(members=user).exclude(owner=user).values_list("pk", flat=True))
+    condition = Q(owner=user)
+    if shared:
+        condition |= Q(account_id__in=shared)
+    return condition
+
+
+def messages(user):
+    return Message.objects.filter(message_filter(user))
+
+
+def message_scopes(user) -> list[Q]:
+    """message_filter split into its OR branches, for queries that run one index walk per branch
+    and merge (frontend/listing.py): an OR across two indexes makes both planners sort everything."""
+    if not user.is_authenticated:
+        return []
+    shared = list(Account.objects.filter(members=user).exclude(owner=user).values_list("pk", flat=True))
+    return [Q(owner=user), *(Q(account_id=pk) for pk in shared)]
+
+
+def folders(user):
+    return Folder.objects.filter(account_id__in=account_ids(user))
+
+
+def attachments(user):
+    return Attachment.objects.filter(message__in=messages(user).values("pk"))
+
+
+def deliveries(user):
+    return Delivery.objects.filter(message__in=messages(user).values("pk"))
+
+
+def services(user):
+    if not user.is_authenticated:
+        return Service.objects.none()
+    return Service.objects.filter(owner=user)
+
+
+def get_or_404(queryset, **lookup):
+    """One row of an access-limited queryset, or 404 (also for malformed ids)."""
+    try:
+        return queryset.get(**lookup)
+    except (queryset.model.DoesNotExist, ValueError, TypeError):
+        raise Http404("not found") from None
+    except Exception as exc:  # malformed UUIDs raise ValidationError
+        from django.core.exceptions import ValidationError
+
+        if isinstance(exc, ValidationError):
+            raise Http404("not found") from None
+        raise
+
+
+# Recipients of live events -------------------------------------------------------------------
+def users_for_account(account) -> list[int]:
+    return [account.owner_id, *account.members.values_list("pk", flat=True)]
+
+
+def users_for_message(message) -> list[int]:
+    ids = {message.owner_id}
+    if message.account_id:
+        account = message.account
+        ids.update(users_for_account(account))
+    return sorted(ids)
+
+
+def users_for_delivery(delivery) -> list[int]:
+    return users_for_message(delivery.message)

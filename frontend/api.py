@@ -1,0 +1,157 @@
+"""The JSON API behind the pages (documented in docs/api.md). Thin views over frontend.listing,
+frontend.actions and frontend.access; every lookup goes through access, so a foreign id is a 404.
+"""
+
+import json
+import logging
+
+from django.http import Http404, JsonResponse
+from django.views.decorators.http import require_GET, require_POST
+
+from frontend import access, actions, listing, serializers
+from frontend.events import current_seq
+from pipeline.models import Delivery
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    """A user's mistake in a request: answered 400 with this text."""
+
+
+def api_view(view):
+    """JSON errors instead of HTML pages, and a 401 instead of a login redirect."""
+
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": "authentication required"}, status=401)
+        try:
+            return view(request, *args, **kwargs)
+        except Http404:
+            return JsonResponse({"error": "not found"}, status=404)
+        except (BadRequest, listing.BadFilter, actions.BadAction) as exc:
+            log.info("bad API request from user %s: %s", request.user.pk, exc)
+            return JsonResponse({"error": str(exc)}, status=400)
+
+    wrapper.__name__ = view.__name__
+    wrapper.__doc__ = view.__doc__
+    return wrapper
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+@require_GET
+@api_view
+def messages(request):
+    """Keyset-paginated message list with filters and full-text search."""
+    # Read before the rows: any event numbered after this is about data the rows may lack, and
+    # the page will hear of it.
+    seq_before = current_seq(request.user.pk)
+    page = listing.message_page(request.user, request.GET)
+    return JsonResponse({
+        "results": [serializers.message_row(row) for row in page.rows],
+        "next_cursor": page.next_cursor,
+        "seq": seq_before,
+    })
+
+
+@require_GET
+@api_view
+def message_detail(request, message_id):
+    message = access.get_or_404(access.messages(request.user).select_related("account", "folder"), pk=message_id)
+    return JsonResponse(serializers.message_detail(message, request.user))
+
+
+@require_GET
+@api_view
+def message_thread(request, message_id):
+    message = access.get_or_404(access.messages(request.user), pk=message_id)
+    return JsonResponse({"results": [serializers.message_row(row) for row in listing.thread_rows(request.user, message)]})
+
+
+@require_GET
+@api_view
+def message_events(request, message_id):
+    message = access.get_or_404(access.messages(request.user), pk=message_id)
+    return JsonResponse({"results": serializers.timeline(message)})
+
+
+@require_POST
+@api_view
+def batch(request):
+    """Mark read/unread, flag/unflag, move or delete many messages; written back over IMAP."""
+    body = _json_body(request)
+    result = actions.apply(request.user, body.get("ids"), body.get("action"), body.get("folder"))
+    return JsonResponse(result.as_dict(), status=200 if not result.errors else 207)
+
+
+@require_GET
+@api_view
+def accounts(request):
+    rows = access.accounts(request.user).select_related("idle_session").prefetch_related("folders")
+    staff = request.user.is_staff
+    return JsonResponse({"results": [serializers.account(account, staff=staff) for account in rows]})
+
+
+@require_GET
+@api_view
+def account_detail(request, account_id):
+    account = access.get_or_404(access.accounts(request.user).select_related("idle_session")
+                                .prefetch_related("folders"), pk=account_id)
+    return JsonResponse(serializers.account(account, staff=request.user.is_staff))
+
+
+@require_GET
+@api_view
+def deliveries(request):
+    statuses = [s for s in request.GET.get("status", "").split(",") if s]
+    unknown = set(statuses) - set(Delivery.Status.values)
+    if unknown:
+        raise BadRequest(f"unknown delivery status: {', '.join(sorted(unknown))}")
+    try:
+        limit = min(max(int(request.GET.get("limit", 100)), 1), 500)
+    except ValueError:
+        raise BadRequest("limit must be a number") from None
+    rows = access.deliveries(request.user).select_related("message", "service")
+    if statuses:
+        rows = rows.filter(status__in=statuses)
+    if request.GET.get("message"):
+        rows = rows.filter(message_id=access.get_or_404(access.messages(request.user), pk=request.GET["message"]).pk)
+    rows = rows.order_by("-updated_at", "-id")[:limit]
+    return JsonResponse({"results": [serializers.delivery(d) for d in rows]})
+
+
+@require_POST
+@api_view
+def delivery_retry(request, delivery_id):
+    """A failed or dead delivery goes back to the queue, due now, with a fresh attempt count."""
+    from pipeline import sending
+
+    delivery = access.get_or_404(access.deliveries(request.user), pk=delivery_id)
+    if delivery.status not in (Delivery.Status.FAILED, Delivery.Status.DEAD):
+        return JsonResponse({"error": f"only failed or dead deliveries can be retried (this one is "
+                                      f"{delivery.get_status_display().lower()})"}, status=409)
+    moved = sending.retry_deliveries(Delivery.objects.filter(pk=delivery.pk))
+    delivery.refresh_from_db()
+    return JsonResponse({"requeued": bool(moved), "delivery": serializers.delivery(delivery)})
+
+
+@require_GET
+@api_view
+def stats(request):
+    """Counts per Message.status and Delivery.status, over what the user may see."""
+    return JsonResponse(listing.stats(request.user))
+
+
+@require_GET
+@api_view
+def seq(request):
+    return JsonResponse({"seq": current_seq(request.user.pk)})

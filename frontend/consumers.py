@@ -1,0 +1,30 @@
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from frontend.events import user_group
+
+
+class EventsConsumer(AsyncJsonWebsocketConsumer):
+    """One group per user, joined server-side from the session: a client cannot pick a group.
+
+    Who receives what is decided when publishing (frontend.events → frontend.access), so this
+    consumer only forwards; anything a client sends is ignored.
+    """
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.group = user_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        pass  # the socket is one-way; commands go through the API (CSRF, access checks)
+
+    async def mailgate_event(self, event):
+        await self.send_json({"type": event["event"], "data": event["data"], "seq": event.get("seq")})

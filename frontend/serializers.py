@@ -1,0 +1,139 @@
+"""Plain dicts for the JSON API and the live pages (one shape per object, used everywhere)."""
+
+from django.urls import reverse
+from django.utils import timezone
+
+from imap.models import IdleSession
+
+from frontend.listing import FLAGGED, SEEN
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def message_row(row: dict) -> dict:
+    """A list row, from a `.values(*listing.ROW_FIELDS)` dict."""
+    flags = row.get("flags") or []
+    return {
+        "id": str(row["id"]),
+        "account": row["account_id"],
+        "folder": row["folder_id"],
+        "thread": row["thread_id"],
+        "subject": row["subject"],
+        "sender": {"name": row["sender_name"], "address": row["sender_address"]},
+        "date": _iso(row["date"]),
+        "received_at": _iso(row["received_at"]),
+        "snippet": row["snippet"],
+        "flags": flags,
+        "unread": SEEN not in flags,
+        "flagged": FLAGGED in flags,
+        "has_attachments": row["has_attachments"],
+        "status": row["status"],
+        "url": reverse("frontend:message", args=[row["id"]]),
+    }
+
+
+def attachment(item) -> dict:
+    return {"id": str(item.pk), "filename": item.filename, "content_type": item.content_type, "size": item.size,
+            "is_inline": item.is_inline, "url": reverse("frontend:attachment", args=[item.pk])}
+
+
+def message_detail(message, user) -> dict:
+    flags = message.flags or []
+    locations = message.locations.filter(expunged_at__isnull=True).select_related("folder")
+    return {
+        "id": str(message.pk),
+        "account": message.account_id,
+        "source": message.source,
+        "thread": message.thread_id,
+        "message_id": message.message_id,
+        "subject": message.subject,
+        "sender": {"name": message.sender_name, "address": message.sender_address},
+        "to": message.to,
+        "cc": message.cc,
+        "date": _iso(message.date),
+        "received_at": _iso(message.received_at),
+        "flags": flags,
+        "labels": message.labels,
+        "unread": SEEN not in flags,
+        "flagged": FLAGGED in flags,
+        "status": message.status,
+        "status_label": message.get_status_display(),
+        "suppressed_reason": message.suppressed_reason,
+        "size": message.size,
+        "text_body": message.text_body,
+        "has_html": bool(message.html_body),
+        "body_url": reverse("frontend:message_body", args=[message.pk]),
+        "attachments": [attachment(a) for a in message.attachments.all()],
+        "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags}
+                      for loc in locations],
+        "parse_warnings": message.parse_warnings,
+    }
+
+
+def timeline(message) -> list[dict]:
+    return [{"at": _iso(e.at), "kind": e.kind, "label": e.get_kind_display(), "detail": e.detail,
+             "delivery": str(e.delivery_id) if e.delivery_id else None, "worker": e.worker}
+            for e in message.events.order_by("at", "id")[:1000]]
+
+
+def idle(account, *, staff: bool = False) -> dict | None:
+    """The account's IDLE connection (imap.IdleSession, same fields as imap.leases.status), or
+    None before any IDLE manager took it on. Read from the row the caller select_related, so a
+    list of accounts costs no query per account.
+
+    `connected` is only believed while the lease is live: a manager that died without releasing
+    leaves connected=True behind until another manager takes the lease over. The lease owner
+    (host:pid of a server process) is shown to staff only.
+    """
+    try:
+        session = account.idle_session
+    except IdleSession.DoesNotExist:
+        return None
+    live = bool(session.lease_owner and session.lease_expires_at and session.lease_expires_at > timezone.now())
+    data = {"connected": session.connected and live,
+            "idling_since": _iso(session.idling_since) if session.connected and live else None,
+            "last_push_at": _iso(session.last_push_at), "last_error": session.last_error,
+            "last_error_at": _iso(session.last_error_at), "reconnect_count": session.reconnect_count,
+            "leased": live, "lease_expires_at": _iso(session.lease_expires_at)}
+    if staff:
+        data["lease_owner"] = session.lease_owner
+    return data
+
+
+def account(item, *, staff: bool = False) -> dict:
+    return {
+        "id": item.pk,
+        "display_name": item.display_name,
+        "email": item.email,
+        "enabled": item.enabled,
+        "state": item.state,
+        "state_label": item.get_state_display(),
+        "last_error": item.last_error,
+        "last_error_at": _iso(item.last_error_at),
+        "last_sync_at": _iso(item.last_sync_at),
+        "backoff_until": _iso(item.backoff_until),
+        "idle": idle(item, staff=staff),
+        "folders": [{"id": f.pk, "name": f.name, "special_use": f.special_use}
+                    for f in item.folders.all() if f.present and f.selectable],
+    }
+
+
+def delivery(item) -> dict:
+    return {
+        "id": str(item.pk),
+        "message": str(item.message_id),
+        "subject": item.message.subject,
+        "service": item.service.name,
+        "address": item.address,
+        "status": item.status,
+        "status_label": item.get_status_display(),
+        "attempts": item.attempts,
+        "last_error": item.last_error,
+        "not_before": _iso(item.not_before),
+        "sent_at": _iso(item.sent_at),
+        "created_at": _iso(item.created_at),
+        "updated_at": _iso(item.updated_at),
+        "retryable": item.status in ("failed", "dead"),
+    }

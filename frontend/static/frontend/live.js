@@ -1,0 +1,123 @@
+/* Shared by every page: JSON API calls and the live event socket.
+ *
+ * The socket is a hint, the API the truth: every event carries a per-user `seq`; when one is
+ * skipped, or the socket reconnects, the page's resync() re-fetches from the API. */
+"use strict";
+const Mailgate = (() => {
+  const csrf = document.querySelector("meta[name=csrf-token]").content;
+
+  async function api(url, options = {}) {
+    const init = {credentials: "same-origin", headers: {"Accept": "application/json"}, ...options};
+    if (init.body !== undefined && typeof init.body !== "string") {
+      init.body = JSON.stringify(init.body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    if (init.method && init.method !== "GET") init.headers["X-CSRFToken"] = csrf;
+    const response = await fetch(url, init);
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok && response.status !== 207) {
+      const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "className") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function formatDate(iso) {
+    if (!iso) return "—";
+    const date = new Date(iso);
+    const now = new Date();
+    if (date.toDateString() === now.toDateString()) {
+      return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    }
+    return date.toLocaleDateString([], {year: "numeric", month: "short", day: "numeric"});
+  }
+
+  function debounce(fn, ms) {
+    let timer = null;
+    return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+  }
+
+  function status(text, isError = false) {
+    const node = document.getElementById("action-status");
+    if (!node) return;
+    node.textContent = text;
+    node.classList.toggle("error", isError);
+  }
+
+  /* connect({onEvent(event), resync()}): one socket per page, reconnecting with backoff. */
+  function connect(handlers) {
+    let lastSeq = Number(document.body.dataset.seq || 0);
+    let delay = 500;
+    let opened = false;
+    const indicator = document.getElementById("live-status");
+
+    function setState(state) {
+      document.body.dataset.ws = state;
+      if (indicator) { indicator.dataset.state = state; indicator.title = `Live updates: ${state}`; }
+    }
+
+    async function resync() {
+      try {
+        const {seq} = await api("/api/seq/");
+        lastSeq = Math.max(lastSeq, seq);
+      } catch (e) { /* the next event or reconnect tries again */ }
+      await handlers.resync();
+    }
+
+    function open() {
+      const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      const socket = new WebSocket(scheme + location.host + "/ws/events/");
+      socket.onopen = async () => {
+        delay = 500;
+        setState("open");
+        if (opened) { await resync(); return; }
+        opened = true;
+        // Events published between rendering this page and now were sent to nobody.
+        try {
+          const {seq} = await api("/api/seq/");
+          if (seq !== lastSeq) { lastSeq = seq; await handlers.resync(); }
+        } catch (e) { /* ignore: resync on the next gap */ }
+      };
+      socket.onmessage = (message) => {
+        let event;
+        try { event = JSON.parse(message.data); } catch (e) { return; }
+        const seq = Number(event.seq);
+        if (Number.isFinite(seq) && seq > 0) {
+          if (seq > lastSeq + 1) {
+            lastSeq = seq;
+            resync();
+            return;
+          }
+          lastSeq = Math.max(lastSeq, seq);
+        }
+        handlers.onEvent(event);
+      };
+      socket.onclose = () => {
+        setState("closed");
+        setTimeout(open, delay);
+        delay = Math.min(delay * 2, 15000);
+      };
+    }
+    open();
+  }
+
+  return {api, el, formatDate, debounce, status, connect};
+})();

@@ -1,0 +1,89 @@
+/* Pipeline dashboard: counts per stage, failing/dead deliveries with retry, accounts' live state. */
+"use strict";
+(() => {
+  const {api, el, formatDate, debounce, status, connect} = Mailgate;
+  const accountGeneration = new Map();  // account id -> fetches started; drops overtaken answers
+
+  function countRows(counts) {
+    return Object.entries(counts).map(([name, n]) =>
+      el("tr", {dataset: {status: name}}, el("th", {}, name), el("td", {className: "count"}, n)));
+  }
+
+  async function load() {
+    const started = new Map(accountGeneration);
+    const [stats, failing, accounts] = await Promise.all([
+      api("/api/stats/"), api("/api/deliveries/?status=failed,dead,retrying"), api("/api/accounts/")]);
+    document.getElementById("message-counts").replaceChildren(...countRows(stats.messages));
+    document.getElementById("delivery-counts").replaceChildren(...countRows(stats.deliveries));
+    document.getElementById("failing").replaceChildren(...(failing.results.length ? failing.results.map((d) =>
+      el("tr", {dataset: {id: d.id, status: d.status}},
+        el("td", {}, el("a", {href: `/messages/${d.message}/`}, d.subject || "(no subject)")),
+        el("td", {}, d.service), el("td", {}, d.address), el("td", {}, d.status_label), el("td", {}, d.attempts),
+        el("td", {className: "error"}, d.last_error),
+        el("td", {}, d.retryable ? el("button", {type: "button", className: "retry", onclick: () => retry(d.id)}, "Retry") : "")))
+      : [el("tr", {}, el("td", {colspan: 7}, "Nothing failing."))]));
+    const tbody = document.getElementById("accounts");
+    tbody.replaceChildren(...accounts.results.map((a) => {
+      // A row re-read after an event while this page load was in flight is newer: keep it.
+      const current = tbody.querySelector(`tr[data-id="${CSS.escape(String(a.id))}"]`);
+      return current && accountGeneration.get(a.id) !== started.get(a.id) ? current : accountRow(a);
+    }));
+  }
+
+  function idleText(idle) {
+    if (!idle) return "not started";
+    if (idle.connected) return `connected since ${formatDate(idle.idling_since)}`;
+    return idle.leased ? "reconnecting" : "no IDLE manager";
+  }
+
+  function accountRow(a) {
+    const idle = a.idle;
+    return el("tr", {dataset: {id: a.id, state: a.state, idle: idle ? String(idle.connected) : "none"}},
+      el("td", {}, `${a.display_name} <${a.email}>`),
+      el("td", {className: `state state-${a.state}`}, a.state_label),
+      el("td", {className: "idle", title: idle && idle.lease_owner ? `lease: ${idle.lease_owner}` : ""}, idleText(idle)),
+      el("td", {className: "last-push", title: (idle && idle.last_push_at) || ""}, idle ? formatDate(idle.last_push_at) : "—"),
+      el("td", {className: "reconnects"}, idle ? idle.reconnect_count : "—"),
+      el("td", {className: "error"}, (idle && idle.last_error) || a.last_error || ""));
+  }
+
+  /* account.status has two publishers with different payloads (imap/account_state.py: the
+   * account's state; the IDLE manager: {"account_id", "idle": {...}}). Either way the event only
+   * says which account changed: its row is re-read from the API, the truth. */
+  async function refreshAccount(accountId) {
+    const mine = (accountGeneration.get(accountId) || 0) + 1;
+    accountGeneration.set(accountId, mine);
+    let row = null;
+    try {
+      row = accountRow(await api(`/api/accounts/${accountId}/`));
+    } catch (e) {
+      if (e.status !== 404) { status(e.message, true); return; }
+    }
+    if (accountGeneration.get(accountId) !== mine) return;
+    const tbody = document.getElementById("accounts");
+    const old = tbody.querySelector(`tr[data-id="${CSS.escape(String(accountId))}"]`);
+    if (old && row) old.replaceWith(row);
+    else if (old) old.remove();          // deleted, or no longer shared with us
+    else if (row) later();               // an account we have not listed yet: reload in order
+  }
+
+  async function retry(deliveryId) {
+    status("Requeueing…");
+    try {
+      await api(`/api/deliveries/${deliveryId}/retry/`, {method: "POST", body: {}});
+      status("Requeued.");
+    } catch (e) { status(e.message, true); }
+    await load();
+  }
+
+  const later = debounce(() => load().catch((e) => status(e.message, true)), 300);
+  connect({
+    onEvent(event) {
+      const accountId = event.data && event.data.account_id;
+      if (event.type === "account.status" && accountId) refreshAccount(accountId);
+      else later();
+    },
+    resync: async () => later(),
+  });
+  load().catch((e) => status(e.message, true));
+})();

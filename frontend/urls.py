@@ -1,0 +1,29 @@
+from django.urls import path
+
+from frontend import api, views
+
+app_name = "frontend"
+urlpatterns = [
+    # Pages
+    path("", views.inbox, name="home"),
+    path("inbox/", views.inbox, name="inbox"),
+    path("messages/<uuid:message_id>/", views.message, name="message"),
+    path("messages/<uuid:message_id>/body/", views.message_body, name="message_body"),
+    # Only the prefix of message_inline, for the body frame's CSP (answers 404 on its own).
+    path("messages/<uuid:message_id>/inline/", views.inline_base, name="message_inline_base"),
+    path("messages/<uuid:message_id>/inline/<str:token>/", views.message_inline, name="message_inline"),
+    path("attachments/<uuid:attachment_id>/", views.attachment, name="attachment"),
+    path("pipeline/", views.pipeline, name="pipeline"),
+    # JSON API (docs/api.md)
+    path("api/messages/", api.messages, name="api_messages"),
+    path("api/messages/batch/", api.batch, name="api_batch"),
+    path("api/messages/<uuid:message_id>/", api.message_detail, name="api_message"),
+    path("api/messages/<uuid:message_id>/thread/", api.message_thread, name="api_thread"),
+    path("api/messages/<uuid:message_id>/events/", api.message_events, name="api_message_events"),
+    path("api/accounts/", api.accounts, name="api_accounts"),
+    path("api/accounts/<int:account_id>/", api.account_detail, name="api_account"),
+    path("api/deliveries/", api.deliveries, name="api_deliveries"),
+    path("api/deliveries/<uuid:delivery_id>/retry/", api.delivery_retry, name="api_delivery_retry"),
+    path("api/stats/", api.stats, name="api_stats"),
+    path("api/seq/", api.seq, name="api_seq"),
+]

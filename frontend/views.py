@@ -1,0 +1,200 @@
+"""Server-rendered pages (inbox, message, pipeline dashboard), the message body frame and
+attachment downloads. Data on the pages comes from the JSON API (frontend/api.py) through small
+scripts in static/frontend/; every lookup goes through frontend.access.
+"""
+
+import html as html_lib
+import re
+from urllib.parse import quote, unquote
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core import signing
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_GET
+
+from frontend import access, serializers
+from frontend.events import current_seq
+
+# The message body frame. No script source at all; styles inline only; images from the message
+# itself (data: URLs and its inline parts, served by message_inline: browsers cannot resolve cid:
+# URLs) until the reader asks for remote ones. frame-ancestors lets only our own pages embed it.
+# {inline} is the absolute URL of this message's inline endpoint: an origin-plus-path source,
+# because the sandboxed frame's origin is opaque, and it admits no other URL of ours.
+BODY_CSP = "default-src 'none'; img-src data: {inline}; style-src 'unsafe-inline'"
+BODY_CSP_REMOTE = "default-src 'none'; img-src data: {inline} https: http:; style-src 'unsafe-inline'"
+BODY_CSP_TAIL = "; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+# The frame is sandboxed without allow-same-origin, so its origin is opaque and the browser sends
+# its image requests cross-site: the SameSite=Lax session cookie does not go with them. The
+# inline URL therefore carries a signed token naming the message and the reader, minted only by
+# the access-checked body view; the endpoint checks that reader's access again on every request.
+INLINE_TOKEN_SALT = "frontend.views.message_inline"
+INLINE_TOKEN_MAX_AGE = 3600  # seconds; the body frame (no-store) mints fresh ones on every load
+# Inline parts shown in the frame: raster images only. SVG (image/svg+xml) can carry scripts
+# when opened on its own, so like the sanitizer's data: URLs it is not served inline.
+INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif",
+                      "image/x-icon", "image/vnd.microsoft.icon"}
+# Types a browser shows without running anything; everything else is sent as opaque bytes.
+SAFE_DOWNLOAD_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+
+# sanitize_html output (nh3) writes every attribute as name="value", so this is exact on it.
+_CID_SRC = re.compile(r'(<img\b[^>]*?\ssrc=")cid:([^"]*)(")', re.IGNORECASE)
+_PARKED_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_PARKED_SRC = re.compile(r"""\sdata-remote-src\s*=\s*("([^"]*)"|'([^']*)')""", re.IGNORECASE)
+
+
+def _restore_remote_images(html: str) -> str:
+    """pipeline.sanitize.enable_remote_images when available; the same idea here otherwise."""
+    try:
+        from pipeline.sanitize import enable_remote_images
+    except ImportError:
+        enable_remote_images = None
+    if enable_remote_images is not None:
+        return enable_remote_images(html)
+
+    def restore(match):
+        tag = match.group(0)
+        parked = _PARKED_SRC.search(tag)
+        if not parked or re.search(r"\ssrc\s*=", tag, re.IGNORECASE):
+            return tag
+        url = parked.group(2) if parked.group(2) is not None else parked.group(3)
+        if not re.match(r"\s*(https?:)?//", url, re.IGNORECASE):
+            return tag
+        return tag[: parked.start()] + f' src="{url}"' + tag[parked.end():]
+
+    return _PARKED_IMG.sub(restore, html)
+
+
+def _content_id(url_value: str) -> str:
+    """The Content-ID a `cid:` URL names (RFC 2392: percent-encoded, no angle brackets)."""
+    return unquote(html_lib.unescape(url_value)).strip().strip("<>").strip()
+
+
+def inline_token(message, user) -> str:
+    return signing.dumps([str(message.pk), user.pk], salt=INLINE_TOKEN_SALT)
+
+
+def _link_inline_images(html: str, message, user) -> str:
+    """Point `<img src="cid:...">` at message_inline for the parts the message has; others stay
+    `cid:` (which the browser cannot load, so nothing is fetched)."""
+    if "cid:" not in html.lower():
+        return html
+    known = {cid.lower() for cid in message.attachments.exclude(content_id="").values_list("content_id", flat=True)}
+    base = reverse("frontend:message_inline", args=[message.pk, inline_token(message, user)])
+
+    def link(match):
+        cid = _content_id(match.group(2))
+        if cid.lower() not in known:
+            return match.group(0)
+        return f"{match.group(1)}{base}?cid={quote(cid, safe='')}{match.group(3)}"
+
+    return _CID_SRC.sub(link, html)
+
+
+def _page(request, template, **context):
+    context.setdefault("seq", current_seq(request.user.pk))
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def inbox(request):
+    accounts = access.accounts(request.user).prefetch_related("folders")
+    return _page(request, "frontend/inbox.html", accounts=accounts)
+
+
+@login_required
+@require_GET
+def message(request, message_id):
+    item = access.get_or_404(access.messages(request.user).select_related("account"), pk=message_id)
+    detail = serializers.message_detail(item, request.user)
+    deliveries = item.deliveries.select_related("service").order_by("created_at")
+    return _page(request, "frontend/message.html", message=item, detail=detail,
+                 timeline=serializers.timeline(item), deliveries=deliveries)
+
+
+@login_required
+@require_GET
+@xframe_options_sameorigin
+def message_body(request, message_id):
+    """The sanitized HTML, alone, for a sandboxed iframe (`?remote=1` restores remote images)."""
+    item = access.get_or_404(access.messages(request.user), pk=message_id)
+    remote = request.GET.get("remote") == "1"
+    html = _link_inline_images(item.html_body or "", item, request.user)
+    if remote:
+        html = _restore_remote_images(html)
+    document = ('<!doctype html><html><head><meta charset="utf-8">'
+                '<meta name="referrer" content="no-referrer">'
+                '<style>body{font-family:sans-serif;margin:8px;overflow-wrap:anywhere}</style>'
+                f"</head><body>{html}</body></html>")
+    response = HttpResponse(document, content_type="text/html; charset=utf-8")
+    inline = request.build_absolute_uri(reverse("frontend:message_inline_base", args=[item.pk]))
+    response["Content-Security-Policy"] = (BODY_CSP_REMOTE if remote else BODY_CSP).format(inline=inline) + BODY_CSP_TAIL
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def inline_base(request, message_id):
+    """The common prefix of a message's inline URLs: named for the frame's CSP, serves nothing."""
+    raise Http404("not found")
+
+
+@require_GET
+def message_inline(request, message_id, token):
+    """One inline image of a message by Content-ID (`?cid=`), for `<img>` in the body frame.
+
+    Access-checked like every download, for the reader named in the signed token (see
+    INLINE_TOKEN_SALT for why not the session); anything but a raster image is a 404, so this URL
+    can never serve markup or scripts from our origin.
+    """
+    try:
+        token_message, user_id = signing.loads(token, salt=INLINE_TOKEN_SALT, max_age=INLINE_TOKEN_MAX_AGE)
+    except (signing.BadSignature, ValueError, TypeError):  # forged, expired or malformed
+        raise Http404("not found") from None
+    reader = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if token_message != str(message_id) or reader is None:
+        raise Http404("not found")
+    item = access.get_or_404(access.messages(reader), pk=message_id)
+    cid = request.GET.get("cid", "").strip().strip("<>").strip()
+    if not cid:
+        raise Http404("not found")
+    # Inline parts first: a Content-ID is meant to be unique, but mail is what it is.
+    part = item.attachments.filter(content_id__iexact=cid).order_by("-is_inline", "position").first()
+    content_type = part.content_type.split(";")[0].strip().lower() if part else ""
+    if part is None or content_type not in INLINE_IMAGE_TYPES:
+        raise Http404("not found")
+    response = _locked_down(FileResponse(part.file.open("rb"), content_type=content_type))
+    response["Content-Disposition"] = "inline"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _locked_down(response):
+    """Headers for bytes that came from a message: never sniffed into something executable and,
+    opened directly anyway (e.g. a PDF viewer tab), unable to run anything or reach anywhere."""
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_GET
+def attachment(request, attachment_id):
+    item = access.get_or_404(access.attachments(request.user), pk=attachment_id)
+    content_type = item.content_type.split(";")[0].strip().lower()
+    if content_type not in SAFE_DOWNLOAD_TYPES:
+        content_type = "application/octet-stream"
+    return _locked_down(FileResponse(item.file.open("rb"), as_attachment=True,
+                                     filename=item.filename or "attachment", content_type=content_type))
+
+
+@login_required
+@require_GET
+def pipeline(request):
+    return _page(request, "frontend/pipeline.html")

@@ -1,0 +1,163 @@
+"""Account credentials and the connection test behind `manage.py test_account` and the admin button.
+
+Plain functions, called by thin entry points (management commands, admin views) and tested
+directly. Nothing here logs or returns a password: error texts come from imap.errors, whose
+messages name the host and the cause only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from imap import account_state, errors
+from imap.connection import open_mailbox
+from imap.models import Account
+
+# Changing any of these means the IDLE manager must reconnect and a past auth failure no longer
+# applies (the owner fixed something), so they bump config_version and reset the state.
+CONNECTION_FIELDS = frozenset({"host", "port", "security", "username", "password"})
+SKIPPED_FOLDER_FLAGS = {"\\noselect", "\\nonexistent"}
+
+
+@dataclass
+class ConnectionReport:
+    """What a connection test found: the selectable folders, or one error safe to show."""
+
+    ok: bool
+    folders: list[str] = field(default_factory=list)
+    error: errors.ImapError | None = None
+    seconds: float = 0.0
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"connected: {len(self.folders)} folder{'s' if len(self.folders) != 1 else ''}"
+        if self.error is None:
+            return "failed"
+        text = self.error.message
+        # Most messages already start with their cause ("connection refused by ..."); name it otherwise.
+        return text if self.error.reason.lower() in text.lower() else f"{self.error.reason}: {text}"
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "message": self.message,
+            "folders": self.folders,
+            "reason": None if self.ok or self.error is None else self.error.reason,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def selectable_folders(folder_infos) -> list[str]:
+    """Names of folders that can be selected, INBOX first, then in server order."""
+    names = [f.name for f in folder_infos if not SKIPPED_FOLDER_FLAGS & {fl.lower() for fl in f.flags}]
+    return sorted(names, key=lambda name: name.upper() != "INBOX")
+
+
+def _probe(account: Account, timeout: float) -> list[str]:
+    with open_mailbox(account, timeout=timeout) as mailbox:
+        return selectable_folders(mailbox.folder.list())
+
+
+def check_connection(account: Account, *, timeout: float | None = None, record: bool = True) -> ConnectionReport:
+    """Log in, list folders and log out, within `timeout` seconds in total.
+
+    The socket timeout bounds each operation, but a slow DNS lookup or a server that trickles
+    bytes could add several of them up; the probe therefore runs in a daemon thread and the
+    caller stops waiting at the deadline. With `record` the result is written to the account's
+    status (state, last error) so the owner sees it in admin and the UI.
+    """
+    timeout = float(timeout or settings.MAILGATE_IMAP_TIMEOUT)
+    outcome: dict = {}
+    started = time.monotonic()
+
+    def run():
+        try:
+            outcome["folders"] = _probe(account, timeout)
+        except errors.ImapError as exc:
+            outcome["error"] = exc
+        except Exception as exc:  # noqa: BLE001 - classified below; never shown raw
+            outcome["error"] = errors.ProtocolError(f"unexpected error with {account.host}:{account.port}: "
+                                                    f"{type(exc).__name__}")
+
+    worker = threading.Thread(target=run, name=f"check-account-{account.pk}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    seconds = time.monotonic() - started
+    if "folders" in outcome:
+        report = ConnectionReport(True, folders=outcome["folders"], seconds=seconds)
+    elif "error" in outcome:
+        report = ConnectionReport(False, error=outcome["error"], seconds=seconds)
+    else:
+        report = ConnectionReport(False, error=errors.Timeout(
+            f"timeout talking to {account.host}:{account.port} (no answer within {timeout:g} s)"), seconds=seconds)
+    if record and account.pk:
+        record_result(account, report)
+    return report
+
+
+def record_result(account: Account, report: ConnectionReport) -> None:
+    """Write a connection outcome to the account's status fields, as sync and IDLE do."""
+    if report.ok:
+        account_state.record_success(account)
+    else:
+        account_state.record_failure(account, report.error)
+
+
+def connection_changed(account: Account, changed: set[str]) -> None:
+    """Call before saving an account whose connection fields changed (see CONNECTION_FIELDS).
+
+    The IDLE manager reconnects when config_version moves; a new password or server clears any
+    state such as "authentication failed" (back to "not connected yet") so sync tries again.
+    """
+    if not CONNECTION_FIELDS & set(changed):
+        return
+    account.config_version = (account.config_version or 0) + 1
+    account.auth_failures = 0
+    account.backoff_until = None
+    account.backoff_step = 0
+    # Whatever was known about the old server or password says nothing about the new one.
+    account.state = Account.State.NEW
+
+
+@transaction.atomic
+def create_account(*, owner, email: str, host: str, password: str, port: int | None = None,
+                   security: str = Account.Security.SSL, username: str = "", display_name: str = "",
+                   **extra) -> Account:
+    """Validate and store a new account with its password encrypted. Raises ValidationError."""
+    if port is None:
+        port = 993 if security == Account.Security.SSL else 143
+    account = Account(owner=owner, email=email, host=host, port=port, security=security,
+                      username=username or email, display_name=display_name or email, **extra)
+    if not password:
+        from django.core.exceptions import ValidationError
+
+        raise ValidationError({"password": "A password is required."})
+    account.set_password(password)
+    account.full_clean()
+    account.save()
+    return account
+
+
+def set_account_password(account: Account, password: str) -> None:
+    """Store a new password (encrypted) and tell the IDLE manager to reconnect."""
+    account.set_password(password)
+    connection_changed(account, {"password"})
+    account.save()
+
+
+def mark_unreadable(account_ids) -> int:
+    """Mark accounts whose stored password no configured key decrypts. Returns how many."""
+    return Account.objects.filter(pk__in=list(account_ids)).update(
+        state=Account.State.NEEDS_CREDENTIALS,
+        last_error="the stored password cannot be decrypted with the configured keys; enter it again",
+        last_error_at=timezone.now(),
+        config_version=F("config_version") + 1,
+    )

@@ -1,0 +1,229 @@
+"""Admin for mail accounts: a write-only password, a "Test connection" button and the live IDLE
+state.
+
+The button POSTs to a per-account admin URL and shows the JSON answer next to it without a
+reload (imap/static/imap/test_connection.js). The IDLE columns and the read-only "IDLE" fieldset
+come from the account's imap.IdleSession row, joined in the same query (list_select_related).
+"""
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import formats, timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from imap.accounts import check_connection, connection_changed
+from imap.models import Account, Folder, IdleSession
+
+# An admin click should answer quickly even if MAILGATE_IMAP_TIMEOUT is long for batch sync.
+ADMIN_TEST_TIMEOUT = 15.0
+
+
+class AccountForm(forms.ModelForm):
+    # Write-only: never rendered back into the page (render_value=False), blank keeps the stored one.
+    password = forms.CharField(
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        required=False, strip=False,
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+
+    class Meta:
+        model = Account
+        fields = ["display_name", "email", "owner", "members", "host", "port", "security", "username",
+                  "password", "folders_include", "folders_exclude", "push_folders", "enabled"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.password_encrypted and not cleaned.get("password"):
+            self.add_error("password", "A password is required for a new account.")
+        return cleaned
+
+    def save(self, commit=True):
+        account = super().save(commit=False)
+        if self.cleaned_data.get("password"):
+            account.set_password(self.cleaned_data["password"])
+        if self.instance.pk:
+            connection_changed(account, set(self.changed_data))
+        if commit:
+            account.save()
+            self.save_m2m()
+        return account
+
+
+def _owned(queryset, user):
+    return queryset if user.is_superuser else queryset.filter(owner=user)
+
+
+IDLE_FIELDS = ["idle_connected", "idle_idling_since", "idle_last_push", "idle_last_error", "idle_last_error_at",
+               "idle_reconnect_count", "idle_lease_owner", "idle_lease_expires_at"]
+
+
+def _session(account):
+    try:
+        return account.idle_session
+    except IdleSession.DoesNotExist:
+        return None
+
+
+def _lease_live(session) -> bool:
+    # A manager that died without releasing leaves connected=True until its lease expires and
+    # another manager takes over; the admin must not show that as connected.
+    return bool(session and session.lease_owner and session.lease_expires_at
+                and session.lease_expires_at > timezone.now())
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    form = AccountForm
+    list_display = ["display_name", "email", "host", "security", "enabled", "state", "idle_connected",
+                    "idle_last_push", "last_sync_at", "test_connection_button"]
+    list_select_related = ["idle_session"]
+    list_filter = ["enabled", "state", "security"]
+    search_fields = ["display_name", "email", "host", "username"]
+    readonly_fields = ["state", "last_error", "last_error_at", "last_sync_at", "auth_failures",
+                       "backoff_until", "config_version", "created_at", "updated_at", "test_connection_button",
+                       *IDLE_FIELDS]
+    filter_horizontal = ["members"]
+    fieldsets = [
+        (None, {"fields": ["display_name", "email", "owner", "members", "enabled"]}),
+        ("Server", {"fields": ["host", "port", "security", "username", "password", "test_connection_button"]}),
+        ("Folders", {"fields": ["folders_include", "folders_exclude", "push_folders"]}),
+        ("Status", {"fields": ["state", "last_error", "last_error_at", "last_sync_at", "auth_failures",
+                               "backoff_until", "config_version", "created_at", "updated_at"]}),
+        ("IDLE", {"fields": IDLE_FIELDS,
+                  "description": "The push connection, as the IDLE manager holding the lease last wrote it."}),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "IDLE"]
+
+    # IDLE state (imap.IdleSession) -----------------------------------------------------------
+    def _idle_time(self, obj, name: str, *, only_connected: bool = False):
+        session = _session(obj)
+        value = getattr(session, name) if session else None
+        if only_connected and not (session and session.connected and _lease_live(session)):
+            value = None
+        # Read-only callables are rendered with str() on the change page: format like the list.
+        return formats.localize(timezone.template_localtime(value)) if value else self.get_empty_value_display()
+
+    @admin.display(description="IDLE", boolean=True, ordering="idle_session__connected")
+    def idle_connected(self, obj):
+        session = _session(obj)
+        return bool(session and session.connected and _lease_live(session))
+
+    @admin.display(description="Idling since")
+    def idle_idling_since(self, obj):
+        return self._idle_time(obj, "idling_since", only_connected=True)
+
+    @admin.display(description="Last push", ordering="idle_session__last_push_at")
+    def idle_last_push(self, obj):
+        return self._idle_time(obj, "last_push_at")
+
+    @admin.display(description="Last IDLE error")
+    def idle_last_error(self, obj):
+        session = _session(obj)
+        return session.last_error if session else ""
+
+    @admin.display(description="Last IDLE error at")
+    def idle_last_error_at(self, obj):
+        return self._idle_time(obj, "last_error_at")
+
+    @admin.display(description="Reconnects")
+    def idle_reconnect_count(self, obj):
+        session = _session(obj)
+        return session.reconnect_count if session else 0
+
+    @admin.display(description="Lease owner (IDLE manager)")
+    def idle_lease_owner(self, obj):
+        session = _session(obj)
+        if not session or not session.lease_owner:
+            return "none (no IDLE manager holds this account)"
+        return session.lease_owner if _lease_live(session) else f"{session.lease_owner} (lease expired)"
+
+    @admin.display(description="Lease expires")
+    def idle_lease_expires_at(self, obj):
+        return self._idle_time(obj, "lease_expires_at")
+
+    class Media:
+        js = ["imap/test_connection.js"]
+
+    def get_queryset(self, request):
+        # The change page reads the IDLE fields too: one query with the session joined.
+        return _owned(super().get_queryset(request), request.user).select_related("idle_session")
+
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    @method_decorator(sensitive_post_parameters("password"))
+    def changeform_view(self, request, *args, **kwargs):
+        # Keeps the password out of error reports should a save ever fail with a 500.
+        return super().changeform_view(request, *args, **kwargs)
+
+    @admin.display(description="Connection")
+    def test_connection_button(self, obj):
+        if not obj or not obj.pk:
+            return "Save the account first."
+        url = reverse("admin:imap_account_test_connection", args=[obj.pk])
+        return format_html(
+            '<button type="button" class="button mailgate-test-connection" data-url="{}" '
+            'data-account="{}">Test connection</button> '
+            '<span class="mailgate-test-result" id="test-connection-result-{}" role="status" '
+            'aria-live="polite"></span>',
+            url, obj.pk, obj.pk,
+        )
+
+    def get_urls(self):
+        custom = [
+            path("<int:account_id>/test-connection/",
+                 self.admin_site.admin_view(self.test_connection_view),
+                 name="imap_account_test_connection"),
+        ]
+        return custom + super().get_urls()
+
+    @method_decorator(require_POST)  # a test writes the account's state: never on a GET
+    def test_connection_view(self, request, account_id):
+        account = get_object_or_404(self.get_queryset(request), pk=account_id)
+        if not self.has_change_permission(request, account):
+            raise PermissionDenied
+        report = check_connection(account, timeout=min(ADMIN_TEST_TIMEOUT, settings.MAILGATE_IMAP_TIMEOUT))
+        return JsonResponse({**report.as_dict(), "state": account.state,
+                             "state_display": account.get_state_display()})
+
+
+@admin.register(Folder)
+class FolderAdmin(admin.ModelAdmin):
+    list_display = ["name", "account", "special_use", "selectable", "present", "highest_uid", "last_synced_at"]
+    list_filter = ["special_use", "selectable", "present"]
+    search_fields = ["name", "account__email"]
+    readonly_fields = ["uidvalidity", "uidnext", "highest_uid", "highestmodseq", "last_synced_at"]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(account__owner=request.user)
+
+
+@admin.register(IdleSession)
+class IdleSessionAdmin(admin.ModelAdmin):
+    list_display = ["account", "connected", "idling_since", "last_push_at", "reconnect_count", "lease_owner",
+                    "lease_expires_at", "last_error"]
+    list_filter = ["connected"]
+    list_select_related = ["account"]
+
+    def get_queryset(self, request):
+        # Like the accounts themselves: staff see the sessions of the accounts they own.
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(account__owner=request.user)
+
+    def has_add_permission(self, request):
+        return False  # written by the IDLE manager only
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,61 @@
+"""What can go wrong talking to an IMAP server, as exceptions whose message is safe to show.
+
+Messages never contain the password; they name the host and the cause in one line.
+"""
+
+
+class ImapError(Exception):
+    """Base: `str(exc)` is one clear line for the owner. `retry` says whether backing off helps."""
+
+    reason = "error"
+    retry = True
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NameNotResolved(ImapError):
+    reason = "name not resolved"
+
+
+class ConnectionRefused(ImapError):
+    reason = "connection refused"
+
+
+class TlsFailure(ImapError):
+    reason = "TLS failure"
+
+
+class AuthenticationFailed(ImapError):
+    reason = "authentication failed"
+    retry = False  # retrying a wrong password only gets the account locked by the provider
+
+
+class CredentialsNeedReentry(ImapError):
+    reason = "credentials need re-entry"
+    retry = False
+
+
+class Timeout(ImapError):
+    reason = "timeout"
+
+
+class Throttled(ImapError):
+    """The provider asked us to slow down (NO [THROTTLED], too many connections, ...)."""
+
+    reason = "throttled"
+
+    def __init__(self, message: str, backoff_seconds: float | None = None):
+        super().__init__(message)
+        self.backoff_seconds = backoff_seconds
+
+
+class ProtocolError(ImapError):
+    reason = "protocol error"
+
+
+class TooManyConnections(ImapError):
+    """Every one of the account's connection slots is in use (see imap/slots.py)."""
+
+    reason = "no free connection slot"

@@ -1,0 +1,62 @@
+import getpass
+import sys
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from imap.accounts import create_account
+from imap.models import Account
+
+
+def read_password(password_file: str | None, stdin) -> str:
+    """The password from --password-file, a prompt on a terminal, or the first line of stdin.
+
+    Never from an argument: command lines are visible to every user in `ps` and land in shell history.
+    """
+    if password_file:
+        try:
+            text = Path(password_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot read --password-file {password_file}: {exc.strerror}") from None
+        return text.rstrip("\r\n")
+    if stdin.isatty():
+        return getpass.getpass("IMAP password: ")
+    return stdin.readline().rstrip("\r\n")
+
+
+class Command(BaseCommand):
+    help = ("Add an IMAP account. The password comes from stdin (first line) or --password-file and is "
+            "stored encrypted. Prints the new account's id.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--owner", required=True, help="username of the Django user who owns the account")
+        parser.add_argument("--email", required=True)
+        parser.add_argument("--host", required=True)
+        parser.add_argument("--port", type=int, help="default 993 for ssl, 143 otherwise")
+        parser.add_argument("--security", choices=Account.Security.values, default=Account.Security.SSL)
+        parser.add_argument("--username", default="", help="IMAP login (default: the email address)")
+        parser.add_argument("--display-name", default="")
+        parser.add_argument("--password-file", help="file whose content (one line) is the password")
+        parser.add_argument("--folder", action="append", dest="folders", default=[],
+                            help="a folder to sync (repeatable; default: every selectable folder)")
+        parser.add_argument("--disabled", action="store_true", help="add it without connecting yet")
+
+    def handle(self, *args, **opts):
+        User = get_user_model()
+        try:
+            owner = User.objects.get(username=opts["owner"])
+        except User.DoesNotExist:
+            raise CommandError(f"no user named {opts['owner']!r}") from None
+        password = read_password(opts["password_file"], sys.stdin)
+        try:
+            account = create_account(
+                owner=owner, email=opts["email"], host=opts["host"], port=opts["port"],
+                security=opts["security"], username=opts["username"], display_name=opts["display_name"],
+                password=password, folders_include=opts["folders"], enabled=not opts["disabled"],
+            )
+        except ValidationError as exc:
+            problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
+            raise CommandError(f"account not added: {problems}") from None
+        self.stdout.write(str(account.pk))

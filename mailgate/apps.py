@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class MailgateConfig(AppConfig):
+    name = "mailgate"
+    verbose_name = "mailgate"
+
+    def ready(self):
+        from mailgate import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,43 @@
+"""System checks: `manage.py check` fails when settings could lose or endlessly retry work."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+@register(Tags.compatibility)
+def check_task_queue(app_configs=None, **kwargs):
+    q = getattr(settings, "Q_CLUSTER", {})
+    errors = []
+    if q.get("orm") is None:
+        errors.append(Error(
+            "Q_CLUSTER must use the ORM broker ('orm': 'default').",
+            hint="Other brokers lose a task that was in flight when its worker died.",
+            id="mailgate.E001",
+        ))
+    timeout, retry = q.get("timeout"), q.get("retry")
+    if not timeout or timeout <= 0:
+        errors.append(Error(
+            "Q_CLUSTER['timeout'] must be a positive number of seconds.",
+            hint="Without it a hung task holds its worker forever.",
+            id="mailgate.E002",
+        ))
+    elif not retry or retry <= timeout:
+        errors.append(Error(
+            f"Q_CLUSTER['retry'] ({retry}) must be greater than 'timeout' ({timeout}).",
+            hint="Otherwise a slow task is handed to a second worker while the first still runs it.",
+            id="mailgate.E003",
+        ))
+    max_attempts = q.get("max_attempts")
+    if not isinstance(max_attempts, int) or max_attempts <= 0:
+        errors.append(Error(
+            "Q_CLUSTER['max_attempts'] must be a finite number above zero.",
+            hint="0 means retry forever: a poison task would loop endlessly.",
+            id="mailgate.E004",
+        ))
+    if settings.MAILGATE_IDLE_RENEW > 1740 or settings.MAILGATE_IDLE_RENEW < 10:
+        errors.append(Error(
+            f"MAILGATE_IDLE_RENEW={settings.MAILGATE_IDLE_RENEW} is outside 10..1740 seconds.",
+            hint="RFC 2177: servers may drop an IDLE after 30 minutes; renew before 29.",
+            id="mailgate.E005",
+        ))
+    return errors

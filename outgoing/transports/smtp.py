@@ -1,0 +1,179 @@
+"""SMTP: the relayed message as a new email (text, HTML alternative, attachments) to one address."""
+
+import os
+import smtplib
+import socket
+import ssl
+import threading
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from django.utils.text import slugify
+
+from outgoing import formatting
+from outgoing.http import is_loopback
+from outgoing.transports.base import Transport, TransportError
+from pipeline.loops import relay_header_value
+
+SECURITY = ("ssl", "starttls", "none")
+DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+# Bigger than this in total and attachments go as links instead (most servers refuse ~25 MB).
+DEFAULT_MAX_ATTACHMENT_BYTES = 15 * 1024 * 1024
+
+# Building a default context loads the system CA store (~30-60 ms): build one per CA file per
+# process, not one per send. A configured SSLContext is safe to share between connections and threads.
+_contexts: dict[tuple, ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """The verifying client context for `cafile` (None: the system store), built once. A CA file
+    is keyed by its modification time too, so a renewed file is picked up without a restart."""
+    key: tuple = ("",)
+    if cafile:
+        try:
+            key = (cafile, os.stat(cafile).st_mtime_ns)
+        except OSError:
+            return ssl.create_default_context(cafile=cafile)  # raises the clear error for a missing file
+    context = _contexts.get(key)
+    if context is None:
+        with _contexts_lock:
+            context = _contexts.get(key)
+            if context is None:
+                context = _contexts[key] = ssl.create_default_context(cafile=cafile or None)
+    return context
+
+
+class SmtpTransport(Transport):
+    kind = "smtp"
+    required_config = ("host", "from_address")
+    optional_config = ("port", "security", "username", "from_name", "reply_to", "list_id", "subject_prefix",
+                       "cafile", "max_attachment_bytes")
+    optional_secrets = ("password",)
+    address_label = "email address"
+
+    @classmethod
+    def check(cls, config, secrets):
+        security = config.get("security", "starttls")
+        if security not in SECURITY:
+            yield "config", f"config.security: one of {', '.join(SECURITY)}"
+        port = config.get("port", DEFAULT_PORTS.get(security, 587))
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            yield "config", "config.port: a port number from 1 to 65535"
+        for key in ("from_address", "reply_to", "test_address"):
+            if config.get(key):
+                try:
+                    validate_email(config[key])
+                except ValidationError:
+                    yield "config", f"config.{key}: not an email address"
+        if config.get("username") and not secrets.get("password"):
+            yield "password", "secrets.password: required when config.username is set"
+        if (security == "none" and config.get("username") and config.get("host")
+                and not is_loopback(str(config["host"]))):
+            yield "config", "config.security: a password is only sent unencrypted to a loopback host"
+        for key, value in config.items():
+            if isinstance(value, str) and ("\r" in value or "\n" in value):
+                yield "config", f"config.{key}: must not contain a line break"
+
+    def build(self, message, delivery) -> EmailMessage:
+        values = formatting.context(message)
+        to = self.recipient(delivery, "test_address")
+        from_name = self.config.get("from_name") or f"{values['sender']} via {values['source']}"
+        list_id = self.config.get("list_id") or (
+            f"{slugify(self.service.name) or 'service'}.{slugify(settings.MAILGATE_INSTANCE_ID) or 'mailgate'}"
+            ".mailgate.invalid")
+        headers = {
+            "From": from_name,
+            "To": to,
+            "Subject": (self.config.get("subject_prefix") or "") + (message.subject or "(no subject)"),
+            "Reply-To": self.config.get("reply_to") or message.sender_address or "",
+            "List-Id": f"{self.service.name} <{list_id}>",
+            settings.MAILGATE_RELAY_HEADER: relay_header_value(delivery.pk),
+            # Threads the relayed copies in the subscriber's mail client like the original.
+            "References": message.message_id if (message.message_id or "").startswith("<") else "",
+        }
+        for name, value in headers.items():
+            # A line break would let a message's own text add headers (or recipients) to ours.
+            if "\r" in value or "\n" in value:
+                raise TransportError(f"refusing to send: the {name} header would contain a line break",
+                                     permanent=True)
+        email = EmailMessage()
+        headers["From"] = Address(display_name=from_name, addr_spec=self.config["from_address"])
+        for name, value in headers.items():
+            if value:
+                email[name] = value
+        email["Date"] = format_datetime(message.date or timezone.now())
+        email["Message-ID"] = make_msgid(domain=self.config["from_address"].rpartition("@")[2] or None)
+        template = self.config.get("template") or formatting.EMAIL_TEMPLATE
+        text = formatting.plain(formatting.runs(template, values))
+        attachments = formatting.attachments_of(message)
+        limit = self.config.get("max_attachment_bytes", DEFAULT_MAX_ATTACHMENT_BYTES)
+        as_files = attachments if sum(a.size for a in attachments) <= limit else []
+        if attachments and not as_files:
+            text += "\n\n" + formatting.attachment_lines(attachments)
+        email.set_content(text or " ")
+        if message.html_body:
+            email.add_alternative(message.html_body, subtype="html")
+        for attachment in as_files:
+            maintype, _, subtype = (attachment.content_type or "application/octet-stream").partition("/")
+            email.add_attachment(formatting.read_attachment(attachment), maintype=maintype or "application",
+                                 subtype=subtype or "octet-stream", filename=attachment.filename)
+        return email
+
+    def send(self, message, delivery) -> str:
+        email = self.build(message, delivery)
+        to = email["To"].addresses[0].addr_spec
+        try:
+            with self._connect() as smtp:
+                smtp.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            raise _error(code, text, "recipient refused") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise TransportError(f"SMTP authentication failed: {exc.smtp_code} {_text(exc.smtp_error)}",
+                                 permanent=True) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise TransportError(f"SMTP server does not support it: {exc}", permanent=True) from None
+        except smtplib.SMTPResponseException as exc:
+            raise _error(exc.smtp_code, exc.smtp_error, "SMTP error") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(f"TLS certificate of {self.config['host']} not trusted: {exc.verify_message}",
+                                 permanent=True) from None
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise TransportError(f"SMTP connection to {self.config['host']} failed: {exc or type(exc).__name__}") \
+                from None
+        return email["Message-ID"]
+
+    def _connect(self) -> smtplib.SMTP:
+        host, security = self.config["host"], self.config.get("security", "starttls")
+        port = self.config.get("port", DEFAULT_PORTS[security])
+        # Only TLS needs a context; security "none" never loads the CA store.
+        context = tls_context(self.config.get("cafile")) if security in ("ssl", "starttls") else None
+        if security == "ssl":
+            smtp = smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(host, port, timeout=self.timeout)
+        try:
+            if security == "starttls":
+                smtp.starttls(context=context)
+            if self.config.get("username"):
+                smtp.login(self.config["username"], self.secrets.get("password", ""))
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+
+def _error(code, text, what) -> TransportError:
+    # 4xx is "try again later" in SMTP; 5xx is final.
+    return TransportError(f"{what}: {code} {_text(text)}", permanent=500 <= int(code) < 600)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+

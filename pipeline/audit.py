@@ -1,0 +1,37 @@
+"""Audit trail: one Event row per stage transition, naming the worker (host:pid) that made it."""
+
+import os
+import socket
+
+from pipeline.models import Event
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def event(kind, message=None, delivery=None, detail: str = "") -> Event:
+    """An unsaved audit row (see record and record_all)."""
+    if message is None and delivery is not None:
+        message = delivery.message
+    owner_id = message.owner_id if message is not None else None
+    summary = ""
+    if message is not None:
+        summary = f"{message.sender_address or '?'}: {(message.subject or '(no subject)')[:200]}"
+    return Event(
+        kind=kind, owner_id=owner_id, message=message, delivery=delivery, worker=worker_name(),
+        detail=str(detail)[:10000], summary=summary[:500],
+    )
+
+
+def record(kind, message=None, delivery=None, detail: str = "") -> Event:
+    """Write an audit row. Call it inside the transaction that makes the transition, or before a
+    side effect (a send) so the row exists even if the worker dies during it."""
+    row = event(kind, message, delivery, detail)
+    row.save(force_insert=True)
+    return row
+
+
+def record_all(rows: list[Event]) -> None:
+    """Write several audit rows of one transition in one INSERT, in the given order."""
+    Event.objects.bulk_create(rows)

@@ -1,0 +1,123 @@
+"""Compare-and-set claims: a conditional UPDATE decides which worker runs a stage for a row.
+
+The attempt count is bumped in the same UPDATE and committed before the stage does any work, so a
+row whose processing kills the worker (django-q2 does not count a SIGKILLed worker as a failed
+attempt) still runs out of attempts and ends DEAD instead of looping.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+
+from pipeline import audit, clock, events
+from pipeline.models import Delivery, Event, Message, Subscription
+
+
+def lease(now):
+    return now + timedelta(seconds=settings.MAILGATE_STAGE_DEADLINE)
+
+
+def claim_message(message_id, status: str) -> Message | None:
+    """Claim a message waiting in `status` for this worker; None if another worker holds it, it
+    moved on, or it just ran out of attempts (then it is DEAD)."""
+    now = clock.now()
+    me = audit.worker_name()
+    # One UPDATE is atomic and, outside a transaction, committed on its own: no BEGIN/COMMIT needed.
+    claimed = (Message.objects.filter(pk=message_id, status=status)
+               .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+               .update(claimed_by=me, claimed_until=lease(now), attempts=F("attempts") + 1, updated_at=now))
+    if not claimed:
+        return None
+    message = Message.objects.select_related("owner").get(pk=message_id)
+    if message.attempts > settings.MAILGATE_PIPELINE_MAX_ATTEMPTS:
+        give_up_message(message, status, f"gave up at {status} after {message.attempts - 1} attempts")
+        return None
+    if message.attempts > 1:
+        audit.record(Event.Kind.CRASHED, message, detail=f"{status}: attempt {message.attempts} "
+                                                         f"(an earlier attempt did not finish)")
+    return message
+
+
+def give_up_message(message: Message, status: str, reason: str) -> bool:
+    with transaction.atomic():
+        done = Message.objects.filter(pk=message.pk, status=status).update(
+            status=Message.Status.DEAD, claimed_by="", claimed_until=None, updated_at=clock.now())
+        if done:
+            message.status = Message.Status.DEAD
+            audit.record(Event.Kind.DEAD, message, detail=reason)
+            events.message_updated(message)
+    return bool(done)
+
+
+def release_message(message: Message, status: str, reason: str) -> None:
+    """A stage failed with an exception: record it and let the sweeper try again after the deadline
+    (the claim stays until then, so a burst of retries cannot spin)."""
+    audit.record(Event.Kind.CRASHED, message, detail=f"{status}: {reason}"[:2000])
+
+
+def claim_delivery(delivery_id) -> Delivery | None:
+    """SCHEDULED/RETRYING and due (or SENDING with an expired lease) → SENDING for this worker.
+    Never a delivery of a DIGEST subscription: those go in groups (claim_digest)."""
+    now = clock.now()
+    me = audit.worker_name()
+    due = Q(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING], not_before__lte=now)
+    abandoned = Q(status=Delivery.Status.SENDING, claimed_until__lt=now)
+    # Claim and status change in one UPDATE, committed on its own (autocommit) before the send.
+    claimed = Delivery.objects.filter(Q(pk=delivery_id) & (due | abandoned)).exclude(
+        subscription__mode=Subscription.Mode.DIGEST).update(
+        status=Delivery.Status.SENDING, claimed_by=me, claimed_until=lease(now),
+        attempts=F("attempts") + 1, updated_at=now)
+    if not claimed:
+        return None
+    # Everything the send reads, in one query: the message with its source (formatting names it)
+    # and the service.
+    return (Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
+            .get(pk=delivery_id))
+
+
+def is_digest(delivery_id) -> bool:
+    return Delivery.objects.filter(pk=delivery_id, subscription__mode=Subscription.Mode.DIGEST).exists()
+
+
+def claim_digest(delivery_id, limit: int) -> list[Delivery]:
+    """For a delivery of a DIGEST subscription: claim it and, with it, every other due delivery of
+    the same subscription (up to `limit`), oldest first, as one group for one combined send.
+
+    The whole claim runs under a lock on the subscription row (SQLite's IMMEDIATE transactions
+    lock the database anyway), so the send tasks of one digest, which the sweeper enqueues all
+    at once, never split it between workers: the first takes the group, the others find their
+    delivery already claimed and skip. Returns [] when `delivery_id` itself is not claimable."""
+    now = clock.now()
+    me = audit.worker_name()
+    due = Q(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING], not_before__lte=now)
+    abandoned = Q(status=Delivery.Status.SENDING, claimed_until__lt=now)
+    with transaction.atomic():
+        subscription_id = (Delivery.objects.filter(Q(pk=delivery_id) & (due | abandoned))
+                           .values_list("subscription_id", flat=True).first())
+        if subscription_id is None:
+            return []
+        list(Subscription.objects.select_for_update().filter(pk=subscription_id).values_list("pk"))
+        others = list(Delivery.objects.filter(subscription_id=subscription_id).filter(due | abandoned)
+                      .exclude(pk=delivery_id).order_by("created_at", "pk").values_list("pk", flat=True)[:limit - 1])
+        group = [delivery_id, *others]
+        Delivery.objects.filter(pk__in=group).filter(due | abandoned).update(
+            status=Delivery.Status.SENDING, claimed_by=me, claimed_until=lease(now),
+            attempts=F("attempts") + 1, updated_at=now)
+    return list(Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
+                .filter(pk__in=group, status=Delivery.Status.SENDING, claimed_by=me)
+                .order_by("created_at", "pk"))
+
+
+def finish_delivery(delivery: Delivery, **fields) -> bool:
+    """Move a delivery this worker holds out of SENDING; False if the claim was lost meanwhile."""
+    fields.setdefault("claimed_until", None)
+    fields.setdefault("claimed_by", "")
+    fields["updated_at"] = clock.now()
+    done = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING,
+                                   claimed_by=delivery.claimed_by).update(**fields)
+    if done:
+        for name, value in fields.items():
+            setattr(delivery, name, value)
+    return bool(done)

@@ -1,0 +1,180 @@
+"""The single door into the pipeline for every source (IMAP sync, import, inbound webhooks).
+
+Raw bytes are stored content-addressed (sha256) through Django's storage API, so the same bytes
+are written once and an S3-style storage can be configured later.
+"""
+
+import hashlib
+import os
+import uuid
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage, storages
+from django.db import IntegrityError, connections, router, transaction
+
+from pipeline.models import Message, PurgedIdentity
+
+_known_dirs: set = set()
+
+
+def raw_name(sha256: str) -> str:
+    return f"raw/{sha256[:2]}/{sha256}.eml"
+
+
+def store_raw(raw: bytes) -> tuple[str, str]:
+    """Store raw RFC 822 bytes once; returns (storage name, sha256 hex)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    name = raw_name(digest)
+    storage = storages["default"]  # the object default_storage wraps
+    if _plain_filesystem(storage):
+        _write_file_once(storage, name, raw)
+    elif not default_storage.exists(name):
+        saved = default_storage.save(name, ContentFile(raw))
+        if saved != name:
+            # Another process stored the same bytes between exists() and save(): keep one copy.
+            default_storage.delete(saved)
+    return name, digest
+
+
+def _plain_filesystem(storage) -> bool:
+    # Only the stock local storage takes the direct path; anything else (S3, a directory
+    # permission mode) goes through the storage API.
+    return type(storage) is FileSystemStorage and storage.directory_permissions_mode is None
+
+
+def _write_file_once(storage: FileSystemStorage, name: str, raw: bytes) -> None:
+    """Local-disk fast path of store_raw (bench/sync.py: the storage API's exists + name checks +
+    makedirs cost as much as the write). The bytes go to a temporary file renamed into place, so
+    a file under the content-addressed name is always complete: a process killed mid-write leaves
+    only a stray *.tmp, never a truncated message that exists() would then vouch for."""
+    path = storage.path(name)
+    if os.path.exists(path):
+        return
+    directory = os.path.dirname(path)
+    if directory not in _known_dirs:
+        os.makedirs(directory, exist_ok=True)
+        _known_dirs.add(directory)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except FileNotFoundError:  # the directory was removed since we cached it
+        _known_dirs.discard(directory)
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if storage.file_permissions_mode is not None:  # FILE_UPLOAD_PERMISSIONS, as save() applies it
+                os.fchmod(fh.fileno(), storage.file_permissions_mode)
+            fh.write(raw)
+        # A concurrent writer of the same digest renames identical bytes: either one wins.
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_raw(message: Message) -> bytes:
+    with default_storage.open(message.raw.name, "rb") as fh:
+        return fh.read()
+
+
+def enqueue_standardize(message_id) -> None:
+    """Start the pipeline for a message once the surrounding transaction commits."""
+    from pipeline import tasks
+
+    transaction.on_commit(lambda: tasks.enqueue("standardize", message_id))
+
+
+def enqueue_standardize_many(message_ids) -> None:
+    """Start the pipeline for many messages once the surrounding transaction commits, with one
+    INSERT for all their queue rows."""
+    from pipeline import tasks
+
+    ids = [str(pk) for pk in message_ids]
+    if ids:
+        transaction.on_commit(lambda: tasks.enqueue_many("standardize", ids))
+
+
+def attach_raw_batch(pairs) -> int:
+    """Phase 2 of sync: keep the bodies of one FETCH batch, [(message, raw), ...], and start the
+    pipeline for each; returns how many messages advanced.
+
+    Stores the raw files first (content-addressed, so a rollback leaves only reusable files), then
+    in ONE transaction locks the batch's messages still in HEADERS and moves exactly those to
+    RECEIVED with one conditional UPDATE (executemany, see _advance_to_received), and queues their
+    standardize tasks after the commit in one insert. Idempotent: a message already past HEADERS
+    (another sync, a rerun) is neither changed nor queued again. A message listed twice keeps the
+    first bytes.
+    """
+    stored: dict = {}
+    for message, raw in pairs:
+        if message.pk in stored:
+            continue
+        name, digest = store_raw(raw)
+        stored[message.pk] = (name, digest, len(raw))
+    if not stored:
+        return 0
+    with transaction.atomic():
+        # FOR UPDATE (PostgreSQL) / the IMMEDIATE write lock (SQLite; with a DEFERRED transaction
+        # a concurrent commit makes our UPDATE fail instead) keep a concurrent attach of the same
+        # message from slipping between this read and the UPDATE: the ids read here are exactly
+        # the rows the conditional UPDATE moves, hence exactly the ones to queue.
+        waiting = list(Message.objects.select_for_update().filter(
+            pk__in=list(stored), status=Message.Status.HEADERS).values_list("pk", flat=True))
+        if waiting:
+            _advance_to_received([(pk, *stored[pk]) for pk in waiting])
+            enqueue_standardize_many(waiting)
+    return len(waiting)
+
+
+def _advance_to_received(rows) -> None:
+    """UPDATE ... SET raw, raw_sha256, size, status=RECEIVED WHERE id = ? AND status = HEADERS for
+    every (pk, name, digest, size), as one executemany: the ORM's per-row CASE/WHEN form of this
+    cost ~1 ms per message to compile (bench/sync.py), more than the rest of phase 2."""
+    connection = connections[router.db_for_write(Message)]
+    meta, qn = Message._meta, connection.ops.quote_name
+    column = {name: qn(meta.get_field(name).column) for name in ("raw", "raw_sha256", "size", "status")}
+    sql = (f"UPDATE {qn(meta.db_table)} SET {column['raw']} = %s, {column['raw_sha256']} = %s, "
+           f"{column['size']} = %s, {column['status']} = %s "
+           f"WHERE {qn(meta.pk.column)} = %s AND {column['status']} = %s")
+    received, headers = str(Message.Status.RECEIVED), str(Message.Status.HEADERS)
+    params = [(name, digest, size, received, meta.pk.get_db_prep_value(pk, connection), headers)
+              for pk, name, digest, size in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+        # sqlite3 sums executemany's rowcount (not every PostgreSQL driver does). Under the lock
+        # this cannot differ; if it ever did, roll back rather than queue a message that did not move.
+        if connection.vendor == "sqlite" and cursor.rowcount != len(params):
+            raise IntegrityError(f"attach_raw_batch: {len(params) - cursor.rowcount} rows changed under the lock")
+
+
+def ingest_raw(*, owner, raw: bytes, identity: str, source: str, account=None, folder=None,
+               channel=None, **fields) -> tuple[Message, bool]:
+    """Create a received message from complete raw bytes (import, webhooks) unless its identity
+    is already known in that account or channel. Returns (message, created).
+
+    An identity that retention purged (pipeline.PurgedIdentity) returns (None, False): the
+    message was relayed already and is gone from mailgate, so it must not come back as new."""
+    lookup = {"account": account} if account is not None else {"channel": channel}
+    existing = Message.objects.filter(identity=identity, **lookup).first()
+    if existing:
+        return existing, False
+    if (account is not None or channel is not None) and \
+            PurgedIdentity.objects.filter(identity=identity, **lookup).exists():
+        return None, False
+    name, digest = store_raw(raw)
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                owner=owner, source=source, account=account, folder=folder, channel=channel,
+                identity=identity, raw=name, raw_sha256=digest, size=len(raw),
+                status=Message.Status.RECEIVED, **fields,
+            )
+            enqueue_standardize(message.pk)
+    except IntegrityError:
+        # Lost a race with a concurrent call for the same identity: the other one stored it.
+        return Message.objects.get(identity=identity, **lookup), False
+    return message, True

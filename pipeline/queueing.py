@@ -1,0 +1,100 @@
+"""distribute + queue: match routes, then one Delivery per active subscription of each matched
+service, scheduled by pipeline.scheduling. One transaction, so a message is either DISTRIBUTED
+with all its deliveries or still STANDARDIZED; the unique (message, subscription) constraint makes
+a second run create nothing.
+"""
+
+import logging
+
+from django.db import transaction
+
+from outgoing.inbound import sender_ids
+from pipeline import audit, claims, clock, events, routing, scheduling
+from pipeline.models import Delivery, Event, Message, Subscription
+
+log = logging.getLogger(__name__)
+
+
+def is_sender(subscription: Subscription, sender_address: str, sender: set[str] | None = None) -> bool:
+    """Never relay a message back to the person who sent it (same address or same subscriber).
+
+    An SMS or chat message carries a synthetic address (+15551230000@sms.mailgate.invalid); its
+    sender is also known by the phone number or chat id alone, which is how a subscriber lists it.
+    Pass `sender` (sender_ids of the address) when checking many subscriptions of one message."""
+    ids = sender if sender is not None else sender_ids(sender_address)
+    if not ids:
+        return False
+    if (subscription.address or "").strip().lower() in ids:
+        return True
+    return any(str(a).strip().lower() in ids for a in (subscription.subscriber.addresses or []))
+
+
+def queue_deliveries(message: Message, services, now) -> list[Delivery]:
+    """Create the deliveries of `message` to `services` (inside the caller's transaction); returns
+    those created by this call. Rows that already exist are left as they are."""
+    if not services:
+        return []
+    subscriptions = (Subscription.objects.filter(service__in=services, active=True)
+                     .select_related("subscriber", "service").order_by("pk"))
+    existing = set(Delivery.objects.filter(message=message).values_list("subscription_id", flat=True))
+    sender = sender_ids(message.sender_address)
+    lease = claims.lease(now)
+    created = []
+    for subscription in subscriptions:
+        if subscription.pk in existing or is_sender(subscription, message.sender_address, sender):
+            continue
+        not_before = scheduling.next_send_time(subscription, now)
+        due = not_before <= now
+        created.append(Delivery(
+            message=message, subscription=subscription, service=subscription.service,
+            address=subscription.address, not_before=not_before,
+            # claimed_until on a SCHEDULED row marks "already in the task queue": the sweeper
+            # leaves it alone until the lease passes (see pipeline.sweeper).
+            claimed_until=lease if due else None,
+        ))
+    # The ids are made here (UUIDs), so the rows need no re-read. A row that another worker
+    # inserted meanwhile is skipped by ignore_conflicts; then our audit row for it fails its
+    # foreign key at commit and the whole distribute rolls back (only possible after a lost claim,
+    # which rolls back anyway).
+    Delivery.objects.bulk_create(created, ignore_conflicts=True)
+    return created
+
+
+def distribute(message_id) -> str:
+    """Stage task body; returns what happened (for logs and tests)."""
+    from pipeline import tasks
+
+    message = claims.claim_message(message_id, Message.Status.STANDARDIZED)
+    if message is None:
+        return "skipped"
+    try:
+        services = routing.matching_services(message)
+        now = clock.now()
+        with transaction.atomic():
+            deliveries = queue_deliveries(message, services, now)
+            moved = Message.objects.filter(pk=message.pk, status=Message.Status.STANDARDIZED,
+                                           claimed_by=message.claimed_by).update(
+                status=Message.Status.DISTRIBUTED, claimed_by="", claimed_until=None, attempts=0, updated_at=now)
+            if not moved:  # our claim expired and another worker finished it: undo ours
+                transaction.set_rollback(True)
+                return "lost claim"
+            message.status = Message.Status.DISTRIBUTED
+            names = ", ".join(s.name for s in services) or "no matching route"
+            rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=f"{len(deliveries)} deliveries via {names}")]
+            due = []
+            for delivery in deliveries:
+                rows.append(audit.event(
+                    Event.Kind.QUEUED, message, delivery,
+                    detail=f"to {delivery.address or delivery.service_id} at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
+                events.delivery_updated(delivery)
+                if delivery.not_before <= now:
+                    due.append(delivery.pk)
+            audit.record_all(rows)
+            if due:
+                transaction.on_commit(lambda: tasks.enqueue_many("send", due))
+            events.message_updated(message)
+        return "distributed"
+    except Exception as exc:
+        log.exception("distribute failed for message %s", message_id)
+        claims.release_message(message, Message.Status.STANDARDIZED, repr(exc))
+        raise

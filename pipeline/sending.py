@@ -1,0 +1,218 @@
+"""send: claim a due delivery, write the audit row, call the transport, record the outcome.
+
+A delivery of a DIGEST subscription is claimed with the subscription's other due deliveries and
+they go out as one combined message (pipeline/digest.py); everything below holds per delivery.
+
+At least once, never lost: the SENDING row carries a lease (claimed_until); a worker that dies
+mid-send leaves it to expire, and the sweeper hands the delivery to another worker. Webhook
+targets de-duplicate by the delivery id (Idempotency-Key); the DB marks each delivery SENT once.
+"""
+
+import logging
+import random
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from outgoing import ratelimit, sending as outgoing_sending
+from outgoing.models import Service
+from outgoing.transports.base import TransportError
+from pipeline import audit, claims, clock, digest, events
+from pipeline.models import Delivery, Event, Message, Subscription
+
+log = logging.getLogger(__name__)
+
+DISABLED_SERVICE_RECHECK = timedelta(minutes=5)
+
+
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter (half fixed, half random), never less than Retry-After."""
+    delay = min(settings.MAILGATE_RETRY_MAX_SECONDS, settings.MAILGATE_RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    return max(delay, retry_after or 0)
+
+
+def _defer(delivery: Delivery, until, why: str) -> str:
+    """Give the claim back without counting an attempt (rate limit, disabled service)."""
+    attempts = max(0, delivery.attempts - 1)
+    claims.finish_delivery(delivery, status=Delivery.Status.RETRYING if attempts else Delivery.Status.SCHEDULED,
+                           attempts=attempts, not_before=until)
+    log.debug("delivery %s deferred to %s: %s", delivery.pk, until, why)
+    return "deferred"
+
+
+def _finish(delivery: Delivery, kind, detail: str, service_fields=None, **fields) -> bool:
+    with transaction.atomic():
+        done = claims.finish_delivery(delivery, **fields)
+        if done:
+            audit.record(kind, delivery.message, delivery, detail=detail)
+            events.delivery_updated(delivery)
+        else:
+            # Our lease expired and another worker took the delivery over; it records the outcome.
+            audit.record(Event.Kind.CRASHED, delivery.message, delivery,
+                         detail=f"claim lost before recording: {detail}"[:2000])
+        if service_fields:
+            # Whether or not our claim still holds, the send happened. Last, so the service's row
+            # (shared by every worker sending through it) stays locked as briefly as possible.
+            Service.objects.filter(pk=delivery.service_id).update(**service_fields)
+    return done
+
+
+def send(delivery_id) -> str:
+    """Stage task body; returns what happened (for logs and tests)."""
+    delivery = claims.claim_delivery(delivery_id)
+    if delivery is not None:
+        group = [delivery]
+    elif claims.is_digest(delivery_id):  # only asked when the plain claim failed: no cost per send
+        group = claims.claim_digest(delivery_id, digest.LIMIT)
+    else:
+        group = []
+    if not group:
+        return "skipped"
+    return _send_group(group)
+
+
+def _each(group: list[Delivery], record) -> str:
+    """Record one outcome on every delivery of the group; the first one's is the task's result."""
+    return [record(delivery) for delivery in group][0]
+
+
+def _send_group(group: list[Delivery]) -> str:
+    """Send one message - the delivery's own, or for a digest one made of the whole group's - and
+    record the outcome on every delivery of the group. Returns the first delivery's outcome."""
+    now = clock.now()
+    for delivery in [d for d in group if d.attempts > settings.MAILGATE_DELIVERY_MAX_ATTEMPTS]:
+        _finish(delivery, Event.Kind.DEAD, f"gave up after {delivery.attempts - 1} attempts",
+                status=Delivery.Status.DEAD)
+    group = [d for d in group if d.attempts <= settings.MAILGATE_DELIVERY_MAX_ATTEMPTS]
+    if not group:
+        return "dead"
+    first, service = group[0], group[0].service
+    if not service.enabled:
+        return _each(group, lambda d: _defer(d, now + DISABLED_SERVICE_RECHECK, "service disabled"))
+    wait = ratelimit.take_token(service, now, fresh=True)  # the claim just read the service
+    if wait > 0:
+        return _each(group, lambda d: _defer(d, now + timedelta(seconds=wait), "rate limit"))
+
+    is_digest = first.subscription.mode == Subscription.Mode.DIGEST
+    message = digest.compose(group) if is_digest else first.message
+    grouped = f", in a digest of {len(group)}" if is_digest else ""
+    # The audit rows are committed before the side effect: if the worker dies inside send(), the
+    # timeline shows a send that may or may not have happened.
+    for delivery in group:
+        audit.record(Event.Kind.SENDING, delivery.message, delivery,
+                     detail=f"attempt {delivery.attempts} via {service.kind} to "
+                            f"{delivery.address or service.name}{grouped}")
+    try:
+        # Records the service's last error and any Retry-After block itself.
+        remote_id = outgoing_sending.send(first, message=message, service=service, record_success=False)
+    except TransportError as exc:
+        error = exc
+    except Exception as exc:  # a bug or an unexpected library error: retry, it may be transient
+        log.exception("transport %s raised for delivery %s", service.kind, first.pk)
+        error = TransportError(f"unexpected error: {exc!r}"[:1000])
+        outgoing_sending.record_failure(service, error)
+    else:
+        now = clock.now()
+        for i, delivery in enumerate(group):
+            _finish(delivery, Event.Kind.SENT, (f"remote id {remote_id}" if remote_id else "sent") + grouped,
+                    service_fields={"last_success_at": now} if i == 0 else None,
+                    status=Delivery.Status.SENT, remote_id=str(remote_id or "")[:500], sent_at=now, last_error="")
+        return "sent"
+    delay = backoff_seconds(first.attempts, error.retry_after)
+    return _each(group, lambda d: _failed(d, service, error, recorded_on_service=True, delay=delay))
+
+
+def _failed(delivery: Delivery, service, exc: TransportError, recorded_on_service: bool = False,
+            delay: float | None = None) -> str:
+    """Record a failed attempt on the delivery (and on the service unless outgoing.sending did).
+    `delay`: the backoff to use instead of this delivery's own (a digest group keeps one, so its
+    deliveries come due together again and are not split into several digests).
+
+    delivery.remote_id is left alone: it holds the parts of a multi-part send already delivered,
+    which the next attempt must not send again."""
+    now = clock.now()
+    text = (exc.message or exc.__class__.__name__)[:5000]
+    if not recorded_on_service:
+        outgoing_sending.record_failure(service, exc, now=now)
+    if exc.permanent:
+        _finish(delivery, Event.Kind.FAILED, text, status=Delivery.Status.FAILED, last_error=text)
+        return "failed"
+    if delivery.attempts >= settings.MAILGATE_DELIVERY_MAX_ATTEMPTS:
+        _finish(delivery, Event.Kind.DEAD, f"attempt {delivery.attempts}: {text}",
+                status=Delivery.Status.DEAD, last_error=text)
+        return "dead"
+    if delay is None:
+        delay = backoff_seconds(delivery.attempts, exc.retry_after)
+    _finish(delivery, Event.Kind.RETRY, f"attempt {delivery.attempts}: {text}; next in {delay:.0f}s",
+            status=Delivery.Status.RETRYING, last_error=text, not_before=now + timedelta(seconds=delay))
+    return "retrying"
+
+
+# Admin actions ---------------------------------------------------------------------------------
+
+def _reschedule(queryset, from_statuses, kind, detail, reset_attempts: bool) -> int:
+    """Make deliveries due now and enqueue them; returns how many moved."""
+    from pipeline import tasks
+
+    now = clock.now()
+    moved = 0
+    for delivery in queryset.filter(status__in=from_statuses).select_related("message"):
+        fields = dict(status=Delivery.Status.RETRYING if delivery.attempts and not reset_attempts
+                      else Delivery.Status.SCHEDULED,
+                      not_before=now, claimed_by="", claimed_until=claims.lease(now), updated_at=now)
+        if reset_attempts:
+            fields["attempts"] = 0
+        with transaction.atomic():
+            if Delivery.objects.filter(pk=delivery.pk, status=delivery.status).update(**fields):
+                moved += 1
+                delivery.status = fields["status"]
+                audit.record(kind, delivery.message, delivery, detail=detail)
+                events.delivery_updated(delivery)
+                transaction.on_commit(lambda pk=delivery.pk: tasks.enqueue("send", pk))
+    return moved
+
+
+def retry_deliveries(queryset) -> int:
+    """FAILED/DEAD → send again now, with a fresh attempt count."""
+    return _reschedule(queryset, [Delivery.Status.FAILED, Delivery.Status.DEAD], Event.Kind.REQUEUED,
+                       "retried by an admin", reset_attempts=True)
+
+
+def requeue_deliveries(queryset) -> int:
+    """Waiting (window, backoff, rate limit) or cancelled → due now."""
+    return _reschedule(queryset, [Delivery.Status.SCHEDULED, Delivery.Status.RETRYING, Delivery.Status.CANCELLED],
+                       Event.Kind.REQUEUED, "requeued by an admin", reset_attempts=False)
+
+
+def cancel_deliveries(queryset) -> int:
+    cancelled = 0
+    for delivery in queryset.exclude(status__in=[Delivery.Status.SENT, Delivery.Status.SENDING,
+                                                 Delivery.Status.CANCELLED]).select_related("message"):
+        with transaction.atomic():
+            if Delivery.objects.filter(pk=delivery.pk, status=delivery.status).update(
+                    status=Delivery.Status.CANCELLED, claimed_until=None, updated_at=clock.now()):
+                cancelled += 1
+                delivery.status = Delivery.Status.CANCELLED
+                audit.record(Event.Kind.CANCELLED, delivery.message, delivery, detail="cancelled by an admin")
+                events.delivery_updated(delivery)
+    return cancelled
+
+
+def retry_messages(queryset) -> int:
+    """DEAD messages → RECEIVED with a fresh attempt count (standardize is idempotent)."""
+    from pipeline import tasks
+
+    moved = 0
+    for message in queryset.filter(status=Message.Status.DEAD):
+        with transaction.atomic():
+            if Message.objects.filter(pk=message.pk, status=Message.Status.DEAD).update(
+                    status=Message.Status.RECEIVED, attempts=0, claimed_by="", claimed_until=None,
+                    updated_at=clock.now()):
+                moved += 1
+                message.status = Message.Status.RECEIVED
+                audit.record(Event.Kind.REQUEUED, message, detail="retried by an admin")
+                events.message_updated(message)
+                transaction.on_commit(lambda pk=message.pk: tasks.enqueue("standardize", pk))
+    return moved

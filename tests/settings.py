@@ -1,0 +1,33 @@
+"""Test settings: the real settings module, pointed at a private data dir.
+
+Set before importing mailgate.settings because it reads the environment at import time.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("MAILGATE_DATA_DIR", tempfile.mkdtemp(prefix="mailgate-test-"))
+os.environ.setdefault("DEBUG", "1")  # generates throwaway keys in the private data dir
+# Unit tests use the in-memory layer unless a real Redis is given (CI's second pass sets
+# REDIS_URL); acceptance tests that cross processes start their own Redis.
+if not os.environ.get("REDIS_URL"):
+    os.environ.setdefault("MAILGATE_CHANNEL_LAYER", "memory")
+
+from mailgate.settings import *  # noqa: E402,F401,F403
+from mailgate.settings import DATA_DIR, DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not :memory:, so worker and IDLE subprocesses started by tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
+Q_CLUSTER = {**Q_CLUSTER, "sync": False}  # noqa: F405
+
+# Subprocesses started by tests (daphne, qcluster, IDLE managers) get MAILGATE_USE_TEST_DB=1 from
+# tests/servers/procs.py so they open the database the test itself uses.
+if os.environ.get("MAILGATE_USE_TEST_DB") == "1":
+    default = DATABASES["default"]
+    if default["ENGINE"].endswith("sqlite3"):
+        default["NAME"] = default["TEST"]["NAME"]
+    else:
+        default["NAME"] = "test_" + default["NAME"]

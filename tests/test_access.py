@@ -1,0 +1,271 @@
+"""Who sees what: Bob gets 404 for everything of Alice's (API, pages, downloads) and no live event
+for her mail, unless she makes him a member of the account."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from frontend import access
+from frontend.events import current_seq, publish_for_account, publish_for_message
+from tests.test_api import make_delivery
+from tests.test_api_support import make_account, make_attachment, make_message
+
+
+@pytest.fixture
+def alices_mail(alice):
+    account = make_account(alice)
+    message = make_message(alice, account, subject="Alice's secret", html="<p>secret</p>")
+    attachment = make_attachment(message)
+    delivery = make_delivery(alice, message, status="failed")
+    return account, message, attachment, delivery
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_bob_gets_404_for_alices_message_attachment_and_account_everywhere(alice, bob, alices_mail):
+    account, message, attachment, delivery = alices_mail
+    bob_client = logged_in(bob)
+    urls = [
+        reverse("frontend:api_message", args=[message.pk]),
+        reverse("frontend:api_thread", args=[message.pk]),
+        reverse("frontend:api_message_events", args=[message.pk]),
+        reverse("frontend:api_account", args=[account.pk]),
+        reverse("frontend:message", args=[message.pk]),
+        reverse("frontend:message_body", args=[message.pk]),
+        reverse("frontend:attachment", args=[attachment.pk]),
+        reverse("frontend:api_messages") + f"?account={account.pk}",
+        reverse("frontend:api_messages") + f"?folder={account.folders.first().pk}",
+        reverse("frontend:api_deliveries") + f"?message={message.pk}",
+    ]
+    for url in urls:
+        assert bob_client.get(url).status_code == 404, url
+    batch = bob_client.post(reverse("frontend:api_batch"), {"action": "read", "ids": [str(message.pk)]},
+                            content_type="application/json")
+    assert batch.status_code == 404
+    assert bob_client.post(reverse("frontend:api_delivery_retry", args=[delivery.pk])).status_code == 404
+    # The same URLs work for Alice, so the 404s above are about access, not typos.
+    alice_client = logged_in(alice)
+    for url in urls:
+        assert alice_client.get(url).status_code == 200, url
+
+
+@pytest.mark.django_db
+def test_bob_lists_and_counts_nothing_of_alices(bob, alices_mail):
+    bob_client = logged_in(bob)
+    assert bob_client.get(reverse("frontend:api_messages")).json()["results"] == []
+    assert bob_client.get(reverse("frontend:api_messages"), {"q": "secret"}).json()["results"] == []
+    assert bob_client.get(reverse("frontend:api_accounts")).json()["results"] == []
+    assert bob_client.get(reverse("frontend:api_deliveries")).json()["results"] == []
+    stats = bob_client.get(reverse("frontend:api_stats")).json()
+    assert sum(stats["messages"].values()) == 0
+    assert sum(stats["deliveries"].values()) == 0
+
+
+@pytest.mark.django_db
+def test_a_member_of_the_account_sees_its_messages_and_charlie_still_does_not(alice, bob, charlie, alices_mail):
+    account, message, attachment, _ = alices_mail
+    account.members.add(bob)
+    bob_client = logged_in(bob)
+    assert bob_client.get(reverse("frontend:api_message", args=[message.pk])).status_code == 200
+    assert bob_client.get(reverse("frontend:attachment", args=[attachment.pk])).status_code == 200
+    assert [r["subject"] for r in bob_client.get(reverse("frontend:api_messages")).json()["results"]] == [
+        "Alice's secret"]
+    assert logged_in(charlie).get(reverse("frontend:api_message", args=[message.pk])).status_code == 404
+    assert access.users_for_message(message) == sorted([alice.pk, bob.pk])
+
+
+@pytest.mark.django_db
+def test_bob_sees_nothing_of_alices_idle_state(alice, bob, alices_mail):
+    from tests.test_api import lease_and_connect
+
+    account, *_ = alices_mail
+    lease_and_connect(account)
+    bob_client = logged_in(bob)
+    assert bob_client.get(reverse("frontend:api_account", args=[account.pk])).json() == {"error": "not found"}
+    assert bob_client.get(reverse("frontend:api_accounts")).json()["results"] == []
+    # The control: Alice sees it.
+    assert logged_in(alice).get(reverse("frontend:api_account", args=[account.pk])).json()["idle"]["connected"]
+
+
+@pytest.mark.django_db
+def test_bob_cannot_open_alices_inline_images_even_with_a_token_of_his_own(alice, bob, alices_mail):
+    from frontend.views import inline_token
+    from pipeline.models import Attachment
+    from tests.test_api import PNG
+
+    account, message, _, _ = alices_mail
+    part = make_attachment(message, filename="logo.png", content_type="image/png", content=PNG)
+    Attachment.objects.filter(pk=part.pk).update(content_id="logo@x", is_inline=True)
+    url = lambda user: reverse("frontend:message_inline", args=[message.pk, inline_token(message, user)])  # noqa: E731
+    assert Client().get(url(bob), {"cid": "logo@x"}).status_code == 404
+    assert Client().get(url(alice), {"cid": "logo@x"}).status_code == 200
+    # Access is checked on every request, not only when the token is minted.
+    account.members.add(bob)
+    bobs = url(bob)
+    assert Client().get(bobs, {"cid": "logo@x"}).status_code == 200
+    account.members.remove(bob)
+    assert Client().get(bobs, {"cid": "logo@x"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_pages_send_anonymous_visitors_to_the_login_form(client, alices_mail):
+    _, message, _, _ = alices_mail
+    for url in ["/", reverse("frontend:message", args=[message.pk]), reverse("frontend:pipeline")]:
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(settings.LOGIN_URL)
+
+
+@pytest.mark.django_db
+def test_the_login_form_logs_alice_in_and_shows_her_inbox(client, alice):
+    page = client.get(settings.LOGIN_URL)
+    assert b'id="login-form"' in page.content
+    response = client.post(settings.LOGIN_URL, {"username": "alice", "password": "alice-password"}, follow=True)
+    assert response.redirect_chain[-1][0] == "/"
+    assert b'id="inbox"' in response.content
+    bad = Client().post(settings.LOGIN_URL, {"username": "alice", "password": "wrong"})
+    assert b"didn't match" in bad.content
+
+
+# Websockets -------------------------------------------------------------------------------------
+
+def _socket_for(user) -> WebsocketCommunicator:
+    """A websocket through the real ASGI stack (origin check, session auth), as a browser opens it."""
+    from mailgate.asgi import application
+
+    session = Client()
+    session.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session.cookies[settings.SESSION_COOKIE_NAME].value}"
+    return WebsocketCommunicator(application, "/ws/events/", headers=[
+        (b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie.encode())])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bob_receives_no_event_when_alice_gets_mail_but_a_member_does(alice, bob, charlie):
+    account = make_account(alice, members=[charlie])
+    alice_socket, bob_socket, charlie_socket = _socket_for(alice), _socket_for(bob), _socket_for(charlie)
+
+    async def scenario():
+        for socket in (alice_socket, bob_socket, charlie_socket):
+            connected, _ = await socket.connect()
+            assert connected
+        message = await sync_to_async(make_message)(alice, account, subject="For Alice")
+        await sync_to_async(publish_for_message)(message, "message.new")
+        alice_event = await alice_socket.receive_json_from(timeout=5)
+        charlie_event = await charlie_socket.receive_json_from(timeout=5)
+        bob_heard_nothing = await bob_socket.receive_nothing(timeout=0.3)
+        for socket in (alice_socket, bob_socket, charlie_socket):
+            await socket.disconnect()
+        return message, alice_event, charlie_event, bob_heard_nothing
+
+    message, alice_event, charlie_event, bob_heard_nothing = async_to_sync(scenario)()
+    assert alice_event == {"type": "message.new", "seq": 1,
+                           "data": {"id": str(message.pk), "status": "standardized", "account": account.pk}}
+    assert charlie_event["data"]["id"] == str(message.pk)
+    assert bob_heard_nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_are_numbered_per_user_without_gaps(alice, bob):
+    account = make_account(alice)
+    socket = _socket_for(alice)
+
+    async def scenario():
+        assert (await socket.connect())[0]
+        for state in ("ok", "error", "ok"):
+            await sync_to_async(publish_for_account)(account, "account.status", {"account_id": account.pk,
+                                                                                 "state": state})
+        events = [await socket.receive_json_from(timeout=5) for _ in range(3)]
+        await socket.disconnect()
+        return events
+
+    events = async_to_sync(scenario)()
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert [e["data"]["state"] for e in events] == ["ok", "error", "ok"]
+    assert current_seq(alice.pk) == 3
+    assert current_seq(bob.pk) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_anonymous_or_foreign_origin_socket_is_refused(alice):
+    from mailgate.asgi import application
+
+    foreign = _socket_for(alice)
+
+    async def scenario():
+        anonymous = WebsocketCommunicator(application, "/ws/events/", headers=[
+            (b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")])
+        anonymous_ok, _ = await anonymous.connect()
+        foreign.scope["headers"] = [(k, b"http://evil.test" if k == b"origin" else v)
+                                    for k, v in foreign.scope["headers"]]
+        foreign_ok, _ = await foreign.connect()
+        return anonymous_ok, foreign_ok
+
+    assert async_to_sync(scenario)() == (False, False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_idle_managers_account_status_reaches_alice_and_members_but_not_bob(alice, bob, charlie):
+    from imap import leases
+
+    account = make_account(alice, members=[charlie])
+    sockets = {user.username: _socket_for(user) for user in (alice, bob, charlie)}
+
+    async def scenario():
+        for socket in sockets.values():
+            assert (await socket.connect())[0]
+        await sync_to_async(leases.claim)("host-a:1:beef", [account.pk], 1)
+        await sync_to_async(leases.record_connected)("host-a:1:beef", account.pk)
+        heard = {name: await sockets[name].receive_json_from(timeout=5) for name in ("alice", "charlie")}
+        bob_heard_nothing = await sockets["bob"].receive_nothing(timeout=0.3)
+        for socket in sockets.values():
+            await socket.disconnect()
+        return heard, bob_heard_nothing
+
+    heard, bob_heard_nothing = async_to_sync(scenario)()
+    assert heard["alice"]["type"] == "account.status"
+    assert heard["alice"]["data"]["account_id"] == account.pk
+    assert heard["alice"]["data"]["idle"]["connected"] is True
+    assert heard["charlie"]["data"] == heard["alice"]["data"]
+    assert bob_heard_nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_publishers_number_each_users_events_without_gaps_or_repeats(alice, bob):
+    import threading
+
+    from django.db import connection
+
+    from frontend.events import next_seqs
+
+    taken: list[dict] = []
+    failures: list[BaseException] = []
+
+    def publisher():
+        try:
+            for _ in range(25):
+                taken.append(next_seqs([alice.pk, bob.pk]))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=publisher) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sorted(t[alice.pk] for t in taken) == list(range(1, 101))
+    assert sorted(t[bob.pk] for t in taken) == list(range(1, 101))
+    assert current_seq(alice.pk) == current_seq(bob.pk) == 100

@@ -1,0 +1,318 @@
+"""Accounts: encrypted credentials, key rotation, and `add_account` / `test_account` against Dovecot."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from imap.accounts import check_connection, create_account
+from imap.models import Account
+from mailgate import crypto
+from outgoing.models import Service
+from tests.servers import procs
+from tests.servers.ports import free_port
+
+pytestmark = pytest.mark.django_db
+
+TIMEOUT = 3.0  # seconds a connection test may take in these tests
+
+
+def new_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def imap_settings(settings, dovecot):
+    """Trust the private Dovecot's self-signed certificate, as production trusts a real CA."""
+    settings.MAILGATE_IMAP_CAFILE = dovecot.cafile
+    settings.MAILGATE_IMAP_TIMEOUT = TIMEOUT
+    return settings
+
+
+@pytest.fixture
+def alice_account(alice, dovecot, mail_user, imap_settings):
+    """Alice's account on the private Dovecot over implicit TLS."""
+    return create_account(owner=alice, email=f"{mail_user.name}@example.test", host=dovecot.host,
+                          port=dovecot.tls_port, security=Account.Security.SSL, username=mail_user.name,
+                          password=mail_user.password)
+
+
+def run_test_account(account_id, *args) -> tuple[int, str, str]:
+    """Run `manage.py test_account` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("test_account", str(account_id), *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def raw_row(account) -> str:
+    """Every column of the account's row as the database holds it."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {Account._meta.db_table} WHERE id = %s", [account.pk])
+        return repr(cursor.fetchone())
+
+
+# ---------------------------------------------------------------- credentials at rest
+
+
+def test_the_database_row_holds_no_plaintext_password(alice):
+    account = create_account(owner=alice, email="alice@example.test", host="imap.example.test",
+                             password="correct horse battery staple")
+    row = raw_row(account)
+    assert "correct horse" not in row and "battery staple" not in row
+    assert account.password_encrypted in row  # what is stored is the Fernet token
+    assert Account.objects.get(pk=account.pk).get_password() == "correct horse battery staple"
+
+
+def test_a_password_is_required(alice):
+    with pytest.raises(ValidationError) as err:
+        create_account(owner=alice, email="alice@example.test", host="imap.example.test", password="")
+    assert "password" in err.value.message_dict
+
+
+def test_unencrypted_imap_is_refused_for_a_remote_host_but_allowed_to_loopback(alice):
+    with pytest.raises(ValidationError) as err:
+        create_account(owner=alice, email="alice@example.test", host="imap.example.test",
+                       security=Account.Security.NONE, password="pw")
+    assert "loopback" in str(err.value)
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        account = create_account(owner=alice, email="alice@example.test", host=host,
+                                 security=Account.Security.NONE, password="pw")
+        assert account.port == 143
+
+
+def test_rotate_keys_leaves_every_secret_readable_with_the_new_key_alone(alice, settings):
+    old, new = new_key(), new_key()
+    settings.MAILGATE_FERNET_KEYS = [old]
+    account = create_account(owner=alice, email="alice@example.test", host="imap.example.test",
+                             password="alice-imap-pw")
+    service = Service(owner=alice, kind=Service.Kind.TELEGRAM, name="alerts")
+    service.set_secrets({"bot_token": "123:ABC"})
+    service.save()
+
+    settings.MAILGATE_FERNET_KEYS = [new, old]  # the new key first, the old one still decrypts
+    out = io.StringIO()
+    call_command("rotate_keys", stdout=out)
+    assert "re-encrypted 2 secrets" in out.getvalue()
+
+    settings.MAILGATE_FERNET_KEYS = [new]  # the old key is gone
+    assert Account.objects.get(pk=account.pk).get_password() == "alice-imap-pw"
+    assert Service.objects.get(pk=service.pk).get_secrets() == {"bot_token": "123:ABC"}
+    assert "alice-imap-pw" not in raw_row(account)
+
+
+def test_rotate_keys_marks_an_undecryptable_account_for_reentry_and_keeps_its_token(alice, settings):
+    settings.MAILGATE_FERNET_KEYS = [new_key()]
+    lost = create_account(owner=alice, email="lost@example.test", host="imap.example.test", password="pw")
+    settings.MAILGATE_FERNET_KEYS = [new_key()]  # a key nobody kept
+    with pytest.raises(CommandError, match="1 secrets do not decrypt"):
+        call_command("rotate_keys", stdout=io.StringIO())
+    lost.refresh_from_db()
+    assert lost.state == Account.State.NEEDS_CREDENTIALS
+    assert "enter it again" in lost.last_error
+    with pytest.raises(crypto.CredentialsUnreadable):
+        lost.get_password()
+
+
+def test_a_wrong_key_marks_the_account_and_never_logs_in_with_garbage(alice_account, dovecot, settings):
+    settings.MAILGATE_FERNET_KEYS = [new_key()]
+    code, out, err = run_test_account(alice_account.pk)
+    assert code == 1
+    assert "credentials need re-entry" in err
+    alice_account.refresh_from_db()
+    assert alice_account.state == Account.State.NEEDS_CREDENTIALS
+    # Dovecot never saw a login attempt for this user: neither "user=<name>" nor "passwd-file(name,".
+    assert not re.search(rf"[<(]{re.escape(alice_account.username)}[>,]", dovecot.log_text())
+
+
+# ---------------------------------------------------------------- test_account against Dovecot
+
+
+def test_test_account_logs_in_over_tls_and_counts_the_selectable_folders(alice_account, dovecot):
+    for folder in ("Sent", "Archive/2024"):  # "Archive" itself only exists as a \NonExistent parent
+        dovecot.create_folder(alice_account.username, folder)
+    code, out, err = run_test_account(alice_account.pk, "--list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"{alice_account.email}: ok, 3 folders"
+    assert lines[1] == "INBOX"  # INBOX first
+    assert set(lines[1:]) == {"INBOX", "Sent", "Archive/2024"}
+    alice_account.refresh_from_db()
+    assert alice_account.state == Account.State.OK and alice_account.last_error == ""
+
+
+def test_test_account_works_over_starttls_and_plain_loopback(alice_account, dovecot):
+    for security in (Account.Security.STARTTLS, Account.Security.NONE):
+        Account.objects.filter(pk=alice_account.pk).update(security=security, port=dovecot.port)
+        code, out, err = run_test_account(alice_account.pk)
+        assert (code, out.strip()) == (0, f"{alice_account.email}: ok, 1 folders"), (security, err)
+
+
+def test_a_non_ascii_password_logs_in(alice_account, dovecot):
+    dovecot.set_password(alice_account.username, "пароль-ü-🔑")
+    alice_account.set_password("пароль-ü-🔑")
+    alice_account.save()
+    assert check_connection(alice_account).ok
+
+
+def expect_failure(account, reason: str, fragment: str, timeout: float = TIMEOUT):
+    started = time.monotonic()
+    code, out, err = run_test_account(account.pk, "--timeout", str(timeout))
+    elapsed = time.monotonic() - started
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1, err  # one clear line
+    assert fragment in err, err
+    account.refresh_from_db()
+    assert reason in account.last_error
+    # The connection attempt itself is cut at the timeout; the slack is for process bookkeeping
+    # (recording the state) on a loaded 2-core machine.
+    assert elapsed < timeout + 2.0, f"took {elapsed:.2f}s"
+    return err
+
+
+def test_a_wrong_password_says_authentication_failed_and_stops_the_account_after_the_limit(
+        alice_account, settings):
+    alice_account.set_password("not-the-password")
+    alice_account.save()
+    for attempt in range(1, settings.MAILGATE_AUTH_FAILURE_LIMIT + 1):
+        err = expect_failure(alice_account, "authentication failed", "authentication failed for")
+        assert "not-the-password" not in err
+        assert alice_account.auth_failures == attempt
+    # Retrying a wrong password only gets the account locked by the provider: stop and tell the owner.
+    assert alice_account.state == Account.State.AUTH_FAILED
+    assert "enter the correct password" in alice_account.last_error
+
+
+def test_a_closed_port_says_connection_refused(alice_account):
+    Account.objects.filter(pk=alice_account.pk).update(port=free_port())
+    expect_failure(alice_account, "connection refused", "connection refused by 127.0.0.1:")
+
+
+def test_tls_against_the_plain_port_says_tls_failure(alice_account, dovecot):
+    Account.objects.filter(pk=alice_account.pk).update(port=dovecot.port)  # still security=ssl
+    expect_failure(alice_account, "TLS failure", f"TLS failure with 127.0.0.1:{dovecot.port}")
+
+
+def test_an_untrusted_certificate_says_tls_failure(alice_account, imap_settings):
+    imap_settings.MAILGATE_IMAP_CAFILE = ""  # the self-signed certificate is not trusted by default
+    expect_failure(alice_account, "TLS failure", "CERTIFICATE_VERIFY_FAILED")
+
+
+def test_a_host_that_does_not_resolve_says_so(alice_account):
+    Account.objects.filter(pk=alice_account.pk).update(host="imap.does-not-exist.invalid")
+    expect_failure(alice_account, "name not resolved", "name not resolved: imap.does-not-exist.invalid")
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never says a word (no IMAP greeting)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_a_server_that_never_answers_times_out_within_the_configured_timeout(alice_account, silent_server):
+    Account.objects.filter(pk=alice_account.pk).update(port=silent_server)
+    started = time.monotonic()
+    expect_failure(alice_account, "timeout", "timeout talking to 127.0.0.1:", timeout=1.0)
+    assert time.monotonic() - started >= 0.9
+    alice_account.refresh_from_db()
+    report = check_connection(alice_account, timeout=1.0)
+    # The floor is the point (it waited the configured second); the ceiling only says "bounded",
+    # with room for a loaded 2-core machine.
+    assert report.error.reason == "timeout" and 0.9 <= report.seconds < 3
+
+
+def test_an_unknown_account_id_is_a_clear_error():
+    with pytest.raises(CommandError, match="no account with id 999999"):
+        call_command("test_account", "999999")
+
+
+# ---------------------------------------------------------------- add_account
+
+
+def test_add_account_reads_the_password_from_stdin_and_prints_the_id(alice, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret pass\n"))
+    out = io.StringIO()
+    call_command("add_account", "--owner", "alice", "--email", "alice@example.test",
+                 "--host", "imap.example.test", stdout=out)
+    account = Account.objects.get(pk=int(out.getvalue()))
+    assert (account.owner, account.username, account.port, account.security) == (
+        alice, "alice@example.test", 993, Account.Security.SSL)
+    assert account.get_password() == "s3cret pass"
+
+
+def test_add_account_reads_a_password_file(alice, tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("from-a-file\n")
+    out = io.StringIO()
+    call_command("add_account", "--owner", "alice", "--email", "a@example.test", "--host", "127.0.0.1",
+                 "--security", "starttls", "--password-file", str(secret), "--folder", "INBOX", stdout=out)
+    account = Account.objects.get(pk=int(out.getvalue()))
+    assert account.get_password() == "from-a-file"
+    assert (account.port, account.folders_include) == (143, ["INBOX"])
+
+
+def test_add_account_explains_what_is_wrong(alice, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        call_command("add_account", "--owner", "nobody", "--email", "a@example.test", "--host", "h")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+    with pytest.raises(CommandError, match="security: Unencrypted IMAP is only allowed to a loopback host"):
+        call_command("add_account", "--owner", "alice", "--email", "a@example.test",
+                     "--host", "imap.example.test", "--security", "none")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with pytest.raises(CommandError, match="password: A password is required"):
+        call_command("add_account", "--owner", "alice", "--email", "a@example.test", "--host", "h")
+    assert not Account.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_account_commands_work_from_a_shell(alice, dovecot, mail_user):
+    """add_account then test_account as real processes, the password piped on stdin."""
+    env = procs.django_env(MAILGATE_IMAP_CAFILE=dovecot.cafile)
+
+    def manage(*args, stdin=""):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=procs.ROOT, env=env, input=stdin,
+                              capture_output=True, text=True, timeout=60)
+
+    added = manage("add_account", "--owner", "alice", "--email", f"{mail_user.name}@example.test",
+                   "--host", dovecot.host, "--port", str(dovecot.tls_port), "--username", mail_user.name,
+                   stdin=mail_user.password + "\n")
+    assert added.returncode == 0, added.stderr
+    account_id = int(added.stdout.strip())
+    tested = manage("test_account", str(account_id))
+    assert (tested.returncode, tested.stdout.strip()) == (0, f"{mail_user.name}@example.test: ok, 1 folders")
+    assert mail_user.password not in added.stdout + added.stderr + tested.stdout + tested.stderr

@@ -1,0 +1,421 @@
+"""The JSON API: listing with keyset pagination and filters, search, detail, thread, downloads,
+the message body frame and its CSP, stats and delivery retry."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from frontend import search
+from pipeline.models import Attachment, Delivery, Event, Message, Subscriber, Subscription, Thread
+from outgoing.models import Service
+from tests.test_api_support import BASE_DATE, make_account, make_attachment, make_message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def account(alice):
+    return make_account(alice)
+
+
+def list_messages(client, **params):
+    response = client.get(reverse("frontend:api_messages"), params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def subjects(page):
+    return [row["subject"] for row in page["results"]]
+
+
+def test_the_api_answers_401_to_anonymous_requests(client):
+    assert client.get(reverse("frontend:api_messages")).status_code == 401
+
+
+def test_messages_come_newest_first_in_keyset_pages_without_gaps_or_repeats(alice_client, alice, account):
+    same_time = BASE_DATE + timedelta(days=10)
+    made = [make_message(alice, account, subject=f"m{i}") for i in range(7)]
+    made += [make_message(alice, account, subject=f"tie{i}", date=same_time) for i in range(3)]
+    undated = make_message(alice, account, subject="undated")
+    Message.objects.filter(pk=undated.pk).update(date=None)
+
+    seen, cursor = [], None
+    while True:
+        page = list_messages(alice_client, limit=3, **({"cursor": cursor} if cursor else {}))
+        seen += page["results"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 11
+    assert len({row["id"] for row in seen}) == 11
+    assert [row["subject"] for row in seen][:3] == sorted(["tie0", "tie1", "tie2"], key=lambda s: next(
+        str(m.pk) for m in made if m.subject == s), reverse=True)
+    assert seen[-1]["subject"] == "undated"
+    dated = [row["date"] for row in seen[:-1]]
+    assert dated == sorted(dated, reverse=True)
+
+
+def test_a_tampered_cursor_is_a_clear_400(alice_client):
+    response = alice_client.get(reverse("frontend:api_messages"), {"cursor": "not-a-cursor"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid cursor"}
+
+
+def test_filters_narrow_by_account_folder_unread_flagged_attachment_and_date(alice_client, alice, account):
+    other = make_account(alice)
+    make_message(alice, account, subject="read", flags=["\\Seen"])
+    make_message(alice, account, subject="unread")
+    make_message(alice, account, subject="flagged", flags=["\\Seen", "\\Flagged"])
+    make_message(alice, account, subject="archived", folder="Archive", flags=["\\Seen"])
+    make_message(alice, account, subject="attached", flags=["\\Seen"], has_attachments=True)
+    make_message(alice, other, subject="elsewhere", flags=["\\Seen"], date=BASE_DATE - timedelta(days=30))
+
+    assert set(subjects(list_messages(alice_client, unread=1))) == {"unread"}
+    assert "unread" not in subjects(list_messages(alice_client, unread=0))
+    assert subjects(list_messages(alice_client, flagged=1)) == ["flagged"]
+    assert subjects(list_messages(alice_client, has_attachment=1)) == ["attached"]
+    archive = account.folders.get(name="Archive")
+    assert subjects(list_messages(alice_client, folder=archive.pk)) == ["archived"]
+    assert subjects(list_messages(alice_client, account=other.pk)) == ["elsewhere"]
+    assert subjects(list_messages(alice_client, before=(BASE_DATE - timedelta(days=1)).date().isoformat())) == [
+        "elsewhere"]
+    assert "elsewhere" not in subjects(list_messages(alice_client, after=BASE_DATE.date().isoformat()))
+
+
+def test_a_bad_filter_value_is_a_400_that_names_it(alice_client):
+    response = alice_client.get(reverse("frontend:api_messages"), {"unread": "maybe"})
+    assert response.status_code == 400
+    assert "unread" in response.json()["error"]
+    assert alice_client.get(reverse("frontend:api_messages"), {"after": "yesterday"}).status_code == 400
+    assert alice_client.get(reverse("frontend:api_messages"), {"limit": "5000"}).status_code == 400
+
+
+def test_search_finds_words_in_subject_sender_and_body_with_prefixes(alice_client, alice, account):
+    make_message(alice, account, subject="Quarterly invoice", text="please pay")
+    make_message(alice, account, subject="Lunch", text="the invoice is attached", sender="dave@example.test")
+    make_message(alice, account, subject="Holiday", sender="invoices@vendor.test")
+    make_message(alice, account, subject="Unrelated", text="nothing here")
+
+    assert set(subjects(list_messages(alice_client, q="invoice"))) == {"Quarterly invoice", "Lunch", "Holiday"}
+    assert set(subjects(list_messages(alice_client, q="invo"))) == {"Quarterly invoice", "Lunch", "Holiday"}
+    assert subjects(list_messages(alice_client, q="invoice pay")) == ["Quarterly invoice"]
+    assert subjects(list_messages(alice_client, q="dave")) == ["Lunch"]
+
+
+def test_search_input_with_query_syntax_is_taken_as_plain_words(alice_client, alice, account):
+    make_message(alice, account, subject="NEAR the AND gate", text='say "hi" OR not')
+    for text in ['"', "NEAR(", "AND", "subject:x", "*", "hi) OR (", "'; DROP TABLE x; --", "!!!"]:
+        response = alice_client.get(reverse("frontend:api_messages"), {"q": text})
+        assert response.status_code == 200, (text, response.content)
+    assert subjects(list_messages(alice_client, q='"hi" OR')) == ["NEAR the AND gate"]
+
+
+def test_search_follows_edits_and_deletions(alice_client, alice, account):
+    message = make_message(alice, account, subject="Draft", text="alpha")
+    assert subjects(list_messages(alice_client, q="alpha")) == ["Draft"]
+    Message.objects.filter(pk=message.pk).update(text_body="beta")
+    assert subjects(list_messages(alice_client, q="alpha")) == []
+    assert subjects(list_messages(alice_client, q="beta")) == ["Draft"]
+    message.delete()
+    assert subjects(list_messages(alice_client, q="beta")) == []
+
+
+def test_installing_the_search_index_again_is_harmless(alice_client, alice, account):
+    make_message(alice, account, subject="Twice", text="gamma")
+    search.install()
+    search.install()
+    search.rebuild()
+    assert subjects(list_messages(alice_client, q="gamma")) == ["Twice"]
+
+
+def test_live_refresh_by_id_returns_only_rows_matching_the_filters(alice_client, alice, account):
+    read = make_message(alice, account, subject="read", flags=["\\Seen"])
+    unread = make_message(alice, account, subject="unread")
+    page = list_messages(alice_client, unread=1, id=[str(read.pk), str(unread.pk)])
+    assert subjects(page) == ["unread"]
+
+
+def test_detail_has_headers_body_attachments_and_locations(alice_client, alice, account):
+    message = make_message(alice, account, subject="Report", html="<p>Hi</p>", to=[
+        {"name": "Alice", "address": "alice@example.test"}])
+    make_attachment(message, filename="report.pdf", content_type="application/pdf", content=b"%PDF-1.4")
+    detail = alice_client.get(reverse("frontend:api_message", args=[message.pk])).json()
+    assert detail["subject"] == "Report"
+    assert detail["to"] == [{"name": "Alice", "address": "alice@example.test"}]
+    assert detail["has_html"] is True
+    assert [a["filename"] for a in detail["attachments"]] == ["report.pdf"]
+    assert detail["locations"][0]["folder_name"] == "INBOX"
+    assert detail["unread"] is True
+
+
+def test_the_thread_lists_the_conversation_in_date_order(alice_client, alice, account):
+    thread = Thread.objects.create(owner=alice, subject="Plans")
+    first = make_message(alice, account, subject="Plans", thread=thread)
+    second = make_message(alice, account, subject="Re: Plans", thread=thread)
+    make_message(alice, account, subject="Other")
+    rows = alice_client.get(reverse("frontend:api_thread", args=[second.pk])).json()["results"]
+    assert [r["id"] for r in rows] == [str(first.pk), str(second.pk)]
+
+
+def test_attachments_download_as_opaque_files_unless_the_type_is_safe(alice_client, alice, account):
+    message = make_message(alice, account)
+    hostile = make_attachment(message, filename="invoice.html", content_type="text/html")
+    picture = make_attachment(message, filename="photo.png", content_type="image/png", content=b"\x89PNG")
+    response = alice_client.get(reverse("frontend:attachment", args=[hostile.pk]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert 'filename="invoice.html"' in response["Content-Disposition"]
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(response.streaming_content) == b"<script>alert(1)</script>"
+    response = alice_client.get(reverse("frontend:attachment", args=[picture.pk]))
+    assert response["Content-Type"] == "image/png"
+    assert response["Content-Disposition"].startswith("attachment;")
+
+
+def test_the_body_frame_is_locked_down_until_remote_images_are_asked_for(alice_client, alice, account):
+    message = make_message(alice, account, html='<p>Hi</p><img data-remote-src="https://tracker.test/p.gif" alt="x">')
+    url = reverse("frontend:message_body", args=[message.pk])
+    response = alice_client.get(url)
+    csp = response["Content-Security-Policy"]
+    inline = f"http://testserver/messages/{message.pk}/inline/"
+    assert csp.startswith(f"default-src 'none'; img-src data: {inline}; style-src 'unsafe-inline'")
+    [img_src] = [d for d in csp.split("; ") if d.startswith("img-src")]
+    assert img_src == f"img-src data: {inline}"  # no other URL of ours, nothing remote
+    assert b'<img src="https://tracker.test/p.gif"' not in response.content
+    assert response["X-Frame-Options"] == "SAMEORIGIN"
+    remote = alice_client.get(url, {"remote": "1"})
+    assert f"img-src data: {inline} https: http:" in remote["Content-Security-Policy"]
+    assert b'<img src="https://tracker.test/p.gif"' in remote.content
+
+
+def _png_1x1() -> bytes:
+    """A valid 1x1 red PNG, enough for a browser to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+            + chunk(b"IEND", b""))
+
+
+PNG = _png_1x1()
+
+
+def inline_part(message, content_id, *, content_type="image/png", content=PNG, is_inline=True):
+    part = make_attachment(message, filename="logo.png", content_type=content_type, content=content)
+    Attachment.objects.filter(pk=part.pk).update(content_id=content_id, is_inline=is_inline)
+    return part
+
+
+def inline_urls(client, message) -> dict[str, str]:
+    """alt text -> src of each <img> in the message's body frame."""
+    body = client.get(reverse("frontend:message_body", args=[message.pk])).content.decode()
+    return dict((alt, html.unescape(src)) for src, alt in re.findall(r'<img src="([^"]*)" alt="([^"]*)"', body))
+
+
+def test_cid_images_in_the_body_point_at_the_messages_inline_endpoint(alice_client, alice, account):
+    message = make_message(alice, account, html='<p>Logo</p><img src="cid:logo@example.test" alt="logo">'
+                                                '<img src="CID:Part1%2406@Example.TEST" alt="encoded">'
+                                                '<img src="cid:nowhere@example.test" alt="unknown">')
+    inline_part(message, "logo@example.test")
+    inline_part(message, "part1$06@example.test")
+    urls = inline_urls(alice_client, message)
+    prefix = f"/messages/{message.pk}/inline/"
+    assert urls["logo"].startswith(prefix) and urls["logo"].endswith("/?cid=logo%40example.test")
+    assert urls["encoded"].startswith(prefix) and urls["encoded"].endswith("/?cid=Part1%2406%40Example.TEST")
+    assert urls["unknown"] == "cid:nowhere@example.test"  # no such part: nothing to point at
+
+    response = Client().get(urls["logo"])  # no session: the frame's requests carry none
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Disposition"] == "inline"
+    assert b"".join(response.streaming_content) == PNG
+    assert Client().get(urls["encoded"]).status_code == 200
+
+
+def test_the_inline_endpoint_serves_only_images_of_that_message(alice_client, alice, account):
+    from frontend.views import inline_token
+
+    message = make_message(alice, account, html='<img src="cid:page@x" alt="page">')
+    other = make_message(alice, account)
+    inline_part(message, "page@x", content_type="text/html", content=b"<script>alert(1)</script>")
+    inline_part(message, "drawing@x", content_type="image/svg+xml", content=b"<svg onload='alert(1)'/>")
+    inline_part(message, "logo@x")
+    inline_part(other, "elsewhere@x")
+    url = lambda m, cid, token=None: reverse(  # noqa: E731
+        "frontend:message_inline", args=[m.pk, token or inline_token(m, alice)]) + f"?cid={cid}"
+    assert alice_client.get(url(message, "logo@x")).status_code == 200
+    for cid in ["page@x", "drawing@x", "elsewhere@x", "missing@x", ""]:
+        assert alice_client.get(url(message, cid)).status_code == 404, cid
+    assert alice_client.get(url(other, "elsewhere@x")).status_code == 200
+    # A token names one message: it opens no other.
+    assert alice_client.get(url(other, "elsewhere@x", token=inline_token(message, alice))).status_code == 404
+    assert alice_client.get(url(message, "logo@x", token="forged")).status_code == 404
+    assert alice_client.get(reverse("frontend:message_inline_base", args=[message.pk])).status_code == 404
+
+
+def test_an_inline_token_expires(alice_client, alice, account, monkeypatch):
+    from frontend import views
+
+    message = make_message(alice, account, html='<img src="cid:logo@x" alt="logo">')
+    inline_part(message, "logo@x")
+    src = inline_urls(alice_client, message)["logo"]
+    monkeypatch.setattr(views, "INLINE_TOKEN_MAX_AGE", -1)
+    assert Client().get(src).status_code == 404
+
+
+def test_stats_count_messages_and_deliveries_per_status(alice_client, alice, account):
+    make_message(alice, account, status="standardized")
+    message = make_message(alice, account, status="distributed")
+    make_message(alice, account, status="dead")
+    delivery = make_delivery(alice, message, status=Delivery.Status.FAILED)
+    stats = alice_client.get(reverse("frontend:api_stats")).json()
+    assert stats["messages"]["standardized"] == 1
+    assert stats["messages"]["dead"] == 1
+    assert stats["messages"]["received"] == 0
+    assert stats["deliveries"]["failed"] == 1
+    assert delivery.status == "failed"
+
+
+def make_delivery(owner, message, status=Delivery.Status.SCHEDULED, name="Ops email"):
+    service = Service.objects.get_or_create(owner=owner, name=name, defaults={"kind": Service.Kind.SMTP})[0]
+    subscriber = Subscriber.objects.create(owner=owner, name="Ops")
+    subscription = Subscription.objects.create(subscriber=subscriber, service=service, address="ops@example.test")
+    from django.utils import timezone
+
+    return Delivery.objects.create(message=message, subscription=subscription, service=service,
+                                   address="ops@example.test", status=status, not_before=timezone.now(),
+                                   attempts=3, last_error="550 mailbox unavailable")
+
+
+def test_a_failed_delivery_can_be_retried_once_and_is_requeued_with_an_audit_row(alice_client, alice, account):
+    message = make_message(alice, account, status="distributed")
+    delivery = make_delivery(alice, message, status=Delivery.Status.FAILED)
+    url = reverse("frontend:api_delivery_retry", args=[delivery.pk])
+    response = alice_client.post(url)
+    assert response.status_code == 200, response.content
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.SCHEDULED
+    assert delivery.attempts == 0
+    assert Event.objects.filter(delivery=delivery, kind=Event.Kind.REQUEUED).count() == 1
+    again = alice_client.post(url)
+    assert again.status_code == 409
+    assert "only failed or dead" in again.json()["error"]
+
+
+def test_failing_deliveries_are_listed_by_status(alice_client, alice, account):
+    message = make_message(alice, account, status="distributed")
+    make_delivery(alice, message, status=Delivery.Status.DEAD)
+    rows = alice_client.get(reverse("frontend:api_deliveries"), {"status": "failed,dead"}).json()["results"]
+    assert [(r["status"], r["retryable"]) for r in rows] == [("dead", True)]
+    assert alice_client.get(reverse("frontend:api_deliveries"), {"status": "bogus"}).status_code == 400
+
+
+def test_accounts_show_their_live_idle_state(alice_client, alice, account):
+    from imap.models import IdleSession
+
+    IdleSession.objects.create(account=account, connected=True, last_error="", lease_owner="host:1:abc",
+                               lease_expires_at=timezone.now() + timedelta(seconds=30))
+    rows = alice_client.get(reverse("frontend:api_accounts")).json()["results"]
+    assert rows[0]["idle"]["connected"] is True
+    assert {f["name"] for f in rows[0]["folders"]} == {"INBOX", "Archive", "Trash"}
+
+
+def lease_and_connect(account, owner="host-a:4242:beef"):
+    """What an IDLE manager does: claim the lease, idle, read a push, lose the connection once and
+    get it back."""
+    from imap import leases
+
+    assert leases.claim(owner, [account.pk], 1) == [account.pk]
+    assert leases.record_disconnected(owner, account.pk, "connection lost: BYE server shutting down")
+    assert leases.record_connected(owner, account.pk)
+    leases.record_push(owner, account.pk, received_at=BASE_DATE)
+    return owner
+
+
+def test_the_api_shows_a_leased_idle_session_with_every_field(alice_client, alice, account):
+    lease_and_connect(account)
+    idle = alice_client.get(reverse("frontend:api_account", args=[account.pk])).json()["idle"]
+    assert idle["connected"] is True and idle["leased"] is True
+    assert idle["idling_since"] is not None
+    assert idle["last_push_at"] == BASE_DATE.isoformat()
+    assert idle["reconnect_count"] == 1
+    assert idle["last_error"] == ""  # cleared by the reconnect; when it happened stays
+    assert idle["last_error_at"] is not None
+    assert idle["lease_expires_at"] is not None
+    assert "lease_owner" not in idle  # a server's host:pid is for staff
+
+
+def test_staff_also_see_which_idle_manager_holds_the_lease(alice_client, alice, account):
+    alice.is_staff = True
+    alice.save()
+    owner = lease_and_connect(account)
+    [row] = alice_client.get(reverse("frontend:api_accounts")).json()["results"]
+    assert row["idle"]["lease_owner"] == owner
+
+
+def test_an_expired_lease_is_not_shown_as_connected(alice_client, alice, account):
+    from imap.models import IdleSession
+
+    lease_and_connect(account)
+    IdleSession.objects.filter(pk=account.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    idle = alice_client.get(reverse("frontend:api_account", args=[account.pk])).json()["idle"]
+    assert (idle["connected"], idle["leased"], idle["idling_since"]) == (False, False, None)
+    assert idle["reconnect_count"] == 1
+
+
+def test_an_account_no_idle_manager_has_touched_has_idle_null(alice_client, alice, account):
+    assert alice_client.get(reverse("frontend:api_account", args=[account.pk])).json()["idle"] is None
+
+
+def test_listing_accounts_costs_the_same_queries_for_one_or_many(alice_client, alice, account):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    lease_and_connect(account)
+    url = reverse("frontend:api_accounts")
+    with CaptureQueriesContext(connection) as one:
+        alice_client.get(url)
+    for _ in range(3):
+        lease_and_connect(make_account(alice), owner="host-b:1:cafe")
+    with CaptureQueriesContext(connection) as four:
+        assert len(alice_client.get(url).json()["results"]) == 4
+    assert len(four) == len(one)
+
+
+def test_batch_requests_with_bad_input_get_clear_errors(alice_client, alice, account):
+    message = make_message(alice, account)
+    url = reverse("frontend:api_batch")
+    post = lambda body: alice_client.post(url, body, content_type="application/json")  # noqa: E731
+    assert post({"action": "explode", "ids": [str(message.pk)]}).json()["error"].startswith("action must be")
+    assert post({"action": "read", "ids": []}).status_code == 400
+    assert post({"action": "read", "ids": ["nope"]}).status_code == 400
+    assert post({"action": "move", "ids": [str(message.pk)]}).json()["error"] == "move needs a target folder"
+    assert alice_client.post(url, "{", content_type="application/json").status_code == 400
+
+
+def test_marking_a_message_that_lives_on_no_server_changes_only_its_own_flags(alice_client, alice):
+    message = make_message(alice, None, subject="imported")
+    response = alice_client.post(reverse("frontend:api_batch"), {"action": "read", "ids": [str(message.pk)]},
+                                 content_type="application/json")
+    assert response.json() == {"updated": [str(message.pk)], "errors": []}
+    message.refresh_from_db()
+    assert message.flags == ["\\Seen"]

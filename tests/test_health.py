@@ -1,0 +1,91 @@
+"""GET /healthz: every part mailgate needs, as JSON, with HTTP 503 when one is down."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from imap.models import IdleManager
+from tests.servers.ports import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def an_idle_manager_is_alive(seconds_ago: float = 1) -> IdleManager:
+    return IdleManager.objects.create(name=f"test-host:{os.getpid()}:1", host="test-host", pid=os.getpid(),
+                                      heartbeat_at=timezone.now() - timedelta(seconds=seconds_ago))
+
+
+def healthz(client):
+    response = client.get("/healthz")
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"]
+    return response.status_code, response.json()
+
+
+def test_it_is_green_when_every_part_is_up(client):
+    an_idle_manager_is_alive()
+    status, body = healthz(client)
+    assert status == 200, body
+    assert body["status"] == "ok"
+    assert {name: body[name]["ok"] for name in ("database", "queue", "channel_layer", "idle_manager")} == {
+        "database": True, "queue": True, "channel_layer": True, "idle_manager": True}
+    assert body["queue"]["queued"] == 0 and body["queue"]["oldest_age_seconds"] == 0
+    assert body["idle_manager"]["managers"] == [f"test-host:{os.getpid()}:1"]
+
+
+def test_it_is_503_when_no_idle_manager_has_a_fresh_heartbeat(client, settings):
+    status, body = healthz(client)
+    assert (status, body["status"], body["idle_manager"]["ok"]) == (503, "down", False)
+    an_idle_manager_is_alive(seconds_ago=settings.MAILGATE_HEALTH_IDLE_STALE + 5)  # died a while ago
+    assert healthz(client)[0] == 503
+
+
+def test_it_reports_queued_work_and_is_503_when_nobody_consumes_it(client, settings):
+    an_idle_manager_is_alive()
+    now = timezone.now()
+    OrmQ.objects.create(key="mailgate", payload="fresh", lock=now - timedelta(seconds=2))
+    status, body = healthz(client)
+    assert status == 200 and body["queue"]["queued"] == 1
+    assert 2 <= body["queue"]["oldest_age_seconds"] < 60
+
+    OrmQ.objects.create(key="mailgate", payload="stale",
+                        lock=now - timedelta(seconds=settings.MAILGATE_HEALTH_QUEUE_STALE + 10))
+    status, body = healthz(client)
+    assert status == 503 and body["queue"]["ok"] is False and body["queue"]["queued"] == 2
+
+
+def test_it_is_503_naming_the_channel_layer_when_redis_is_unreachable(client, settings):
+    an_idle_manager_is_alive()
+    settings.CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0"}]},
+    }}
+    status, body = healthz(client)
+    assert status == 503
+    assert body["channel_layer"]["ok"] is False and "Connect" in body["channel_layer"]["error"]
+    assert body["database"]["ok"] and body["idle_manager"]["ok"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_process_is_green_over_real_http_with_the_redis_layer(live_web):
+    an_idle_manager_is_alive()
+    status, raw = live_web.get("/healthz")
+    body = json.loads(raw)
+    assert status == 200, body
+    assert body["channel_layer"]["backend"] == "RedisChannelLayer"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_process_is_503_naming_the_database_when_it_is_down(start_web):
+    server = start_web(DATABASE_URL=f"postgres://mailgate@127.0.0.1:{free_port()}/mailgate")
+    status, raw = server.get("/healthz")
+    body = json.loads(raw)
+    assert status == 503
+    assert body["database"]["ok"] is False and "OperationalError" in body["database"]["error"]
+    assert body["channel_layer"]["ok"] is True

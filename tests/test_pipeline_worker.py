@@ -1,0 +1,144 @@
+"""Acceptance with real processes: Dovecot → sync → qcluster → SMTP sink; SIGKILLed clusters;
+a poison message that kills its worker every time."""
+
+import random
+import signal
+import sys
+import time
+
+import pytest
+from django.test import override_settings
+
+from imap.models import Account
+from imap.sync import sync_account_now
+from outgoing.models import Service
+from pipeline import sweeper
+from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
+from tests.servers import procs
+from tests.test_pipeline import eml, ingest, route_everything, smtp_service, subscribe
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def wait_until(check, timeout, sweep_every=None, what=""):
+    """Poll a cross-process condition with a deadline; optionally run the sweeper every
+    `sweep_every` seconds, as the cluster's schedule would (Django Q schedules in whole minutes)."""
+    deadline = time.monotonic() + timeout
+    next_sweep = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout}s: {what or check}")
+        if sweep_every and time.monotonic() >= next_sweep:
+            sweeper.sweep()
+            next_sweep = time.monotonic() + sweep_every
+        time.sleep(0.2)
+
+
+def start_cluster(name, **env):
+    return procs.start(["manage.py", "qcluster"], name, **env)
+
+
+def test_mail_appended_to_dovecot_reaches_three_subscribers_but_not_its_sender(
+        alice, dovecot, mail_user, clean_smtp_sink):
+    account = Account(owner=alice, display_name="Alice", email="alice@example.test", host=dovecot.host,
+                      port=dovecot.port, security=Account.Security.NONE, username=mail_user.name,
+                      folders_include=["INBOX"])
+    account.set_password(mail_user.password)
+    account.save()
+    service = smtp_service(alice, clean_smtp_sink)
+    route_everything(alice, service, account=account, folder_pattern="INBOX")
+    for name in ("bob", "carol", "erin"):
+        subscribe(service, name, f"{name}@example.test")
+    subscribe(service, "dora", "dora.private@example.test", addresses=["dora@example.test"])
+
+    cluster = start_cluster("qcluster-e2e")
+    try:
+        dovecot.append(mail_user.name, "INBOX", eml(subject="Board meeting", sender="Dora <dora@example.test>"))
+        report = sync_account_now(account)
+        assert not report.errors
+        received = clean_smtp_sink.wait_for(3, timeout=30)
+        assert sorted(r for m in received for r in m.rcpt_tos) == [
+            "bob@example.test", "carol@example.test", "erin@example.test"]
+        message = Message.objects.get(owner=alice)
+        wait_until(lambda: Delivery.objects.filter(message=message, status="sent").count() == 3, 10)
+        timeline = list(Event.objects.filter(message=message).values_list("kind", flat=True))
+        assert timeline[:2] == ["standardized", "distributed"]
+        assert timeline.count("queued") == timeline.count("sending") == timeline.count("sent") == 3
+        assert len({w for w in Event.objects.filter(message=message).values_list("worker", flat=True)}) >= 1
+
+        # One of our relayed copies lands in the ingested mailbox: it must not go round again.
+        dovecot.append(mail_user.name, "INBOX", received[0].raw)
+        assert not sync_account_now(account).errors
+        echo = wait_until(lambda: Message.objects.filter(owner=alice, status="suppressed").first(), 20)
+        assert echo.suppressed_reason.startswith("loop: relayed by this mailgate")
+        assert not Delivery.objects.filter(message=echo).exists()
+        assert len(clean_smtp_sink.messages) == 3
+    finally:
+        procs.stop(cluster)
+
+
+@override_settings(MAILGATE_STAGE_DEADLINE=5)
+def test_sigkilled_clusters_lose_no_delivery_and_send_each_once_by_key(alice, clean_http_sink):
+    service = Service(owner=alice, kind="webhook", name="hook", rate_per_minute=0,
+                      config={"url": clean_http_sink.url("/hook"), "timeout": 5})
+    service.set_secrets({"signing_secret": "s3cret"})
+    service.save()
+    route_everything(alice, service)
+    subscribers = Subscriber.objects.bulk_create(Subscriber(owner=alice, name=f"s{i}") for i in range(100))
+    Subscription.objects.bulk_create(Subscription(subscriber=s, service=service, address="") for s in subscribers)
+    for n in range(5):
+        ingest(alice, eml(subject=f"Load {n}", body="x\n"))
+    env = {"MAILGATE_STAGE_DEADLINE": "5", "MAILGATE_TASK_TIMEOUT": "5", "MAILGATE_TASK_RETRY": "6"}
+
+    rng = random.Random(20250303)
+    kills = 0
+    cluster = start_cluster("qcluster-kill", **env)
+    try:
+        started = time.monotonic()
+        while kills < 6 and Delivery.objects.filter(status="sent").count() < 500:
+            time.sleep(rng.uniform(0.5, 2.0))  # a random moment to pull the plug
+            procs.stop(cluster, sig=signal.SIGKILL)
+            kills += 1
+            sweeper.sweep()
+            cluster = start_cluster("qcluster-kill", **env)
+        wait_until(lambda: Delivery.objects.filter(status="sent").count() == 500, 80 - (time.monotonic() - started),
+                   sweep_every=2, what="all 500 deliveries SENT")
+    finally:
+        procs.stop(cluster)
+    ids = {str(pk) for pk in Delivery.objects.values_list("pk", flat=True)}
+    keys = [r.header("Idempotency-Key") for r in clean_http_sink.requests]
+    assert len(ids) == 500 and set(keys) == ids
+    sent_events = list(Event.objects.filter(kind="sent").values_list("delivery_id", flat=True))
+    assert len(sent_events) == len(set(sent_events)) == 500
+    assert kills >= 3, "the cluster finished before it could be killed a few times"
+    print(f"\n{kills} kills; {len(keys)} requests for 500 deliveries ({len(keys) - 500} repeats)", file=sys.stderr)
+
+
+POISON_WORKER = """
+import os, django
+django.setup()
+import pipeline.parsing
+# Test-only hook: this message kills the worker process every time it is parsed.
+pipeline.parsing.parse_message = lambda raw, limits=None: os._exit(7)
+from django.core.management import call_command
+call_command("qcluster")
+"""
+
+
+@override_settings(MAILGATE_STAGE_DEADLINE=1, MAILGATE_PIPELINE_MAX_ATTEMPTS=3)
+def test_a_message_that_crashes_its_worker_every_time_ends_dead(alice):
+    message = ingest(alice, eml(subject="Poison"))
+    cluster = procs.start(["-c", POISON_WORKER], "qcluster-poison", MAILGATE_STAGE_DEADLINE="1",
+                          MAILGATE_PIPELINE_MAX_ATTEMPTS="3", MAILGATE_TASK_TIMEOUT="1", MAILGATE_TASK_RETRY="2")
+    try:
+        wait_until(lambda: Message.objects.filter(pk=message.pk, status="dead").exists(), 45, sweep_every=1,
+                   what="poison message DEAD")
+    finally:
+        procs.stop(cluster)
+    message.refresh_from_db()
+    assert message.attempts == 4  # three crashes, then the fourth start gives up without parsing
+    kinds = list(Event.objects.filter(message=message).values_list("kind", flat=True))
+    assert kinds == ["crashed", "crashed", "dead"]
