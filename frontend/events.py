@@ -41,11 +41,23 @@ def _returning_supported(connection) -> bool:
 
 def _increment_returning(connection, table: str, user_ids: list[int]) -> dict[int, int]:
     placeholders = ", ".join(["%s"] * len(user_ids))
+    if connection.vendor == "postgresql":
+        # A plain multi-row UPDATE locks rows in the order its scan meets them, and every update
+        # moves a row's tuple, so two publishers can meet the same rows in opposite orders and
+        # deadlock (seen in CI). SELECT ... ORDER BY ... FOR UPDATE sorts before it locks: every
+        # publisher takes the locks in user_id order, then updates rows it already holds (READ
+        # COMMITTED re-reads each row's newest version, so no increment is lost).
+        sql = (f"WITH locked AS (SELECT user_id FROM {table} WHERE user_id IN ({placeholders}) "
+               f"ORDER BY user_id FOR UPDATE) "
+               f"UPDATE {table} AS seq SET value = seq.value + 1 FROM locked "
+               f"WHERE seq.user_id = locked.user_id RETURNING seq.user_id, seq.value")
+    else:
+        # SQLite: one writer at a time for the whole database, so one statement cannot deadlock.
+        sql = (f"UPDATE {table} SET value = value + 1 WHERE user_id IN ({placeholders}) "
+               f"RETURNING user_id, value")
     with connection.cursor() as cursor:
-        # One statement is atomic by itself: each row's new value belongs to this call alone, and
-        # the row lock (PostgreSQL) or the write lock (SQLite) orders concurrent publishers.
-        cursor.execute(f"UPDATE {table} SET value = value + 1 WHERE user_id IN ({placeholders}) "
-                       f"RETURNING user_id, value", user_ids)
+        # One statement is atomic by itself: each row's new value belongs to this call alone.
+        cursor.execute(sql, user_ids)
         return {user_id: value for user_id, value in cursor.fetchall()}
 
 
@@ -53,7 +65,7 @@ def next_seqs(user_ids) -> dict[int, int]:
     """Atomically take the next sequence number of each user (any process, any database)."""
     from frontend.models import EventSequence
 
-    ids = sorted(set(user_ids))  # one lock order for every publisher (no deadlock between two)
+    ids = sorted(set(user_ids))
     if not ids:
         return {}
     connection = connections[router.db_for_write(EventSequence)]
