@@ -24,7 +24,7 @@ import socket
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -111,26 +111,30 @@ def _free(now) -> Q:
 def claim(owner: str, account_ids, limit: int) -> list[int]:
     """Take up to `limit` free or expired leases among `account_ids`; returns the ids won.
 
-    One conditional UPDATE: a row whose lease another manager took meanwhile no longer matches
-    the WHERE clause, so it is never taken twice (compare-and-set).
+    The free rows are locked in pk order, skipping rows another manager is claiming at this moment
+    (PostgreSQL; SQLite has one writer at a time): two managers never wait on each other, so they
+    cannot deadlock, and the conditional UPDATE never takes a row twice (compare-and-set).
     """
-    ids = list(account_ids)
+    # Sorted: concurrent inserts of the same new rows in different orders could deadlock too.
+    ids = sorted(account_ids)
     if limit <= 0 or not ids:
         return []
     try:
         IdleSession.objects.bulk_create([IdleSession(account_id=pk) for pk in ids], ignore_conflicts=True)
     except IntegrityError:  # an account was deleted since the caller listed it
-        ids = list(Account.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        ids = list(Account.objects.filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
         IdleSession.objects.bulk_create([IdleSession(account_id=pk) for pk in ids], ignore_conflicts=True)
     now = timezone.now()
-    candidates = list(IdleSession.objects.filter(pk__in=ids).filter(_free(now))
-                      .values_list("pk", flat=True)[:limit])
-    if not candidates:
-        return []
-    until = _until(now)
-    # The previous holder's status is stale: it is gone, whatever it last wrote.
-    IdleSession.objects.filter(pk__in=candidates).filter(_free(now)).update(
-        lease_owner=owner, lease_expires_at=until, connected=False, idling_since=None)
+    with transaction.atomic():
+        candidates = list(IdleSession.objects.select_for_update(skip_locked=True)
+                          .filter(pk__in=ids).filter(_free(now)).order_by("pk")
+                          .values_list("pk", flat=True)[:limit])
+        if not candidates:
+            return []
+        until = _until(now)
+        # The previous holder's status is stale: it is gone, whatever it last wrote.
+        IdleSession.objects.filter(pk__in=candidates).filter(_free(now)).update(
+            lease_owner=owner, lease_expires_at=until, connected=False, idling_since=None)
     return list(IdleSession.objects.filter(pk__in=candidates, lease_owner=owner, lease_expires_at=until)
                 .values_list("pk", flat=True))
 

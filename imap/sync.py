@@ -650,6 +650,10 @@ class FolderSync:
                                  *[fields.get(name, default) for name, default in _HEADER_DEFAULTS]])
                 # Conflicts are ignored: a concurrent sync of another folder may store the same
                 # message first; the re-read below maps every identity to whichever row won.
+                # Rows go in identity order: on PostgreSQL an insert that meets another
+                # transaction's uncommitted row waits for it, so two syncs inserting the same
+                # messages in different (UID) orders could deadlock; one order cannot.
+                rows.sort(key=lambda row: row[1])
                 _InsertIgnoringConflicts(Message, _MESSAGE_VARYING, {
                     "owner_id": account.owner_id, "source": Message.Source.IMAP, "account_id": account.pk,
                     "folder_id": folder.pk,

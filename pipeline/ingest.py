@@ -122,8 +122,9 @@ def attach_raw_batch(pairs) -> int:
         # a concurrent commit makes our UPDATE fail instead) keep a concurrent attach of the same
         # message from slipping between this read and the UPDATE: the ids read here are exactly
         # the rows the conditional UPDATE moves, hence exactly the ones to queue.
+        # In pk order, so two syncs attaching the same messages lock them in one order.
         waiting = list(Message.objects.select_for_update().filter(
-            pk__in=list(stored), status=Message.Status.HEADERS).values_list("pk", flat=True))
+            pk__in=list(stored), status=Message.Status.HEADERS).order_by("pk").values_list("pk", flat=True))
         if waiting:
             _advance_to_received([(pk, *stored[pk]) for pk in waiting])
             enqueue_standardize_many(waiting)

@@ -73,6 +73,44 @@ def test_a_lease_goes_to_exactly_one_manager(accounts):
     assert set(IdleSession.objects.values_list("lease_owner", flat=True)) == {"manager-a"}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_managers_claiming_at_once_split_the_accounts_without_error_or_overlap(alice):
+    import threading
+
+    from django.db import connection
+
+    ids = [create_account(owner=alice, email=f"many{i}@example.test", host="127.0.0.1", port=143,
+                          security=Account.Security.NONE, password="pw").pk for i in range(60)]
+    won: dict[str, list[int]] = {}
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def manager(name: str, seed: int):
+        order = ids[:]
+        random.Random(seed).shuffle(order)  # each manager lists the accounts in its own order
+        mine: list[int] = []
+        try:
+            start.wait()
+            while got := leases.claim(name, order, limit=7):
+                mine += got
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+        finally:
+            won[name] = mine
+            connection.close()
+
+    threads = [threading.Thread(target=manager, args=(f"manager-{n}", n)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    claimed = [pk for mine in won.values() for pk in mine]
+    assert sorted(claimed) == sorted(ids)  # every account taken, none by two managers
+    owners = dict(IdleSession.objects.values_list("pk", "lease_owner"))
+    assert all(owners[pk] == name for name, mine in won.items() for pk in mine)
+
+
 @pytest.mark.django_db
 def test_a_manager_claims_no_more_than_its_limit(accounts):
     won = leases.claim("manager-a", [a.pk for a in accounts], limit=3)
