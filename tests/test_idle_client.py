@@ -82,7 +82,9 @@ def test_renewing_idle_keeps_a_push_that_arrives_with_the_done_answer(dovecot, m
         await client.start_idle()
         # Appended while idling but collected only at DONE: it must come back from stop_idle/noop.
         await asyncio.to_thread(dovecot.append, mail_user.name, "INBOX", message("during renewal"))
-        await asyncio.sleep(1.0)  # Dovecot pushes ~0.5 s after a change; see TEAM_RULES
+        # Give Dovecot's push (~0.5 s after a change) time to land in the socket, so DONE's answer
+        # carries it. Not a race to win: had it not arrived, the NOOP below reports it.
+        await asyncio.sleep(1.0)
         lines = await client.stop_idle()
         lines += await client.noop()
         await client.start_idle()  # the renewed IDLE works
