@@ -137,6 +137,7 @@ def test_the_run_command_serves_a_green_healthz_and_ctrl_c_stops_everything(tmp_
             pytest.fail("scripts/run did not stop within 30 s of Ctrl-C")
         output = log_path.read_text(errors="replace")
     assert "embedded Redis stopped" in output, output[-4000:]
+    assert "SIGKILL" not in output, output[-4000:]  # every process stopped on honcho's SIGTERM
     assert not embedded_redis.answers(sock)
     deadline = time.monotonic() + 10
     while group_alive(proc.pid) and time.monotonic() < deadline:

@@ -55,7 +55,8 @@ def start_manager(processes, dovecot, name="idle"):
 
 
 def start_worker(processes, dovecot):
-    return processes.start(["manage.py", "qcluster"], "worker", MAILGATE_IMAP_CAFILE=dovecot.cafile,
+    # The Procfile's worker: a group SIGTERM at teardown stops it cleanly (a bare qcluster hangs).
+    return processes.start(["manage.py", "worker"], "worker", MAILGATE_IMAP_CAFILE=dovecot.cafile,
                            MAILGATE_IMAP_TIMEOUT="5")
 
 

@@ -1,8 +1,10 @@
 """Acceptance with real processes: Dovecot → sync → qcluster → SMTP sink; SIGKILLed clusters;
 a poison message that kills its worker every time."""
 
+import os
 import random
 import signal
+import subprocess
 import sys
 import time
 
@@ -38,7 +40,13 @@ def wait_until(check, timeout, sweep_every=None, what=""):
 
 
 def start_cluster(name, **env):
+    """A bare qcluster, for tests that SIGKILL the cluster itself."""
     return procs.start(["manage.py", "qcluster"], name, **env)
+
+
+def start_worker(name, **env):
+    """The Procfile's worker (`manage.py worker`, qcluster in a session of its own)."""
+    return procs.start(["manage.py", "worker"], name, **env)
 
 
 def test_mail_appended_to_dovecot_reaches_three_subscribers_but_not_its_sender(
@@ -54,7 +62,7 @@ def test_mail_appended_to_dovecot_reaches_three_subscribers_but_not_its_sender(
         subscribe(service, name, f"{name}@example.test")
     subscribe(service, "dora", "dora.private@example.test", addresses=["dora@example.test"])
 
-    cluster = start_cluster("qcluster-e2e")
+    cluster = start_worker("worker-e2e")
     try:
         dovecot.append(mail_user.name, "INBOX", eml(subject="Board meeting", sender="Dora <dora@example.test>"))
         report = sync_account_now(account)
@@ -142,3 +150,51 @@ def test_a_message_that_crashes_its_worker_every_time_ends_dead(alice):
     assert message.attempts == 4  # three crashes, then the fourth start gives up without parsing
     kinds = list(Event.objects.filter(message=message).values_list("kind", flat=True))
     assert kinds == ["crashed", "crashed", "dead"]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(child) for child in fh.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_the_procfile_worker_stops_cleanly_when_its_whole_process_group_gets_sigterm():
+    """honcho (./scripts/run) and systemd stop a process by signalling its whole group; a bare
+    `qcluster` then hangs until SIGKILL (pipeline/management/commands/worker.py says why)."""
+    name = f"worker-group-stop-{random.randrange(10**9)}"
+    worker = procs.start(["manage.py", "worker"], name)
+    try:
+        wait_until(lambda: " running." in procs.log_text(name), 60, what="the cluster running")
+        [cluster] = _children(worker.pid)
+        os.killpg(worker.pid, signal.SIGTERM)  # what honcho does on Ctrl-C
+        try:
+            code = worker.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker did not stop within 30 s of SIGTERM:\n{procs.log_text(name)[-3000:]}")
+    finally:
+        procs.stop(worker, sig=signal.SIGKILL)
+    assert code == 0
+    assert " has stopped." in procs.log_text(name)  # django-q's own clean-stop line
+    assert not _alive(cluster)
+
+
+def test_a_killed_worker_takes_its_cluster_with_it():
+    name = f"worker-killed-{random.randrange(10**9)}"
+    worker = procs.start(["manage.py", "worker"], name)
+    try:
+        wait_until(lambda: " running." in procs.log_text(name), 60, what="the cluster running")
+        [cluster] = _children(worker.pid)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        # The kernel signals the cluster when its parent dies; it then stops the django-q way.
+        wait_until(lambda: not _alive(cluster), 30, what="the orphaned cluster gone")
+    finally:
+        procs.stop(worker, sig=signal.SIGKILL)
+    assert " has stopped." in procs.log_text(name)

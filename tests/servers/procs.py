@@ -37,22 +37,30 @@ def start(args: list[str], log_name: str, **env_extra: str) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-    """Signal the process group and wait; SIGKILL whatever is left after `timeout`."""
+    """Stop a started process and wait; SIGKILL whatever is left of its group after `timeout`.
+
+    SIGTERM goes to the leader only, as from a supervisor that signals one pid: each program here
+    stops its own children on it, while a SIGTERM to the whole group wedges a bare `qcluster`
+    (pipeline/management/commands/worker.py; the Procfile's worker is tested against that in
+    test_pipeline_worker.py). Any other signal (SIGKILL) goes to the whole group.
+    """
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, sig)
+            if sig == signal.SIGTERM:
+                proc.send_signal(sig)
+            else:
+                os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    else:
-        try:  # the leader may be gone while forked children live on
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
             pass
+    try:  # the leader may be gone while forked children live on
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
     return proc.returncode
 
 
