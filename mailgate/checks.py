@@ -41,3 +41,16 @@ def check_task_queue(app_configs=None, **kwargs):
             id="mailgate.E005",
         ))
     return errors
+
+
+@register(Tags.compatibility)
+def check_webhook_media_budget(app_configs=None, **kwargs):
+    seconds = settings.MAILGATE_WEBHOOK_MEDIA_SECONDS
+    if not 1 <= seconds <= 14:
+        return [Error(
+            f"MAILGATE_WEBHOOK_MEDIA_SECONDS={seconds} is outside 1..14 seconds.",
+            hint="Webhook media are downloaded while the provider waits, and Twilio gives up after 15 s; "
+                 "below 1 s nothing could be downloaded.",
+            id="mailgate.E006",
+        )]
+    return []

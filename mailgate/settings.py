@@ -245,6 +245,10 @@ if not SECURE_HSTS_PRELOAD and "security.W021" not in SILENCED_SYSTEM_CHECKS:
 # Outgoing services and inbound webhooks (outgoing/)
 # A signed generic webhook call is accepted only within this many seconds of its timestamp.
 MAILGATE_WEBHOOK_TOLERANCE = env_int("MAILGATE_WEBHOOK_TOLERANCE", 300)
+# MMS media and Telegram files are downloaded while the provider waits for the webhook's answer
+# (Twilio gives up after 15 s): all of one call's downloads share this many seconds; what does not
+# fit is noted in the message with its link instead.
+MAILGATE_WEBHOOK_MEDIA_SECONDS = env_float("MAILGATE_WEBHOOK_MEDIA_SECONDS", 10.0)
 # Attachment links sent to SMS, Slack and webhook targets stop working after this many days.
 MAILGATE_ATTACHMENT_LINK_DAYS = env_int("MAILGATE_ATTACHMENT_LINK_DAYS", 7)
 # IDLE manager (imap/idle/): how often it looks for added, changed, disabled or deleted accounts.

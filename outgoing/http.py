@@ -19,6 +19,7 @@ import json
 import math
 import socket
 import ssl
+import time
 import uuid
 from base64 import b64encode
 from dataclasses import dataclass, field
@@ -117,6 +118,24 @@ def request(method: str, url: str, body: bytes, headers: dict, *, timeout=None,
 
 
 REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class TimeBudget:
+    """Seconds shared by a series of requests that must all end in time (the media downloads of
+    one webhook call, answered while the provider waits). Each request's timeout is what is left,
+    capped; with less than MIN_SECONDS left, the next request is not started."""
+
+    MIN_SECONDS = 0.5
+
+    def __init__(self, seconds: float, reason: str):
+        self.ends = time.monotonic() + seconds
+        self.reason = reason
+
+    def timeout(self, cap: float) -> float:
+        left = self.ends - time.monotonic()
+        if left < self.MIN_SECONDS:
+            raise TransportError(f"no time left: {self.reason}", permanent=True)
+        return min(cap, left)
 
 
 def get_file(url: str, headers: dict, *, max_bytes: int, timeout=None) -> bytes:

@@ -4,6 +4,7 @@ A Telegram update only names its files (file_id); the bytes come from the Bot AP
 a file_path, then GET {api_base}/file/bot<token>/<file_path>. That needs the bot token, an
 optional secret of the channel; without it, or when a download fails, the message still goes on
 with a note saying what was not downloaded and why - a file is never a reason to lose the text.
+All requests of one update share MAILGATE_WEBHOOK_MEDIA_SECONDS, so Telegram gets its answer in time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import mimetypes
 import posixpath
 from dataclasses import dataclass
 from urllib.parse import quote
+
+from django.conf import settings
 
 from outgoing import http
 from outgoing.transports.base import TransportError
@@ -61,10 +64,11 @@ def files_of(tg: dict) -> list[File]:
     return found[:MAX_FILES]
 
 
-def download(api_base: str, bot_token: str, file: File) -> bytes:
+def download(api_base: str, bot_token: str, file: File, budget: http.TimeBudget) -> bytes:
     """The file's bytes; TransportError (naming the host, never the token-bearing URL) if not."""
     base = (api_base or DEFAULT_API_BASE).rstrip("/")
-    answer = http.post_json(f"{base}/bot{bot_token}/getFile", {"file_id": file.file_id}, timeout=TIMEOUT).json()
+    answer = http.post_json(f"{base}/bot{bot_token}/getFile", {"file_id": file.file_id},
+                            timeout=budget.timeout(TIMEOUT)).json()
     result = answer.get("result") if isinstance(answer, dict) else None
     path = result.get("file_path") if isinstance(result, dict) else None
     if not isinstance(path, str) or not path:
@@ -73,18 +77,20 @@ def download(api_base: str, bot_token: str, file: File) -> bytes:
     if isinstance(size, int) and size > MAX_FILE_BYTES:
         raise TransportError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB", permanent=True)
     return http.get_file(f"{base}/file/bot{bot_token}/{quote(path)}", {"Accept": "*/*"},
-                         max_bytes=MAX_FILE_BYTES, timeout=TIMEOUT)
+                         max_bytes=MAX_FILE_BYTES, timeout=budget.timeout(TIMEOUT))
 
 
 def fetch_all(channel, tg: dict, bot_token: str) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     """(attachments as (filename, content type, bytes), notes for the text) for one message."""
     attachments, notes = [], []
+    budget = http.TimeBudget(settings.MAILGATE_WEBHOOK_MEDIA_SECONDS,
+                             "this webhook call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up")
     for file in files_of(tg):
         if not bot_token:
             notes.append(f"[{file.label}: {file.name}; not downloaded: the channel has no bot token]")
             continue
         try:
-            data = download((channel.config or {}).get("api_base", ""), bot_token, file)
+            data = download((channel.config or {}).get("api_base", ""), bot_token, file, budget)
         except TransportError as exc:
             notes.append(f"[{file.label}: {file.name}; not downloaded: {exc.message}]")
             continue

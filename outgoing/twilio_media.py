@@ -1,5 +1,8 @@
 """MMS pictures and files, downloaded while Twilio's webhook call is answered.
 
+Twilio waits 15 s for the answer, so all downloads of one call share MAILGATE_WEBHOOK_MEDIA_SECONDS
+(default 10); a part that does not fit keeps its link and says so.
+
 Twilio lists them as MediaUrl0..N with MediaContentType0..N. A GET of the URL (with HTTP Basic
 auth as AccountSid + auth token, which Twilio requires when media authentication is on) answers
 with a redirect to its storage; outgoing.http.get_file follows it without the credentials. A
@@ -9,6 +12,8 @@ failed download never loses the SMS: its text keeps the link and says why it was
 from __future__ import annotations
 
 import mimetypes
+
+from django.conf import settings
 
 from outgoing import http
 from outgoing.transports.base import TransportError
@@ -27,6 +32,8 @@ def fetch_all(fields: dict, auth_token: str) -> tuple[list[tuple[str, str, bytes
     if fields.get("AccountSid") and auth_token:
         headers["Authorization"] = http.basic_auth(fields["AccountSid"], auth_token)
     attachments, lines = [], []
+    budget = http.TimeBudget(settings.MAILGATE_WEBHOOK_MEDIA_SECONDS,
+                             "this webhook call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up")
     for index in range(count):
         url = fields.get(f"MediaUrl{index}")
         if not url:
@@ -37,7 +44,7 @@ def fetch_all(fields: dict, auth_token: str) -> tuple[list[tuple[str, str, bytes
             error = http.validate_url(url, "MediaUrl")
             if error:
                 raise TransportError(error, permanent=True)
-            data = http.get_file(url, headers, max_bytes=MAX_FILE_BYTES, timeout=TIMEOUT)
+            data = http.get_file(url, headers, max_bytes=MAX_FILE_BYTES, timeout=budget.timeout(TIMEOUT))
         except TransportError as exc:
             lines.append(f"- {content_type}: {url} (not downloaded: {exc.message})")
             continue

@@ -162,6 +162,12 @@ def test_the_idle_renewal_is_refused_past_29_minutes(settings):
     assert {e.id for e in checks.check_task_queue()} == {"mailgate.E005"}
 
 
+def test_the_webhook_media_budget_must_fit_inside_twilios_15_seconds(settings):
+    for seconds, expected in ((0, {"mailgate.E006"}), (15, {"mailgate.E006"}), (10, set()), (1, set())):
+        settings.MAILGATE_WEBHOOK_MEDIA_SECONDS = seconds
+        assert {e.id for e in checks.check_webhook_media_budget()} == expected
+
+
 # ---------------------------------------------------------------- env helpers
 
 

@@ -156,6 +156,25 @@ def test_an_mms_picture_that_cannot_be_fetched_keeps_its_link_and_the_reason(cli
     assert list(parsed(message).iter_attachments()) == []
 
 
+def test_slow_media_stop_at_the_time_budget_and_the_sms_is_still_answered_and_stored(
+        client, mms_channel, clean_http_sink, settings):
+    # Twilio waits 15 s for the answer: every download of the call shares one budget.
+    settings.MAILGATE_WEBHOOK_MEDIA_SECONDS = 1
+    slow, next_one = "/2010-04-01/Accounts/AC/Messages/MM/Media/SLOW", "/2010-04-01/Accounts/AC/Messages/MM/Media/ME2"
+    clean_http_sink.respond(slow, Response(body=PNG, headers={"Content-Type": "image/png"}, delay=3))
+    clean_http_sink.respond(next_one, Response(body=PNG, headers={"Content-Type": "image/png"}))
+    started = time.monotonic()
+    assert post_mms(client, [clean_http_sink.url(slow), clean_http_sink.url(next_one)]).status_code == 200
+    assert time.monotonic() - started < 3  # answered before the slow server would have been
+    [message] = Message.objects.filter(channel=mms_channel)
+    lines = text_of(parsed(message)).splitlines()
+    assert lines[3] == f"- image/png: {clean_http_sink.url(slow)} (not downloaded: network error talking to 127.0.0.1: timed out)"
+    assert lines[4] == (f"- image/png: {clean_http_sink.url(next_one)} (not downloaded: no time left: this webhook "
+                        "call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up)")
+    assert [r.path for r in clean_http_sink.requests] == [slow]  # the second was never started
+    assert list(parsed(message).iter_attachments()) == []
+
+
 def test_the_same_sms_twice_stores_one_message(alice, client, settings):
     settings.MAILGATE_PUBLIC_BASE_URL = "https://gate.example.test"
     make_channel(alice, "twilio", {"auth_token": "tok"}, token="tw-1")
