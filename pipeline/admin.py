@@ -2,6 +2,7 @@
 routes, subscribers with their subscriptions, and queue depth per stage on the admin index."""
 
 from django.contrib import admin, messages as flash
+from django.db.models import Q
 
 from pipeline import sending
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
@@ -10,6 +11,46 @@ from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentit
 # Queue depth per stage on the index page (pipeline/templates/admin/pipeline/index.html); another
 # app that already replaced the index keeps its own.
 admin.site.index_template = admin.site.index_template or "admin/pipeline/index.html"
+
+
+def _scoped_choices(db_field, request, kwargs) -> dict:
+    """A non-superuser picks only among their own accounts, channels, services (never another
+    owner's, whose ids would otherwise show in the form)."""
+    model = db_field.remote_field.model
+    if not request.user.is_superuser and any(f.name == "owner" for f in model._meta.fields):
+        kwargs["queryset"] = model._default_manager.filter(owner=request.user)
+    return kwargs
+
+
+class OwnerScopedAdmin(admin.ModelAdmin):
+    """A staff user who is not a superuser sees and acts on their own rows only, as in the UI: lists,
+    actions and change pages (another owner's id is "not found"), form choices, and new rows are
+    theirs. `owner_filter(user)` says which rows are the user's."""
+
+    def owner_filter(self, user) -> Q:
+        return Q(owner=user)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return queryset if request.user.is_superuser else queryset.filter(self.owner_filter(request.user))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser and "owner" not in fields and any(
+                f.name == "owner" for f in self.model._meta.fields):
+            fields.append("owner")  # set to the user on save
+        return fields
+
+    def save_model(self, request, obj, form, change):
+        if not request.user.is_superuser and not change:
+            obj.owner = request.user
+        super().save_model(request, obj, form, change)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return super().formfield_for_foreignkey(db_field, request, **_scoped_choices(db_field, request, kwargs))
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        return super().formfield_for_manytomany(db_field, request, **_scoped_choices(db_field, request, kwargs))
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -47,10 +88,12 @@ class DeliveryInline(ReadOnlyInline):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(OwnerScopedAdmin):
     list_display = ("subject_or_id", "sender_address", "owner", "source", "status", "date", "received_at",
                     "has_attachments", "attempts")
-    list_filter = ("status", "source", "has_attachments", "account", "channel", "received_at")
+    # RelatedOnly: the filter lists only accounts/channels of rows the user may see, not every one.
+    list_filter = ("status", "source", "has_attachments", ("account", admin.RelatedOnlyFieldListFilter), ("channel", admin.RelatedOnlyFieldListFilter),
+                   "received_at")
     search_fields = ("subject", "sender_address", "sender_name", "message_id", "identity", "snippet")
     date_hierarchy = "received_at"
     list_select_related = ("owner",)
@@ -72,14 +115,17 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(OwnerScopedAdmin):
     list_display = ("id", "message", "service", "address", "status", "not_before", "attempts", "sent_at",
                     "short_error")
-    list_filter = ("status", "service")
+    list_filter = ("status", ("service", admin.RelatedOnlyFieldListFilter))
     search_fields = ("id", "address", "message__subject", "remote_id", "last_error")
     list_select_related = ("message", "service")
     readonly_fields = [f.name for f in Delivery._meta.fields]
     actions = ["retry", "requeue", "cancel"]
+
+    def owner_filter(self, user) -> Q:
+        return Q(message__owner=user)
 
     @admin.display(description="last error")
     def short_error(self, obj):
@@ -104,10 +150,10 @@ class DeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(OwnerScopedAdmin):
     list_display = ("name", "owner", "enabled", "account", "channel", "folder_pattern", "from_pattern",
                     "subject_pattern", "has_attachment")
-    list_filter = ("enabled", "owner")
+    list_filter = ("enabled", ("owner", admin.RelatedOnlyFieldListFilter))
     search_fields = ("name",)
     filter_horizontal = ("services",)
 
@@ -117,23 +163,26 @@ class SubscriptionInline(admin.TabularInline):
     extra = 1
     fields = ("service", "address", "active", "mode", "window_start", "window_end", "timezone", "digest_time")
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return super().formfield_for_foreignkey(db_field, request, **_scoped_choices(db_field, request, kwargs))
+
 
 @admin.register(Subscriber)
-class SubscriberAdmin(admin.ModelAdmin):
+class SubscriberAdmin(OwnerScopedAdmin):
     list_display = ("name", "owner", "addresses")
     search_fields = ("name", "addresses")
     inlines = [SubscriptionInline]
 
 
 @admin.register(Thread)
-class ThreadAdmin(admin.ModelAdmin):
+class ThreadAdmin(OwnerScopedAdmin):
     list_display = ("__str__", "owner", "message_count", "last_message_at")
     search_fields = ("subject", "normalized_subject")
     readonly_fields = [f.name for f in Thread._meta.fields]
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(OwnerScopedAdmin):
     list_display = ("at", "kind", "message", "delivery", "worker", "summary")
     list_filter = ("kind",)
     search_fields = ("summary", "detail", "message__subject")
@@ -147,8 +196,11 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(PurgedIdentity)
-class PurgedIdentityAdmin(admin.ModelAdmin):
+class PurgedIdentityAdmin(OwnerScopedAdmin):
     """Tombstones of purged messages: deleting one lets that message be ingested and relayed again."""
+
+    def owner_filter(self, user) -> Q:
+        return Q(account__owner=user) | Q(channel__owner=user)
 
     list_display = ("identity", "account", "channel", "purged_at")
     search_fields = ("identity",)

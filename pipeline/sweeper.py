@@ -69,18 +69,20 @@ def sweep() -> dict:
     return counts
 
 
-def queue_depth() -> dict:
-    """Rows waiting in each stage (admin index, health)."""
+def queue_depth(owner=None) -> dict:
+    """Rows waiting in each stage (admin index, health); only `owner`'s when given."""
     now = clock.now()
+    messages, deliveries = Message.objects.all(), Delivery.objects.all()
+    if owner is not None:
+        messages, deliveries = messages.filter(owner=owner), deliveries.filter(message__owner=owner)
+    waiting = [Delivery.Status.SCHEDULED, Delivery.Status.RETRYING]
     return {
-        "standardize": Message.objects.filter(status=Message.Status.RECEIVED).count(),
-        "distribute": Message.objects.filter(status=Message.Status.STANDARDIZED).count(),
-        "send (due)": Delivery.objects.filter(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING],
-                                              not_before__lte=now).count(),
-        "send (waiting)": Delivery.objects.filter(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING],
-                                                  not_before__gt=now).count(),
-        "sending": Delivery.objects.filter(status=Delivery.Status.SENDING).count(),
-        "dead messages": Message.objects.filter(status=Message.Status.DEAD).count(),
-        "dead or failed deliveries": Delivery.objects.filter(
+        "standardize": messages.filter(status=Message.Status.RECEIVED).count(),
+        "distribute": messages.filter(status=Message.Status.STANDARDIZED).count(),
+        "send (due)": deliveries.filter(status__in=waiting, not_before__lte=now).count(),
+        "send (waiting)": deliveries.filter(status__in=waiting, not_before__gt=now).count(),
+        "sending": deliveries.filter(status=Delivery.Status.SENDING).count(),
+        "dead messages": messages.filter(status=Message.Status.DEAD).count(),
+        "dead or failed deliveries": deliveries.filter(
             status__in=[Delivery.Status.DEAD, Delivery.Status.FAILED]).count(),
     }

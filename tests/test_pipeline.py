@@ -415,6 +415,49 @@ def test_admin_can_retry_cancel_and_see_the_timeline_and_queue_depth(alice, admi
     assert "Pipeline queue depth" in index
 
 
+def test_a_staff_user_sees_and_acts_on_only_their_own_pipeline_rows_in_admin(alice, bob, client, clean_smtp_sink):
+    from django.contrib.auth.models import Permission
+
+    alices_service = smtp_service(alice, clean_smtp_sink, name="Alice relay")
+    route_everything(alice, alices_service)
+    alices = queued_delivery(alice, alices_service)
+    Delivery.objects.filter(pk=alices.pk).update(status=Delivery.Status.DEAD)
+    bobs_service = smtp_service(bob, clean_smtp_sink, name="Bob relay")
+    bobs_message = ingest(bob, eml(subject="Bob's own"))
+    bob.is_staff = True
+    bob.save()
+    bob.user_permissions.add(*Permission.objects.filter(content_type__app_label="pipeline"))
+    client.force_login(bob)
+
+    messages = client.get("/admin/pipeline/message/").content.decode()
+    assert f"/admin/pipeline/message/{bobs_message.pk}/change/" in messages
+    assert f"/admin/pipeline/message/{alices.message_id}/change/" not in messages
+    assert client.get(f"/admin/pipeline/message/{alices.message_id}/change/").status_code == 302  # "not found"
+    assert client.get(f"/admin/pipeline/message/{bobs_message.pk}/change/").status_code == 200
+    assert str(alices.pk) not in client.get("/admin/pipeline/delivery/").content.decode()
+    # An action on Alice's id does nothing: the action's queryset is Bob's rows only.
+    client.post("/admin/pipeline/delivery/", {"action": "retry", "_selected_action": [str(alices.pk)]})
+    alices.refresh_from_db()
+    assert alices.status == Delivery.Status.DEAD
+    for model in (Route, Subscriber, Event, Thread):
+        page = client.get(f"/admin/pipeline/{model._meta.model_name}/").content.decode()
+        alices_rows = model.objects.filter(owner=alice).values_list("pk", flat=True)
+        assert alices_rows and not any(f"/{pk}/change/" in page for pk in alices_rows), model
+    # Choices name only Bob's services, and what he adds is his, whatever owner he posts.
+    form = client.get("/admin/pipeline/route/add/").content.decode()
+    assert "Bob relay" in form and "Alice relay" not in form
+    response = client.post("/admin/pipeline/route/add/", {
+        "name": "mine", "owner": str(alice.pk), "enabled": "on", "services": [str(bobs_service.pk)],
+        "folder_pattern": "", "from_pattern": "", "to_pattern": "", "subject_pattern": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Route.objects.get(name="mine").owner == bob
+    refused = client.post("/admin/pipeline/route/add/", {
+        "name": "theirs", "enabled": "on", "services": [str(alices_service.pk)]})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    index = client.get("/admin/").content.decode()
+    assert '<th scope="row">dead or failed deliveries</th><td>0</td>' in index  # Alice's dead one not counted
+
+
 def test_each_stage_publishes_to_the_owners_group(alice, team, django_capture_on_commit_callbacks):
     from frontend.events import user_group
     from mailgate.realtime import channel_layer
