@@ -1,14 +1,16 @@
 """`manage.py worker`: the Django Q cluster (`qcluster`) as the Procfile's `worker:` process.
 
-Process supervisors stop a process by signalling its whole process group: honcho (`./scripts/run`)
-sends SIGTERM with killpg, systemd's default KillMode=control-group signals every process of the
-unit. django-q2 (1.11) cannot stop that way: its sentinel and worker processes take SIGTERM with
-the default action and die at once, the cluster's `stop()` then waits for ever on an event lock a
-dead process held, and the supervisor ends it with SIGKILL (measured here: still running 10 s after
-a group SIGTERM; with SIGTERM to the cluster's main process alone it stops cleanly in about 2 s).
+Some process supervisors stop a process by signalling its whole process group: honcho
+(`./scripts/run`) sends SIGTERM with killpg. django-q2 (1.11) cannot stop that way: its sentinel
+and worker processes take SIGTERM with the default action and die at once, the cluster's `stop()`
+then waits for ever on an event lock a dead process held, and the supervisor ends it with SIGKILL
+(measured here: still running 10 s after a group SIGTERM; with SIGTERM to the cluster's main
+process alone it stops cleanly in about 2 s).
 
 So this command runs `qcluster` in a session of its own, where group signals do not reach it, and
-passes a stop signal on to the cluster's main process only. If this process is killed outright,
+passes a stop signal on to the cluster's main process only. (systemd's default
+KillMode=control-group signals every process of the unit whatever its session: use
+KillMode=mixed, as README says.) If this process is killed outright,
 the kernel sends SIGTERM to the cluster (PR_SET_PDEATHSIG), so the cluster never outlives it.
 Tasks in flight when a stop comes finish; anything cut short is retried (see docs/pipeline.md).
 """
