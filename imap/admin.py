@@ -10,6 +10,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -21,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from imap.accounts import check_connection, connection_changed
 from imap.models import Account, Folder, IdleSession
+from mailgate.admin_scope import owned
 
 # An admin click should answer quickly even if MAILGATE_IMAP_TIMEOUT is long for batch sync.
 ADMIN_TEST_TIMEOUT = 15.0
@@ -55,10 +57,6 @@ class AccountForm(forms.ModelForm):
             account.save()
             self.save_m2m()
         return account
-
-
-def _owned(queryset, user):
-    return queryset if user.is_superuser else queryset.filter(owner=user)
 
 
 IDLE_FIELDS = ["idle_connected", "idle_idling_since", "idle_last_push", "idle_last_error", "idle_last_error_at",
@@ -157,7 +155,7 @@ class AccountAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The change page reads the IDLE fields too: one query with the session joined.
-        return _owned(super().get_queryset(request), request.user).select_related("idle_session")
+        return owned(super().get_queryset(request), request.user).select_related("idle_session")
 
     def get_changeform_initial_data(self, request):
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
@@ -206,8 +204,7 @@ class FolderAdmin(admin.ModelAdmin):
     readonly_fields = ["uidvalidity", "uidnext", "highest_uid", "highestmodseq", "last_synced_at"]
 
     def get_queryset(self, request):
-        qs = super().get_queryset(request)
-        return qs if request.user.is_superuser else qs.filter(account__owner=request.user)
+        return owned(super().get_queryset(request), request.user, Q(account__owner=request.user))
 
 
 @admin.register(IdleSession)
@@ -219,8 +216,7 @@ class IdleSessionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # Like the accounts themselves: staff see the sessions of the accounts they own.
-        qs = super().get_queryset(request)
-        return qs if request.user.is_superuser else qs.filter(account__owner=request.user)
+        return owned(super().get_queryset(request), request.user, Q(account__owner=request.user))
 
     def has_add_permission(self, request):
         return False  # written by the IDLE manager only

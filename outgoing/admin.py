@@ -10,14 +10,11 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
+from mailgate.admin_scope import owned
 from outgoing import sending
 from outgoing.forms import CHANNEL_SECRETS, InboundChannelForm, ServiceForm
 from outgoing.models import InboundChannel, Service
 from outgoing.registry import transport_class
-
-
-def _owned(queryset, user):
-    return queryset if user.is_superuser else queryset.filter(owner=user)
 
 
 def _secret_names_set(obj) -> str:
@@ -32,7 +29,7 @@ def _secret_names_set(obj) -> str:
 
 class OwnedAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
-        return _owned(super().get_queryset(request), request.user)
+        return owned(super().get_queryset(request), request.user)
 
     def get_changeform_initial_data(self, request):
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}

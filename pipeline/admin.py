@@ -4,6 +4,7 @@ routes, subscribers with their subscriptions, and queue depth per stage on the a
 from django.contrib import admin, messages as flash
 from django.db.models import Q
 
+from mailgate.admin_scope import has_owner, owned
 from pipeline import sending
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
                              Thread)
@@ -17,8 +18,8 @@ def _scoped_choices(db_field, request, kwargs) -> dict:
     """A non-superuser picks only among their own accounts, channels, services (never another
     owner's, whose ids would otherwise show in the form)."""
     model = db_field.remote_field.model
-    if not request.user.is_superuser and any(f.name == "owner" for f in model._meta.fields):
-        kwargs["queryset"] = model._default_manager.filter(owner=request.user)
+    if not request.user.is_superuser and has_owner(model):
+        kwargs["queryset"] = owned(model._default_manager.all(), request.user)
     return kwargs
 
 
@@ -31,13 +32,11 @@ class OwnerScopedAdmin(admin.ModelAdmin):
         return Q(owner=user)
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        return queryset if request.user.is_superuser else queryset.filter(self.owner_filter(request.user))
+        return owned(super().get_queryset(request), request.user, self.owner_filter(request.user))
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
-        if not request.user.is_superuser and "owner" not in fields and any(
-                f.name == "owner" for f in self.model._meta.fields):
+        if not request.user.is_superuser and "owner" not in fields and has_owner(self.model):
             fields.append("owner")  # set to the user on save
         return fields
 
@@ -92,8 +91,8 @@ class MessageAdmin(OwnerScopedAdmin):
     list_display = ("subject_or_id", "sender_address", "owner", "source", "status", "date", "received_at",
                     "has_attachments", "attempts")
     # RelatedOnly: the filter lists only accounts/channels of rows the user may see, not every one.
-    list_filter = ("status", "source", "has_attachments", ("account", admin.RelatedOnlyFieldListFilter), ("channel", admin.RelatedOnlyFieldListFilter),
-                   "received_at")
+    list_filter = ("status", "source", "has_attachments", ("account", admin.RelatedOnlyFieldListFilter),
+                   ("channel", admin.RelatedOnlyFieldListFilter), "received_at")
     search_fields = ("subject", "sender_address", "sender_name", "message_id", "identity", "snippet")
     date_hierarchy = "received_at"
     list_select_related = ("owner",)
