@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from django.conf import settings
 from django.utils import timezone
 
 from outgoing.transports.base import TransportError
@@ -136,6 +137,12 @@ class TimeBudget:
         if left < self.MIN_SECONDS:
             raise TransportError(f"no time left: {self.reason}", permanent=True)
         return min(cap, left)
+
+
+def webhook_media_budget() -> TimeBudget:
+    """The budget all media downloads of one inbound webhook call share (MMS, Telegram files)."""
+    return TimeBudget(settings.MAILGATE_WEBHOOK_MEDIA_SECONDS,
+                      "this webhook call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up")
 
 
 def get_file(url: str, headers: dict, *, max_bytes: int, timeout=None) -> bytes:

@@ -14,8 +14,6 @@ import posixpath
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from django.conf import settings
-
 from outgoing import http
 from outgoing.transports.base import TransportError
 
@@ -83,8 +81,7 @@ def download(api_base: str, bot_token: str, file: File, budget: http.TimeBudget)
 def fetch_all(channel, tg: dict, bot_token: str) -> tuple[list[tuple[str, str, bytes]], list[str]]:
     """(attachments as (filename, content type, bytes), notes for the text) for one message."""
     attachments, notes = [], []
-    budget = http.TimeBudget(settings.MAILGATE_WEBHOOK_MEDIA_SECONDS,
-                             "this webhook call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up")
+    budget = http.webhook_media_budget()
     for file in files_of(tg):
         if not bot_token:
             notes.append(f"[{file.label}: {file.name}; not downloaded: the channel has no bot token]")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import mimetypes
 
-from django.conf import settings
-
 from outgoing import http
 from outgoing.transports.base import TransportError
 
@@ -32,8 +30,7 @@ def fetch_all(fields: dict, auth_token: str) -> tuple[list[tuple[str, str, bytes
     if fields.get("AccountSid") and auth_token:
         headers["Authorization"] = http.basic_auth(fields["AccountSid"], auth_token)
     attachments, lines = [], []
-    budget = http.TimeBudget(settings.MAILGATE_WEBHOOK_MEDIA_SECONDS,
-                             "this webhook call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up")
+    budget = http.webhook_media_budget()
     for index in range(count):
         url = fields.get(f"MediaUrl{index}")
         if not url:

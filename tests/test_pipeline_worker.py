@@ -166,10 +166,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_procfile_worker_stops_cleanly_when_its_whole_process_group_gets_sigterm():
-    """honcho (./scripts/run) and systemd stop a process by signalling its whole group; a bare
-    `qcluster` then hangs until SIGKILL (pipeline/management/commands/worker.py says why)."""
+    """honcho (./scripts/run) stops a process by signalling its whole group; a bare `qcluster`
+    then hangs until SIGKILL (pipeline/management/commands/worker.py says why)."""
     name = f"worker-group-stop-{random.randrange(10**9)}"
-    worker = procs.start(["manage.py", "worker"], name)
+    worker = start_worker(name)
     try:
         wait_until(lambda: " running." in procs.log_text(name), 60, what="the cluster running")
         [cluster] = _children(worker.pid)
@@ -187,7 +187,7 @@ def test_the_procfile_worker_stops_cleanly_when_its_whole_process_group_gets_sig
 
 def test_a_killed_worker_takes_its_cluster_with_it():
     name = f"worker-killed-{random.randrange(10**9)}"
-    worker = procs.start(["manage.py", "worker"], name)
+    worker = start_worker(name)
     try:
         wait_until(lambda: " running." in procs.log_text(name), 60, what="the cluster running")
         [cluster] = _children(worker.pid)
