@@ -194,7 +194,7 @@ def main() -> None:
         quiet = lambda: not OrmQ.objects.exists()  # noqa: E731
         wait_until(quiet, 30, "initial catch-up sync done", 0.05)
 
-        from frontend.events import user_group
+        from mailgate.realtime import user_group
 
         watcher = EventWatcher(user_group(owner.pk))
         watcher.thread.start()

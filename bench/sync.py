@@ -66,14 +66,14 @@ def mailgate_rate(dovecot, user, owner, label: str, enqueue: bool) -> tuple[floa
     from imap.accounts import create_account
     from imap.models import Account
     from imap.sync import sync_account_now
-    from pipeline import tasks as pipeline_tasks
+    from pipeline import queue as pipeline_queue
 
     account = create_account(owner=owner, email=f"{label}@example.test", host="127.0.0.1", port=dovecot.port,
                              security=Account.Security.NONE, username=user.name, password=user.password,
                              folders_include=["INBOX"])
-    original = pipeline_tasks.enqueue_many
+    original = pipeline_queue.enqueue_many
     if not enqueue:
-        pipeline_tasks.enqueue_many = lambda stage, object_ids: None
+        pipeline_queue.enqueue_many = lambda stage, object_ids: None
     try:
         # A fresh file store per run: raw files are content-addressed, so a run after another one
         # would otherwise find every file already written.
@@ -82,7 +82,7 @@ def mailgate_rate(dovecot, user, owner, label: str, enqueue: bool) -> tuple[floa
             report = sync_account_now(account)
             seconds = time.perf_counter() - started
     finally:
-        pipeline_tasks.enqueue_many = original
+        pipeline_queue.enqueue_many = original
     assert not report.errors, report.errors
     return report.stats.bodies / seconds, report.as_dict()
 

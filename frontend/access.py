@@ -80,20 +80,3 @@ def get_or_404(queryset, **lookup):
         if isinstance(exc, ValidationError):
             raise Http404("not found") from None
         raise
-
-
-# Recipients of live events -------------------------------------------------------------------
-def users_for_account(account) -> list[int]:
-    return [account.owner_id, *account.members.values_list("pk", flat=True)]
-
-
-def users_for_message(message) -> list[int]:
-    ids = {message.owner_id}
-    if message.account_id:
-        account = message.account
-        ids.update(users_for_account(account))
-    return sorted(ids)
-
-
-def users_for_delivery(delivery) -> list[int]:
-    return users_for_message(delivery.message)

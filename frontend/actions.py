@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from frontend import access
-from frontend.events import publish_for_message
+from mailgate.realtime import publish_for_message
 from imap import errors
 from imap.connection import open_mailbox
 from imap.models import Folder, MessageLocation

@@ -9,7 +9,7 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from frontend import access, actions, listing, serializers
-from frontend.events import current_seq
+from mailgate.realtime import current_seq
 from pipeline.models import Delivery
 
 log = logging.getLogger(__name__)

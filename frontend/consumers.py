@@ -1,12 +1,12 @@
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from frontend.events import user_group
+from mailgate.realtime import user_group
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     """One group per user, joined server-side from the session: a client cannot pick a group.
 
-    Who receives what is decided when publishing (frontend.events → frontend.access), so this
+    Who receives what is decided when publishing (mailgate.realtime, with the audience from the models), so this
     consumer only forwards; anything a client sends is ignored.
     """
 

@@ -17,7 +17,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from frontend import access, serializers
-from frontend.events import current_seq
+from mailgate.realtime import current_seq
 
 # The message body frame. No script source at all; styles inline only; images from the message
 # itself (data: URLs and its inline parts, served by message_inline: browsers cannot resolve cid:

@@ -8,7 +8,6 @@ the owner's pages as an "account.status" event after the transaction commits.
 from __future__ import annotations
 
 import logging
-import random
 from datetime import timedelta
 
 from django.conf import settings
@@ -16,9 +15,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from frontend import events
 from imap import errors
 from imap.models import Account
+from mailgate import backoff, realtime
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,7 @@ def blocked_reason(account: Account, now=None) -> str | None:
 def backoff_seconds(step: int) -> float:
     """Delay before retry number `step` (0-based): base * 2**step capped, with "equal jitter" so a
     fleet of accounts that failed together (provider outage) does not come back in lockstep."""
-    delay = min(settings.MAILGATE_BACKOFF_MAX, settings.MAILGATE_BACKOFF_BASE * (2 ** min(step, 30)))
-    return delay / 2 + random.uniform(0, delay / 2)
+    return backoff.equal_jitter(step, base=settings.MAILGATE_BACKOFF_BASE, cap=settings.MAILGATE_BACKOFF_MAX)
 
 
 def _publish(account: Account) -> None:
@@ -54,8 +52,7 @@ def _publish(account: Account) -> None:
         "last_error": account.last_error,
         "backoff_until": account.backoff_until.isoformat() if account.backoff_until else None,
     }
-    member_ids = list(account.members.values_list("pk", flat=True))
-    events.publish([account.owner_id, *member_ids], "account.status", data)
+    realtime.publish_for_account(account, "account.status", data)
 
 
 def record_success(account: Account) -> None:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
 
 from imap import account_state, errors
 from imap.connection import open_mailbox
@@ -151,13 +149,3 @@ def set_account_password(account: Account, password: str) -> None:
     account.set_password(password)
     connection_changed(account, {"password"})
     account.save()
-
-
-def mark_unreadable(account_ids) -> int:
-    """Mark accounts whose stored password no configured key decrypts. Returns how many."""
-    return Account.objects.filter(pk__in=list(account_ids)).update(
-        state=Account.State.NEEDS_CREDENTIALS,
-        last_error="the stored password cannot be decrypted with the configured keys; enter it again",
-        last_error_at=timezone.now(),
-        config_version=F("config_version") + 1,
-    )

@@ -29,6 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from imap.models import Account, IdleManager, IdleSession
+from mailgate import realtime
 
 # Never connected by IDLE until the owner acts (same as imap.account_state.STOPPED_STATES).
 STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS)
@@ -168,14 +169,11 @@ def status(account_id: int) -> dict | None:
 
 
 def _publish(account_id: int) -> None:
-    from frontend import events
-
     account = Account.objects.filter(pk=account_id).only("owner_id").first()
     data = status(account_id)
     if account is None or data is None:
         return
-    member_ids = list(account.members.values_list("pk", flat=True))
-    events.publish([account.owner_id, *member_ids], "account.status", {"account_id": account_id, "idle": data})
+    realtime.publish_for_account(account, "account.status", {"account_id": account_id, "idle": data})
 
 
 def record_connected(owner: str, account_id: int) -> bool:

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from mailgate import crypto
 
@@ -110,6 +111,20 @@ class Account(models.Model):
         self._loaded_connection = self._connection_values()
 
     # Credentials -----------------------------------------------------------------------------
+    encrypted_field = "password_encrypted"  # re-encrypted by mailgate.rotation
+    encrypted_label = "accounts"
+
+    @classmethod
+    def mark_secrets_unreadable(cls, account_ids) -> int:
+        """Accounts whose stored password no configured key decrypts: they stop connecting until the
+        owner enters it again (config_version moves, so the IDLE manager lets go). Returns how many."""
+        return cls.objects.filter(pk__in=list(account_ids)).update(
+            state=cls.State.NEEDS_CREDENTIALS,
+            last_error="the stored password cannot be decrypted with the configured keys; enter it again",
+            last_error_at=timezone.now(),
+            config_version=models.F("config_version") + 1,
+        )
+
     def set_password(self, password: str) -> None:
         self.password_encrypted = crypto.encrypt(password)
 
@@ -120,6 +135,10 @@ class Account(models.Model):
     @property
     def push_folder_names(self) -> list[str]:
         return self.push_folders or ["INBOX"]
+
+    def viewer_ids(self) -> list[int]:
+        """Who may see this account, its messages and its live events: the owner and the members."""
+        return [self.owner_id, *self.members.values_list("pk", flat=True)]
 
 
 class Folder(models.Model):

@@ -38,10 +38,10 @@ from django.db import connections, router, transaction
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
-from frontend import events
 from imap import account_state, errors, folders as folder_list, identity as identity_mod, slots, utf7, wire
 from imap.connection import classify, open_mailbox
 from imap.models import Account, Folder, MessageLocation
+from mailgate import realtime
 from pipeline import ingest
 from pipeline.models import Message, PurgedIdentity, Thread
 
@@ -684,7 +684,7 @@ class FolderSync:
             Folder.objects.filter(pk=folder.pk, highest_uid__lt=batch_max_uid).update(highest_uid=batch_max_uid)
             folder.highest_uid = max(folder.highest_uid, batch_max_uid)
             if parsed:
-                events.publish(account.owner_id, "sync.progress",
+                realtime.publish(account.owner_id, "sync.progress",
                                {"account_id": account.pk, "folder": folder.name, "new": len(parsed)})
         self.progress(len(parsed))
 
@@ -783,7 +783,7 @@ def _refresh_message_flags(account: Account, message_ids, *, publish: bool = Tru
                                                                                          "folder__name"):
                 folders_of.setdefault(mid, []).append(name)
             for message in changed:
-                events.publish(message.owner_id, "message.updated", {
+                realtime.publish(message.owner_id, "message.updated", {
                     "id": str(message.pk), "account_id": account.pk, "flags": message.flags,
                     "labels": message.labels, "folders": sorted(folders_of.get(message.pk, [])),
                 })

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.utils import timezone
+from django.apps import apps
 
 from mailgate import crypto
 
@@ -29,28 +29,14 @@ class RotationResult:
 
 
 def _encrypted_fields():
-    """(label, model, field) for every column holding a Fernet token."""
-    from imap.models import Account
-    from outgoing.models import InboundChannel, Service
+    """(label, model, column) for every column holding a Fernet token.
 
-    return [
-        ("accounts", Account, "password_encrypted"),
-        ("services", Service, "secrets_encrypted"),
-        ("inbound channels", InboundChannel, "secrets_encrypted"),
-    ]
-
-
-def _mark_unreadable(model, ids: list[int]) -> None:
-    from imap.accounts import mark_unreadable
-    from imap.models import Account
-
-    if model is Account:
-        mark_unreadable(ids)
-    elif hasattr(model, "last_error"):
-        model.objects.filter(pk__in=ids).update(
-            last_error="stored secrets cannot be decrypted with the configured keys; enter them again",
-            last_error_at=timezone.now(),
-        )
+    A model takes part by naming its column in `encrypted_field` (with a plural `encrypted_label`
+    for the report) and a classmethod `mark_secrets_unreadable(ids)`: the ground finds them through
+    the app registry instead of importing the apps above it.
+    """
+    return [(model.encrypted_label, model, model.encrypted_field)
+            for model in apps.get_models() if getattr(model, "encrypted_field", None)]
 
 
 def rotate_all() -> RotationResult:
@@ -67,7 +53,7 @@ def rotate_all() -> RotationResult:
             # Compare-and-set: a password changed while we ran keeps its new value.
             rotated += model.objects.filter(pk=pk, **{column: token}).update(**{column: new_token})
         if unreadable:
-            _mark_unreadable(model, unreadable)
+            model.mark_secrets_unreadable(unreadable)
         result.rotated[label] = rotated
         if unreadable:
             result.unreadable[label] = unreadable

@@ -129,7 +129,7 @@ else:
 # The ORM broker keeps a receipt of every task until it is acknowledged; the Redis broker loses a
 # task that was in flight when its worker died. `retry` must exceed `timeout`, or a slow task is
 # handed to a second worker while the first still runs. `max_attempts` is finite, but see
-# pipeline.tasks: a SIGKILLed worker does not count as an attempt, so stages keep their own count.
+# pipeline stages: a SIGKILLed worker does not count as an attempt, so stages keep their own count.
 Q_CLUSTER = {
     "name": "mailgate",
     "orm": "default",

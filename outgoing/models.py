@@ -5,6 +5,7 @@ import json
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 
 from mailgate import crypto
@@ -14,9 +15,20 @@ class EncryptedSecretsMixin(models.Model):
     """A JSON dict of secrets (tokens, passwords), Fernet-encrypted as one blob."""
 
     secrets_encrypted = models.TextField(blank=True, editable=False)
+    encrypted_field = "secrets_encrypted"  # re-encrypted by mailgate.rotation
 
     class Meta:
         abstract = True
+
+    @classmethod
+    def mark_secrets_unreadable(cls, ids) -> int:
+        """Rows whose secrets no configured key decrypts: the owner must enter them again (shown
+        in last_error where the model has one; the row itself says so when it is next used)."""
+        if not hasattr(cls, "last_error"):
+            return 0
+        return cls.objects.filter(pk__in=list(ids)).update(
+            last_error="stored secrets cannot be decrypted with the configured keys; enter them again",
+            last_error_at=timezone.now())
 
     def get_secrets(self) -> dict:
         """Raises crypto.CredentialsUnreadable when no configured key decrypts them."""
@@ -29,6 +41,8 @@ class EncryptedSecretsMixin(models.Model):
 
 
 class Service(EncryptedSecretsMixin):
+    encrypted_label = "services"
+
     class Kind(models.TextChoices):
         SMTP = "smtp", "SMTP"
         WEBHOOK = "webhook", "Webhook (signed JSON POST)"
@@ -76,6 +90,8 @@ class Service(EncryptedSecretsMixin):
 
 class InboundChannel(EncryptedSecretsMixin):
     """A second door into the pipeline: /hooks/<kind>/<token>/ receives SMS, chat or signed JSON."""
+
+    encrypted_label = "inbound channels"
 
     class Kind(models.TextChoices):
         TWILIO = "twilio", "Twilio SMS"

@@ -5,6 +5,8 @@ row whose processing kills the worker (django-q2 does not count a SIGKILLed work
 attempt) still runs out of attempts and ends DEAD instead of looping.
 """
 
+import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,6 +15,8 @@ from django.db.models import F, Q
 
 from pipeline import audit, clock, events
 from pipeline.models import Delivery, Event, Message, Subscription
+
+log = logging.getLogger(__name__)
 
 
 def lease(now):
@@ -55,6 +59,19 @@ def release_message(message: Message, status: str, reason: str) -> None:
     """A stage failed with an exception: record it and let the sweeper try again after the deadline
     (the claim stays until then, so a burst of retries cannot spin)."""
     audit.record(Event.Kind.CRASHED, message, detail=f"{status}: {reason}"[:2000])
+
+
+@contextmanager
+def crash_boundary(message: Message, status: str, stage: str):
+    """A message stage's one error boundary: whatever the stage raises is logged with the message
+    id, recorded on its timeline (release_message) and re-raised, so django-q counts a failed task
+    and the sweeper retries the row after the claim's deadline."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("%s failed for message %s", stage, message.pk)
+        release_message(message, status, repr(exc))
+        raise
 
 
 def claim_delivery(delivery_id) -> Delivery | None:

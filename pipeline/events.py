@@ -1,7 +1,7 @@
 """Live hints to the browsers of everyone who may see the message (owner, account members),
 published after the commit."""
 
-from frontend.events import publish_for_message
+from mailgate.realtime import publish_for_message
 
 
 def _message_data(message) -> dict:

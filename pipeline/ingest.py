@@ -12,7 +12,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage, storages
 from django.db import IntegrityError, connections, router, transaction
 
+from pipeline import queue
 from pipeline.models import Message, PurgedIdentity
+from pipeline.queue import Stage
 
 _known_dirs: set = set()
 
@@ -83,19 +85,13 @@ def read_raw(message: Message) -> bytes:
 
 def enqueue_standardize(message_id) -> None:
     """Start the pipeline for a message once the surrounding transaction commits."""
-    from pipeline import tasks
-
-    transaction.on_commit(lambda: tasks.enqueue("standardize", message_id))
+    queue.enqueue_on_commit(Stage.STANDARDIZE, [message_id])
 
 
 def enqueue_standardize_many(message_ids) -> None:
     """Start the pipeline for many messages once the surrounding transaction commits, with one
     INSERT for all their queue rows."""
-    from pipeline import tasks
-
-    ids = [str(pk) for pk in message_ids]
-    if ids:
-        transaction.on_commit(lambda: tasks.enqueue_many("standardize", ids))
+    queue.enqueue_on_commit(Stage.STANDARDIZE, [str(pk) for pk in message_ids])
 
 
 def attach_raw_batch(pairs) -> int:

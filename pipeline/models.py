@@ -124,6 +124,14 @@ class Message(models.Model):
     def __str__(self):
         return self.subject or f"(no subject) {self.id}"
 
+    def viewer_ids(self) -> list[int]:
+        """Who may see this message and its live events: its owner and, for mail of an account,
+        everyone who may see the account (frontend/access.py applies the same rule to queries)."""
+        ids = {self.owner_id}
+        if self.account_id:
+            ids.update(self.account.viewer_ids())
+        return sorted(ids)
+
 
 def attachment_upload_path(instance, filename):
     # Stored under a UUID: never a name that came from the message.

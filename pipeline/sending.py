@@ -9,17 +9,18 @@ targets de-duplicate by the delivery id (Idempotency-Key); the DB marks each del
 """
 
 import logging
-import random
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 
+from mailgate import backoff
 from outgoing import ratelimit, sending as outgoing_sending
 from outgoing.models import Service
 from outgoing.transports.base import TransportError
-from pipeline import audit, claims, clock, digest, events
+from pipeline import audit, claims, clock, digest, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
+from pipeline.queue import Stage
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,10 @@ DISABLED_SERVICE_RECHECK = timedelta(minutes=5)
 
 
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter (half fixed, half random), never less than Retry-After."""
-    delay = min(settings.MAILGATE_RETRY_MAX_SECONDS, settings.MAILGATE_RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
-    delay = delay / 2 + random.uniform(0, delay / 2)
-    return max(delay, retry_after or 0)
+    """Delay before the next attempt after attempt number `attempt` (1-based), never less than the
+    service's Retry-After."""
+    return backoff.equal_jitter(attempt - 1, base=settings.MAILGATE_RETRY_BASE_SECONDS,
+                                cap=settings.MAILGATE_RETRY_MAX_SECONDS, at_least=retry_after or 0)
 
 
 def _defer(delivery: Delivery, until, why: str) -> str:
@@ -154,8 +155,6 @@ def _failed(delivery: Delivery, service, exc: TransportError, recorded_on_servic
 
 def _reschedule(queryset, from_statuses, kind, detail, reset_attempts: bool) -> int:
     """Make deliveries due now and enqueue them; returns how many moved."""
-    from pipeline import tasks
-
     now = clock.now()
     moved = 0
     for delivery in queryset.filter(status__in=from_statuses).select_related("message"):
@@ -170,7 +169,7 @@ def _reschedule(queryset, from_statuses, kind, detail, reset_attempts: bool) -> 
                 delivery.status = fields["status"]
                 audit.record(kind, delivery.message, delivery, detail=detail)
                 events.delivery_updated(delivery)
-                transaction.on_commit(lambda pk=delivery.pk: tasks.enqueue("send", pk))
+                queue.enqueue_on_commit(Stage.SEND, [delivery.pk])
     return moved
 
 
@@ -202,8 +201,6 @@ def cancel_deliveries(queryset) -> int:
 
 def retry_messages(queryset) -> int:
     """DEAD messages → RECEIVED with a fresh attempt count (standardize is idempotent)."""
-    from pipeline import tasks
-
     moved = 0
     for message in queryset.filter(status=Message.Status.DEAD):
         with transaction.atomic():
@@ -214,5 +211,5 @@ def retry_messages(queryset) -> int:
                 message.status = Message.Status.RECEIVED
                 audit.record(Event.Kind.REQUEUED, message, detail="retried by an admin")
                 events.message_updated(message)
-                transaction.on_commit(lambda pk=message.pk: tasks.enqueue("standardize", pk))
+                queue.enqueue_on_commit(Stage.STANDARDIZE, [message.pk])
     return moved

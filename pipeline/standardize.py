@@ -8,7 +8,6 @@ admits one worker, attachment ids are derived from (message, position) and the r
 import email.parser
 import email.policy
 import hashlib
-import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone as dt_timezone
@@ -18,12 +17,12 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from pipeline import audit, claims, clock, events, loops, threads
+from pipeline import audit, claims, clock, events, loops, queue, threads
 from pipeline.filenames import safe_filename
 from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
+from pipeline.queue import Stage
 
-log = logging.getLogger(__name__)
 
 LOOP_HEADERS = ("auto_submitted", "x_auto_response_suppress", "precedence", "list_id", "return_path",
                 "x_mailgate_relay")
@@ -157,12 +156,10 @@ def relayed_list_ids(owner_id) -> set[str]:
 
 def standardize(message_id) -> str:
     """Stage task body; returns what happened (for logs and tests)."""
-    from pipeline import tasks
-
     message = claims.claim_message(message_id, Message.Status.RECEIVED)
     if message is None:
         return "skipped"
-    try:
+    with claims.crash_boundary(message, Message.Status.RECEIVED, "standardize"):
         raw = read_raw(message)
         parsed = parse(raw)
         fields = message_fields(parsed)
@@ -197,10 +194,6 @@ def standardize(message_id) -> str:
                 rows.append(audit.event(Event.Kind.SUPPRESSED, message, detail=reason))
             audit.record_all(rows)
             if not reason:
-                transaction.on_commit(lambda: tasks.enqueue("distribute", message.pk))
+                queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk])
             events.message_new(message)
         return "suppressed" if reason else "standardized"
-    except Exception as exc:
-        log.exception("standardize failed for message %s", message_id)
-        claims.release_message(message, Message.Status.RECEIVED, repr(exc))
-        raise

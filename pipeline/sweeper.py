@@ -13,18 +13,17 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from pipeline import audit, claims, clock, events
+from pipeline import audit, claims, clock, events, queue
 from pipeline.models import Delivery, Event, Message
+from pipeline.queue import Stage
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
-_STAGE_OF = {Message.Status.RECEIVED: "standardize", Message.Status.STANDARDIZED: "distribute"}
+_STAGE_OF = {Message.Status.RECEIVED: Stage.STANDARDIZE, Message.Status.STANDARDIZED: Stage.DISTRIBUTE}
 
 
 def sweep() -> dict:
-    from pipeline import tasks
-
     now = clock.now()
     stale = now - timedelta(seconds=settings.MAILGATE_STAGE_DEADLINE)
     lease = claims.lease(now)
@@ -36,7 +35,7 @@ def sweep() -> dict:
                        .filter(unclaimed).values_list("pk", "status")[:BATCH]):
         if Message.objects.filter(pk=pk, status=status, updated_at__lt=stale).update(updated_at=now):
             counts["messages"] += 1
-            tasks.enqueue(_STAGE_OF[status], pk)
+            queue.enqueue(_STAGE_OF[status], pk)
 
     # Deliveries that are due and not known to be in the queue (window opened, backoff over,
     # rate limit passed, or the queue row was lost). claimed_until on a waiting row means
@@ -47,7 +46,7 @@ def sweep() -> dict:
         if Delivery.objects.filter(pk=pk, status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING],
                                    not_before__lte=now).filter(unclaimed).update(claimed_until=lease):
             counts["due"] += 1
-            tasks.enqueue("send", pk)
+            queue.enqueue(Stage.SEND, pk)
 
     # SENDING past its lease: the worker died mid-send. The send may have happened; the target
     # de-duplicates by delivery id, and at least once beats never.
@@ -63,7 +62,7 @@ def sweep() -> dict:
                 audit.record(Event.Kind.CRASHED, delivery.message, delivery,
                              detail=f"lease of {delivery.claimed_by} expired during send; retrying")
                 events.delivery_updated(delivery)
-                transaction.on_commit(lambda pk=delivery.pk: tasks.enqueue("send", pk))
+                queue.enqueue_on_commit(Stage.SEND, [delivery.pk])
     if any(counts.values()):
         log.info("sweeper re-enqueued %s", counts)
     return counts

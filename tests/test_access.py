@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from frontend import access
-from frontend.events import current_seq, publish_for_account, publish_for_message
+from mailgate.realtime import current_seq, publish_for_account, publish_for_message
 from tests.test_api import make_delivery
 from tests.test_api_support import make_account, make_attachment, make_message
 
@@ -81,7 +81,7 @@ def test_a_member_of_the_account_sees_its_messages_and_charlie_still_does_not(al
     assert [r["subject"] for r in bob_client.get(reverse("frontend:api_messages")).json()["results"]] == [
         "Alice's secret"]
     assert logged_in(charlie).get(reverse("frontend:api_message", args=[message.pk])).status_code == 404
-    assert access.users_for_message(message) == sorted([alice.pk, bob.pk])
+    assert message.viewer_ids() == sorted([alice.pk, bob.pk])
 
 
 @pytest.mark.django_db
@@ -247,7 +247,7 @@ def test_concurrent_publishers_number_each_users_events_without_gaps_or_repeats(
     from django.contrib.auth.models import User
     from django.db import connection
 
-    from frontend.events import next_seqs
+    from mailgate.realtime import next_seqs
 
     # Several users per event, as when an account has members: on PostgreSQL a multi-row UPDATE
     # used to lock rows in scan order, and concurrent publishers deadlocked on each other.

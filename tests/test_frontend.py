@@ -7,7 +7,7 @@ from email.message import EmailMessage
 import pytest
 from django.utils import timezone
 
-from frontend.events import publish_for_message
+from mailgate.realtime import publish_for_message
 from imap.models import Account, Folder
 from pipeline.models import Message
 from tests.servers.browser import login, off_the_event_loop, screenshot_path
@@ -75,7 +75,7 @@ def test_a_gap_in_sequence_numbers_makes_the_page_refetch(page, live_web, alice)
     account = make_account(alice)
     open_inbox(page, live_web, alice)
     # Published to nobody's socket: the event is lost, as channels-redis may lose one.
-    from frontend.events import next_seq
+    from mailgate.realtime import next_seq
 
     missed = make_message(alice, account, subject="Missed while away")
     next_seq(alice.pk)
@@ -179,7 +179,7 @@ def test_the_dashboard_retries_a_dead_delivery_and_follows_it_live(page, live_we
 
     # An account's state change arrives live.
     Account.objects.filter(pk=account.pk).update(state=Account.State.AUTH_FAILED, last_error="bad password")
-    from frontend.events import publish_for_account
+    from mailgate.realtime import publish_for_account
 
     off_the_event_loop(publish_for_account, account, "account.status", {"account_id": account.pk})
     page.wait_for_selector(f"#accounts tr[data-id='{account.pk}'][data-state=auth_failed]")

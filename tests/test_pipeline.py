@@ -459,7 +459,7 @@ def test_a_staff_user_sees_and_acts_on_only_their_own_pipeline_rows_in_admin(ali
 
 
 def test_each_stage_publishes_to_the_owners_group(alice, team, django_capture_on_commit_callbacks):
-    from frontend.events import user_group
+    from mailgate.realtime import user_group
     from mailgate.realtime import channel_layer
 
     layer = channel_layer()

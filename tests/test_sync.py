@@ -19,7 +19,7 @@ from imap import account_state, errors, slots, tasks, utf7
 from imap.accounts import create_account
 from imap.models import Account, ConnectionSlot, Folder, MessageLocation
 from imap.sync import sync_account_now
-from pipeline import ingest, retention, tasks as pipeline_tasks
+from pipeline import ingest, queue as pipeline_queue, retention
 from pipeline.models import Delivery, Message
 from tests.servers import procs
 from tests.test_pipeline import route_everything, run_stages, smtp_service, subscribe
@@ -382,9 +382,9 @@ def test_a_body_batch_advances_only_messages_still_waiting_and_queues_each_once(
     queued = {task.name(): task.task for task in OrmQ.objects.all()}
     assert sorted(queued) == sorted([f"standardize:{first.pk}", f"standardize:{second.pk}"])
 
-    # Each queued task is the one pipeline.tasks.enqueue would have queued for that message.
+    # Each queued task is the one pipeline.queue.enqueue would have queued for that message.
     OrmQ.objects.all().delete()
-    pipeline_tasks.enqueue("standardize", first.pk)
+    pipeline_queue.enqueue(pipeline_queue.Stage.STANDARDIZE, first.pk)
     single = OrmQ.objects.get().task
     batched = queued[f"standardize:{first.pk}"]
     assert sorted(batched) == sorted(single)

@@ -26,7 +26,7 @@ from imap import account_state, errors, leases, slots
 from imap.connection import classify
 from imap.idle.client import ConnectionLost, IdleClient, push_kinds
 from imap.models import Account, is_loopback
-from mailgate import crypto
+from mailgate import backoff, crypto
 
 log = logging.getLogger("imap.idle")
 
@@ -42,8 +42,7 @@ def backoff_delay(attempt: int, *, base: float = RECONNECT_BASE, cap: float = RE
     base * 2**attempt, capped at 5 minutes, with "equal jitter" (between half and all of it) so the
     thousand accounts a server restart dropped at once do not come back in lockstep.
     """
-    delay = min(cap, base * 2 ** min(attempt, 30))
-    return delay / 2 + rng.uniform(0, delay / 2)
+    return backoff.equal_jitter(attempt, base=base, cap=cap, rng=rng)
 
 
 def idle_connection_limit() -> int:

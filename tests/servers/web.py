@@ -16,7 +16,7 @@ Fixtures (registered for every test by tests/conftest.py's ``pytest_plugins``):
 * ``live_web`` (function): the running server for one test. Needs a transactional test
   (``@pytest.mark.django_db(transaction=True)``) because daphne reads the test's rows from another
   process. It also points this process's CHANNEL_LAYERS at the same Redis, so
-  ``frontend.events.publish()`` called in the test reaches the browser (call it through
+  ``mailgate.realtime.publish()`` called in the test reaches the browser (call it through
   ``off_the_event_loop`` while a browser runs: see browser.py).
 
 Browser side: tests/servers/browser.py (``browser`` and ``page`` fixtures, function-scoped;

@@ -4,15 +4,14 @@ with all its deliveries or still STANDARDIZED; the unique (message, subscription
 a second run create nothing.
 """
 
-import logging
 
 from django.db import transaction
 
 from outgoing.inbound import sender_ids
-from pipeline import audit, claims, clock, events, routing, scheduling
+from pipeline import audit, claims, clock, events, queue, routing, scheduling
 from pipeline.models import Delivery, Event, Message, Subscription
+from pipeline.queue import Stage
 
-log = logging.getLogger(__name__)
 
 
 def is_sender(subscription: Subscription, sender_address: str, sender: set[str] | None = None) -> bool:
@@ -62,12 +61,10 @@ def queue_deliveries(message: Message, services, now) -> list[Delivery]:
 
 def distribute(message_id) -> str:
     """Stage task body; returns what happened (for logs and tests)."""
-    from pipeline import tasks
-
     message = claims.claim_message(message_id, Message.Status.STANDARDIZED)
     if message is None:
         return "skipped"
-    try:
+    with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
         services = routing.matching_services(message)
         now = clock.now()
         with transaction.atomic():
@@ -90,11 +87,6 @@ def distribute(message_id) -> str:
                 if delivery.not_before <= now:
                     due.append(delivery.pk)
             audit.record_all(rows)
-            if due:
-                transaction.on_commit(lambda: tasks.enqueue_many("send", due))
+            queue.enqueue_on_commit(Stage.SEND, due)
             events.message_updated(message)
         return "distributed"
-    except Exception as exc:
-        log.exception("distribute failed for message %s", message_id)
-        claims.release_message(message, Message.Status.STANDARDIZED, repr(exc))
-        raise
