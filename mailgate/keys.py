@@ -1,10 +1,13 @@
 """Secrets that must exist before Django starts: SECRET_KEY and the Fernet keys.
 
-With DEBUG on and nothing configured we generate each secret once into the data dir (mode 0600)
-and warn loudly, so a laptop install runs with no manual step and keeps the same keys across
-restarts. Regenerating them would be harmful: a new SECRET_KEY makes django-q2 drop every queued
-task signed with the old one, and a new Fernet key leaves every stored password unreadable.
-With DEBUG off a missing or malformed secret stops start-up with one line that says what to set.
+On a loopback-only install (ALLOWED_HOSTS names only loopback hosts and no DATABASE_URL is set:
+a laptop) with nothing configured we generate each secret once into the data dir (mode 0600) and
+warn loudly, so it runs with no manual step and keeps the same keys across restarts, DEBUG on or
+off. Regenerating them would be harmful: a new SECRET_KEY makes django-q2 drop every queued task
+signed with the old one, and a new Fernet key leaves every stored password unreadable.
+Anywhere else a generated key would sit next to the data it protects (a backup of the data dir
+would carry both), so a missing or malformed secret stops start-up with one line that says what
+to set.
 """
 
 import base64
@@ -51,13 +54,27 @@ def new_fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
 
 
-def fernet_keys(raw: str, *, debug: bool, data_dir: Path) -> list[str]:
-    """The configured keys, newest first; generated once in DEBUG when none are set."""
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def exposure(allowed_hosts, database_url: str) -> str:
+    """Why this install is not loopback-only ("" when it is): what makes generated keys unsafe."""
+    public = [host for host in allowed_hosts if host.lower() not in LOOPBACK_HOSTS]
+    if public:
+        return f"ALLOWED_HOSTS names {public[0]}"
+    if database_url:
+        return "DATABASE_URL is set"
+    return ""
+
+
+def fernet_keys(raw: str, *, exposed: str, data_dir: Path) -> list[str]:
+    """The configured keys, newest first; generated once on a loopback-only install (`exposed`
+    is "") when none are set."""
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     if not keys:
-        if not debug:
+        if exposed:
             raise StartupError(
-                "MAILGATE_FERNET_KEYS is not set; generate one with "
+                f"MAILGATE_FERNET_KEYS is not set ({exposed}); generate one with "
                 "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
             )
         keys = [_generate_once(data_dir / "fernet.key", new_fernet_key)]
@@ -69,11 +86,11 @@ def fernet_keys(raw: str, *, debug: bool, data_dir: Path) -> list[str]:
     return keys
 
 
-def secret_key(raw: str, *, debug: bool, data_dir: Path) -> str:
+def secret_key(raw: str, *, exposed: str, data_dir: Path) -> str:
     if raw:
-        if not debug and len(raw) < 50:
+        if exposed and len(raw) < 50:
             raise StartupError("SECRET_KEY is shorter than 50 characters; use a long random value")
         return raw
-    if not debug:
-        raise StartupError("SECRET_KEY is not set (or SECRET_KEY_FILE); it must be set when DEBUG is off")
+    if exposed:
+        raise StartupError(f"SECRET_KEY is not set (or SECRET_KEY_FILE); it must be set because {exposed}")
     return _generate_once(data_dir / "secret.key", lambda: secrets.token_urlsafe(50))

@@ -15,16 +15,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("MAILGATE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = keys.secret_key(env_secret("SECRET_KEY"), debug=DEBUG, data_dir=DATA_DIR)
+# Off unless asked for: a deploy that forgets it must not show settings and frame locals to anyone
+# who sends a bad Host header. scripts/run needs no DEBUG; tests/settings.py turns it on.
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("127.0.0.1", "localhost", "[::1]"))
+# "" on a loopback-only install (a laptop), else the reason it is not: then keys must be configured
+# and the HTTPS protections default on.
+EXPOSED = keys.exposure(ALLOWED_HOSTS, env_str("DATABASE_URL"))
+SECRET_KEY = keys.secret_key(env_secret("SECRET_KEY"), exposed=EXPOSED, data_dir=DATA_DIR)
 # Old keys stay valid for sessions while SECRET_KEY rotates. (django-q2 signs queued tasks with
 # SECRET_KEY alone: the pipeline sweeper re-enqueues whatever a key change drops.)
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS")
 MAILGATE_FERNET_KEYS = keys.fernet_keys(
-    env_secret("MAILGATE_FERNET_KEYS"), debug=DEBUG, data_dir=DATA_DIR
+    env_secret("MAILGATE_FERNET_KEYS"), exposed=EXPOSED, data_dir=DATA_DIR
 )
-
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("127.0.0.1", "localhost", "[::1]"))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -160,13 +164,15 @@ WHITENOISE_USE_FINDERS = True  # static works before (or without) collectstatic 
 
 # --- Security (check --deploy is clean when DEBUG is off and HTTPS is in front) -----------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("MAILGATE_BEHIND_PROXY") else None
-SECURE_SSL_REDIRECT = env_bool("MAILGATE_SSL_REDIRECT", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("MAILGATE_SSL_REDIRECT", bool(EXPOSED))
 # /healthz is probed by load balancers over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-SESSION_COOKIE_SECURE = env_bool("MAILGATE_SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("MAILGATE_SECURE_COOKIES", bool(EXPOSED))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = env_int("MAILGATE_HSTS_SECONDS", 0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MAILGATE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("MAILGATE_HSTS_SECONDS", 31536000 if EXPOSED else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MAILGATE_HSTS_INCLUDE_SUBDOMAINS", bool(EXPOSED))
+# Error reports (DEBUG pages, mailed 500s) hide connection strings as well as keys and passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "mailgate.reporting.ConnectionStringsHiddenFilter"
 SECURE_HSTS_PRELOAD = env_bool("MAILGATE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

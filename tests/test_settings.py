@@ -85,7 +85,8 @@ def test_production_without_fernet_keys_stops_with_one_line(tmp_path):
     env = production_env()
     del env["MAILGATE_FERNET_KEYS"]
     result = manage(tmp_path, "check", **env)
-    assert result.stderr.startswith("mailgate: MAILGATE_FERNET_KEYS is not set; generate one with")
+    assert result.stderr.startswith("mailgate: MAILGATE_FERNET_KEYS is not set (ALLOWED_HOSTS names mail.example.com); "
+                                    "generate one with")
     assert_one_line_startup_error(result, result.stderr.strip())
     assert not (tmp_path / "data" / "fernet.key").exists()  # never generated in production
 
@@ -100,10 +101,49 @@ def test_a_malformed_fernet_key_stops_start_up_naming_the_entry(tmp_path, keys, 
 def test_production_without_a_secret_key_stops_with_one_line(tmp_path):
     env = production_env()
     del env["SECRET_KEY"]
-    assert_one_line_startup_error(manage(tmp_path, "check", **env),
-                                  "mailgate: SECRET_KEY is not set (or SECRET_KEY_FILE); it must be set when DEBUG is off")
+    assert_one_line_startup_error(
+        manage(tmp_path, "check", **env),
+        "mailgate: SECRET_KEY is not set (or SECRET_KEY_FILE); it must be set because ALLOWED_HOSTS names mail.example.com")
     assert_one_line_startup_error(manage(tmp_path, "check", **production_env(SECRET_KEY="short")),
                                   "mailgate: SECRET_KEY is shorter than 50 characters; use a long random value")
+
+
+def test_debug_is_off_unless_asked_for_and_a_laptop_still_starts_on_generated_keys(tmp_path):
+    result = manage(tmp_path, "shell", "-c", "from django.conf import settings\n"
+                    "print(settings.DEBUG, settings.SECURE_SSL_REDIRECT, settings.SESSION_COOKIE_SECURE)")
+    assert result.returncode == 0, result.stderr
+    # Loopback only: no HTTPS redirect or secure cookies, or http://127.0.0.1:8000 would not work.
+    assert result.stdout.splitlines()[-1] == "False False False"
+    assert (tmp_path / "data" / "secret.key").exists()
+
+
+@pytest.mark.parametrize("env, reason", [
+    ({"DEBUG": "1", "ALLOWED_HOSTS": "mail.example.com"}, "ALLOWED_HOSTS names mail.example.com"),
+    ({"DATABASE_URL": "postgres://mailgate:pw@127.0.0.1:1/mailgate"}, "DATABASE_URL is set"),
+])
+def test_an_install_that_is_not_loopback_only_refuses_generated_keys(tmp_path, env, reason):
+    assert_one_line_startup_error(
+        manage(tmp_path, "check", **env),
+        f"mailgate: SECRET_KEY is not set (or SECRET_KEY_FILE); it must be set because {reason}")
+    assert not (tmp_path / "data" / "secret.key").exists()
+    result = manage(tmp_path, "check", **env, SECRET_KEY=secrets.token_urlsafe(60))
+    assert result.stderr.startswith(f"mailgate: MAILGATE_FERNET_KEYS is not set ({reason}); generate one with")
+    assert not (tmp_path / "data" / "fernet.key").exists()
+
+
+@pytest.mark.django_db
+def test_a_debug_page_for_a_bad_host_shows_no_connection_password(client):
+    with override_settings(DEBUG=True, DATABASE_URL="postgres://mailgate:topsecret@db.internal/mailgate",
+                           REDIS_URL="redis://:redispw@redis.internal:6379/0",
+                           MAILGATE_REDIS_ADDRESS="redis://:redispw@redis.internal:6379/0",
+                           CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                                                       "CONFIG": {"hosts": [{"address": "redis://:layerpw@r/0"}]}}}):
+        response = client.get("/accounts/login/", HTTP_HOST="attacker.invalid")
+        assert response.status_code == 400
+        body = response.content.decode()
+        assert "DisallowedHost" in body  # it is the technical page, settings dump included
+        for password in ("topsecret", "redispw", "layerpw"):
+            assert password not in body
 
 
 def test_a_malformed_variable_stops_start_up_with_one_line(tmp_path):
