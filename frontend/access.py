@@ -27,14 +27,12 @@ def account_ids(user) -> list[int]:
 
 
 def message_filter(user) -> Q:
-    """The Q that limits Message rows to those `user` may see."""
+    """The Q that limits Message rows to those `user` may see: mail of an account they may see
+    (whoever owned the account when it arrived), and their own mail that has no account (webhooks,
+    imports). An account handed to a new owner takes its mail with it, and the old owner keeps none."""
     if not user.is_authenticated:
         return Q(pk__in=[])
-    shared = list(Account.objects.filter(members=user).exclude(owner=user).values_list("pk", flat=True))
-    condition = Q(owner=user)
-    if shared:
-        condition |= Q(account_id__in=shared)
-    return condition
+    return Q(account_id__in=account_ids(user)) | Q(account__isnull=True, owner=user)
 
 
 def messages(user):
@@ -46,8 +44,7 @@ def message_scopes(user) -> list[Q]:
     and merge (frontend/listing.py): an OR across two indexes makes both planners sort everything."""
     if not user.is_authenticated:
         return []
-    shared = list(Account.objects.filter(members=user).exclude(owner=user).values_list("pk", flat=True))
-    return [Q(owner=user), *(Q(account_id=pk) for pk in shared)]
+    return [Q(account__isnull=True, owner=user), *(Q(account_id=pk) for pk in account_ids(user))]
 
 
 def folders(user):

@@ -125,12 +125,12 @@ class Message(models.Model):
         return self.subject or f"(no subject) {self.id}"
 
     def viewer_ids(self) -> list[int]:
-        """Who may see this message and its live events: its owner and, for mail of an account,
-        everyone who may see the account (frontend/access.py applies the same rule to queries)."""
-        ids = {self.owner_id}
+        """Who may see this message and its live events: for mail of an account, everyone who may
+        see the account now (its owner and members); else its owner. frontend/access.py applies the
+        same rule to queries."""
         if self.account_id:
-            ids.update(self.account.viewer_ids())
-        return sorted(ids)
+            return sorted(set(self.account.viewer_ids()))
+        return [self.owner_id]
 
 
 def attachment_upload_path(instance, filename):

@@ -275,3 +275,23 @@ def test_concurrent_publishers_number_each_users_events_without_gaps_or_repeats(
     for uid in users:
         assert sorted(t[uid] for t in taken) == everyone
         assert current_seq(uid) == rounds * publishers
+
+
+@pytest.mark.django_db
+def test_an_account_handed_to_bob_takes_its_mail_with_it_and_alice_keeps_none(alice, bob, alices_mail):
+    account, message, attachment, _ = alices_mail
+    account.owner = bob
+    account.save()
+    alice_client, bob_client = logged_in(alice), logged_in(bob)
+    for url in (reverse("frontend:api_message", args=[message.pk]),
+                reverse("frontend:attachment", args=[attachment.pk])):
+        assert alice_client.get(url).status_code == 404, url
+        assert bob_client.get(url).status_code == 200, url
+    assert [r["subject"] for r in bob_client.get(reverse("frontend:api_messages")).json()["results"]] == [
+        "Alice's secret"]
+    assert alice_client.get(reverse("frontend:api_messages")).json()["results"] == []
+    # Her batch action is refused before any IMAP connection is opened with the account's password.
+    batch = alice_client.post(reverse("frontend:api_batch"), {"action": "delete", "ids": [str(message.pk)]},
+                              content_type="application/json")
+    assert batch.status_code == 404
+    assert message.viewer_ids() == [bob.pk]
