@@ -1,8 +1,9 @@
 """Start the IDLE manager thread from AppConfig.ready, but only in the process meant to run it.
 
-MAILGATE_IDLE=1 is set by the Procfile's web process; management commands (migrate, test, shell,
-qcluster, ...) never start it, whatever the environment says. `manage.py idle` runs the same
-manager in the foreground instead.
+An operator who wants the manager inside the web server (one process fewer) sets MAILGATE_IDLE=1
+for daphne; the Procfile sets nothing and runs it as its own `idle:` process (`manage.py idle`,
+the same manager in the foreground). Management commands (migrate, test, shell, qcluster, ...)
+never start the thread, whatever the environment says.
 """
 
 import os

@@ -207,7 +207,8 @@ MAILGATE_MAX_MESSAGE_BYTES = env_int("MAILGATE_MAX_MESSAGE_BYTES", 50 * 1024 * 1
 MAILGATE_SYNC_INTERVAL = env_int("MAILGATE_SYNC_INTERVAL", 300)
 MAILGATE_SYNC_BATCH_SIZE = env_int("MAILGATE_SYNC_BATCH_SIZE", 200)
 MAILGATE_AUTH_FAILURE_LIMIT = env_int("MAILGATE_AUTH_FAILURE_LIMIT", 3)
-# IDLE (the Procfile's `idle` process sets MAILGATE_IDLE=1)
+# IDLE: MAILGATE_IDLE=1 starts the manager thread inside daphne (imap/idle_autostart.py); the
+# Procfile runs it as its own `idle:` process instead and sets nothing.
 MAILGATE_IDLE = env_bool("MAILGATE_IDLE", False)
 MAILGATE_IDLE_RENEW = env_int("MAILGATE_IDLE_RENEW", 1500)
 MAILGATE_IDLE_LEASE_SECONDS = env_int("MAILGATE_IDLE_LEASE_SECONDS", 30)
