@@ -46,15 +46,18 @@ def iter_messages(path: Path):
         yield str(path), path.read_bytes()
 
 
-def import_raw(account: Account, folder: Folder, raw: bytes) -> tuple[Message, bool]:
+def import_raw(account: Account, folder: Folder, raw: bytes, *, relay: bool = False) -> tuple[Message, bool]:
+    """Store one message; imported mail is history (never relayed) unless `relay` says otherwise."""
     header = identity_mod.header_block(raw)
+    arrival = Message.Arrival.NEW if relay else Message.Arrival.HISTORY
     return ingest.ingest_raw(owner=account.owner, raw=raw, identity=identity_mod.identity_of_raw(raw),
-                             source=Message.Source.IMPORT, account=account, folder=folder,
+                             source=Message.Source.IMPORT, account=account, folder=folder, arrival=arrival,
                              **header_fields(header))
 
 
-def import_paths(account: Account, paths) -> dict:
-    """Import every message found under `paths`; returns counts and per-message errors."""
+def import_paths(account: Account, paths, *, relay: bool = False) -> dict:
+    """Import every message found under `paths` (as history unless `relay`); returns counts and
+    per-message errors."""
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.exists():
@@ -69,7 +72,7 @@ def import_paths(account: Account, paths) -> dict:
                 if not raw.strip():
                     result["errors"].append(f"{label}: empty file, skipped")
                     continue
-                _, created = import_raw(account, folder, raw)
+                _, created = import_raw(account, folder, raw, relay=relay)
                 result["messages"] += 1
                 result["created" if created else "existing"] += 1
         except (OSError, mailbox.Error) as exc:

@@ -5,7 +5,7 @@ from django.contrib import admin, messages as flash
 from django.db.models import Q
 
 from mailgate.admin_scope import has_owner, owned
-from pipeline import sending
+from pipeline import history, sending
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
                              Thread)
 
@@ -91,14 +91,14 @@ class MessageAdmin(OwnerScopedAdmin):
     list_display = ("subject_or_id", "sender_address", "owner", "source", "status", "date", "received_at",
                     "has_attachments", "attempts")
     # RelatedOnly: the filter lists only accounts/channels of rows the user may see, not every one.
-    list_filter = ("status", "source", "has_attachments", ("account", admin.RelatedOnlyFieldListFilter),
+    list_filter = ("status", "arrival", "source", "has_attachments", ("account", admin.RelatedOnlyFieldListFilter),
                    ("channel", admin.RelatedOnlyFieldListFilter), "received_at")
     search_fields = ("subject", "sender_address", "sender_name", "message_id", "identity", "snippet")
     date_hierarchy = "received_at"
     list_select_related = ("owner",)
     readonly_fields = [f.name for f in Message._meta.fields]
     inlines = [EventInline, DeliveryInline, AttachmentInline]
-    actions = ["retry_dead"]
+    actions = ["retry_dead", "relay_history"]
 
     @admin.display(description="subject", ordering="subject")
     def subject_or_id(self, obj):
@@ -111,6 +111,13 @@ class MessageAdmin(OwnerScopedAdmin):
     def retry_dead(self, request, queryset):
         moved = sending.retry_messages(queryset)
         self.message_user(request, f"{moved} message(s) sent back to standardize.", flash.SUCCESS)
+
+    @admin.action(description="Relay selected history (mail that was there before the account was connected)")
+    def relay_history(self, request, queryset):
+        skipped = queryset.count() - history.relay(queryset, dry_run=True)
+        relayed = history.relay(queryset, by=request.user.get_username())
+        note = f" {skipped} selected message(s) were not history waiting to relay." if skipped else ""
+        self.message_user(request, f"{relayed} history message(s) queued for relay.{note}", flash.SUCCESS)
 
 
 @admin.register(Delivery)

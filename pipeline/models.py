@@ -44,7 +44,19 @@ class Message(models.Model):
         STANDARDIZED = "standardized", "Standardized, waiting to distribute"
         DISTRIBUTED = "distributed", "Routed and queued to subscribers"  # final for the message
         SUPPRESSED = "suppressed", "Not relayed (loop, auto-reply or bounce)"  # final
+        # In the mailbox before it was connected (Arrival.HISTORY): stored, searchable, never
+        # distributed unless the owner relays it (pipeline/history.py). Final otherwise.
+        HISTORY = "history", "Not relayed (history)"
         DEAD = "dead", "Gave up after repeated crashes"  # final; retry from admin
+
+    class Arrival(models.TextChoices):
+        """How the message came to mailgate, which decides whether it is relayed. Arrival decides,
+        never the Date header: a message appended today with a 2018 Date is NEW."""
+
+        NEW = "new", "Arrived after the mailbox was connected"  # relayed
+        HISTORY = "history", "In the mailbox before it was connected"  # kept, not relayed
+
+    HISTORY_REASON = "history: in the mailbox before it was connected"
 
     class Source(models.TextChoices):
         IMAP = "imap", "IMAP"
@@ -89,6 +101,7 @@ class Message(models.Model):
     parse_warnings = models.JSONField(default=list, blank=True)
     suppressed_reason = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    arrival = models.CharField(max_length=8, choices=Arrival.choices, default=Arrival.NEW)
     # Our own attempt count, written at task start: a SIGKILLed worker is not a failed attempt to
     # django-q2, so without this a message that crashes the worker would loop forever.
     attempts = models.PositiveIntegerField(default=0)
@@ -297,6 +310,7 @@ class Event(models.Model):
         STANDARDIZED = "standardized", "Standardized"
         DISTRIBUTED = "distributed", "Distributed to routes"
         SUPPRESSED = "suppressed", "Suppressed (loop or auto-reply)"
+        HISTORY = "history", "Not relayed: history"
         QUEUED = "queued", "Delivery queued"
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"

@@ -175,7 +175,12 @@ def standardize(message_id) -> str:
             for name, value in fields.items():
                 setattr(message, name, value)
             threads.assign_thread(message)
-            status = Message.Status.SUPPRESSED if reason else Message.Status.STANDARDIZED
+            if reason:
+                status = Message.Status.SUPPRESSED
+            elif message.arrival == Message.Arrival.HISTORY:
+                status, reason = Message.Status.HISTORY, Message.HISTORY_REASON
+            else:
+                status = Message.Status.STANDARDIZED
             moved = Message.objects.filter(pk=message.pk, status=Message.Status.RECEIVED,
                                            claimed_by=message.claimed_by).update(
                 **fields, thread=message.thread, status=status, suppressed_reason=reason[:200],
@@ -191,9 +196,10 @@ def standardize(message_id) -> str:
                 detail += f", {len(fields['parse_warnings'])} warnings"
             rows = [audit.event(Event.Kind.STANDARDIZED, message, detail=detail)]
             if reason:
-                rows.append(audit.event(Event.Kind.SUPPRESSED, message, detail=reason))
+                kind = Event.Kind.HISTORY if status == Message.Status.HISTORY else Event.Kind.SUPPRESSED
+                rows.append(audit.event(kind, message, detail=reason))
             audit.record_all(rows)
-            if not reason:
+            if status == Message.Status.STANDARDIZED:
                 queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk])
             events.message_new(message)
-        return "suppressed" if reason else "standardized"
+        return {Message.Status.SUPPRESSED: "suppressed", Message.Status.HISTORY: "history"}.get(status, "standardized")
