@@ -110,7 +110,7 @@ def main() -> None:
         for raw in raws:
             parsed = parse_message(raw)
             email = EmailMessage()
-            email["From"], email["To"], email["Subject"] = "gate@bench.test", "reader@example.test", parsed.subject
+            email["From"], email["To"], email["Subject"] = "gate@bench.test", "reader@example.test", parsed.subject or ""
             email.set_content(parsed.text_body)
             with smtplib.SMTP(sink.host, sink.port) as smtp:
                 smtp.send_message(email)

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 
 from frontend import access, serializers
 from mailgate.realtime import current_seq
+from pipeline.parsing.sanitize import enable_remote_images
 
 # The message body frame. No script source at all; styles inline only; images from the message
 # itself (data: URLs and its inline parts, served by message_inline: browsers cannot resolve cid:
@@ -42,30 +43,6 @@ SAFE_DOWNLOAD_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "ap
 
 # sanitize_html output (nh3) writes every attribute as name="value", so this is exact on it.
 _CID_SRC = re.compile(r'(<img\b[^>]*?\ssrc=")cid:([^"]*)(")', re.IGNORECASE)
-_PARKED_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
-_PARKED_SRC = re.compile(r"""\sdata-remote-src\s*=\s*("([^"]*)"|'([^']*)')""", re.IGNORECASE)
-
-
-def _restore_remote_images(html: str) -> str:
-    """pipeline.sanitize.enable_remote_images when available; the same idea here otherwise."""
-    try:
-        from pipeline.sanitize import enable_remote_images
-    except ImportError:
-        enable_remote_images = None
-    if enable_remote_images is not None:
-        return enable_remote_images(html)
-
-    def restore(match):
-        tag = match.group(0)
-        parked = _PARKED_SRC.search(tag)
-        if not parked or re.search(r"\ssrc\s*=", tag, re.IGNORECASE):
-            return tag
-        url = parked.group(2) if parked.group(2) is not None else parked.group(3)
-        if not re.match(r"\s*(https?:)?//", url, re.IGNORECASE):
-            return tag
-        return tag[: parked.start()] + f' src="{url}"' + tag[parked.end():]
-
-    return _PARKED_IMG.sub(restore, html)
 
 
 def _content_id(url_value: str) -> str:
@@ -125,7 +102,7 @@ def message_body(request, message_id):
     remote = request.GET.get("remote") == "1"
     html = _link_inline_images(item.html_body or "", item, request.user)
     if remote:
-        html = _restore_remote_images(html)
+        html = enable_remote_images(html)
     document = ('<!doctype html><html><head><meta charset="utf-8">'
                 '<meta name="referrer" content="no-referrer">'
                 '<style>body{font-family:sans-serif;margin:8px;overflow-wrap:anywhere}</style>'

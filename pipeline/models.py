@@ -155,7 +155,7 @@ class Attachment(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
     position = models.PositiveIntegerField()
-    filename = models.CharField(max_length=255)  # sanitized (pipeline/filenames.py)
+    filename = models.CharField(max_length=255)  # sanitized (pipeline/parsing/filenames.py)
     content_type = models.CharField(max_length=255, default="application/octet-stream")
     size = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64)

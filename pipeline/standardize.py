@@ -1,12 +1,10 @@
 """standardize: raw RFC 822 bytes → the standard Message fields, attachments and thread.
 
-parse_message (pipeline/parsing.py) never raises; what can fail here is storage or the database,
+parse_message (pipeline/parsing/) never raises; what can fail here is storage or the database,
 and those leave the message RECEIVED for the sweeper. Running it twice changes nothing: the claim
 admits one worker, attachment ids are derived from (message, position) and the rows are unique.
 """
 
-import email.parser
-import email.policy
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -17,26 +15,19 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from pipeline import audit, claims, clock, events, loops, queue, threads
-from pipeline.filenames import safe_filename
+from pipeline import audit, claims, clock, events, loops, parsing, queue, threads
 from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
+from pipeline.parsing.filenames import safe_filename
 from pipeline.queue import Stage
 
-
-LOOP_HEADERS = ("auto_submitted", "x_auto_response_suppress", "precedence", "list_id", "return_path",
-                "x_mailgate_relay")
-# parse_message's own header limit; no relayable message has a larger header block.
-_HEADER_LIMIT = 256 * 1024
 
 
 def parse(raw: bytes):
     """parse_message under mailgate's size limit (it never raises; an over-limit body becomes a
     warning and headers only)."""
-    # Imported here so a test worker can substitute pipeline.parsing.parse_message.
-    from pipeline import parsing
-
     limits = parsing.Limits(max_total_bytes=settings.MAILGATE_MAX_MESSAGE_BYTES)
+    # Looked up on the package at call time, so a test worker can substitute parse_message.
     return parsing.parse_message(raw, limits)
 
 
@@ -46,27 +37,13 @@ def _get(obj, name, default=None):
     return getattr(obj, name, default)
 
 
-def raw_headers(raw: bytes):
-    """The header block alone, parsed leniently. Only to tell an absent header from an empty one
-    (an empty Return-Path is a bounce; a missing one says nothing), which ParsedMessage cannot."""
-    head = raw[:_HEADER_LIMIT]
-    end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i != -1), default=len(head))
-    try:
-        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head[:end + 4])
-    except Exception:  # the stdlib has corner cases (RecursionError, ValueError) on hostile input
-        return None
-
-
-def interest_headers(parsed, header_msg) -> dict:
-    """Loop-relevant headers by lower-case name: parse_message's decoded values where non-empty,
-    else the raw header block's (None when the header is absent)."""
+def interest_headers(parsed) -> dict:
+    """Loop-relevant headers by lower-case name, as parse_message decoded them; an absent header
+    is left out (an empty Return-Path is a bounce, a missing one says nothing)."""
     parsed_headers = _get(parsed, "headers") or {}
     out = {}
-    for attr in LOOP_HEADERS:
-        name = attr.replace("_", "-")
-        value = parsed_headers.get(attr) or None
-        if value is None and header_msg is not None and header_msg.get(name) is not None:
-            value = str(header_msg.get(name))
+    for key, name in parsing.HEADERS_OF_INTEREST.items():
+        value = parsed_headers.get(key)
         if value is not None:
             out[name] = value
     return out
@@ -163,7 +140,7 @@ def standardize(message_id) -> str:
         raw = read_raw(message)
         parsed = parse(raw)
         fields = message_fields(parsed)
-        headers = interest_headers(parsed, raw_headers(raw))
+        headers = interest_headers(parsed)
         # Only a message with a List-Id can be a copy of a list we relay to: spare the query otherwise.
         list_ids = relayed_list_ids(message.owner_id) if headers.get("list-id") else ()
         reason = loops.suppression_reason(

@@ -124,7 +124,7 @@ HOSTILE = """
 
 def test_hostile_html_runs_nothing_and_remote_images_wait_for_the_click(
         page, live_web, alice, clean_http_sink, request):
-    from pipeline.sanitize import sanitize_html
+    from pipeline.parsing.sanitize import sanitize_html
 
     hostile = HOSTILE.format(sink=clean_http_sink.base_url)
     # Control: the same markup in an unprotected page does run, so the checks below can fail.
@@ -203,7 +203,7 @@ def test_the_dashboard_retries_a_dead_delivery_and_follows_it_live(page, live_we
 def test_an_inline_cid_image_shows_in_the_body_frame_and_remote_ones_still_wait(
         page, live_web, alice, clean_http_sink, request):
     from pipeline.models import Attachment
-    from pipeline.sanitize import sanitize_html
+    from pipeline.parsing.sanitize import sanitize_html
     from tests.test_api import PNG
     from tests.test_api_support import make_attachment
 

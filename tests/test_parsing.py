@@ -4,6 +4,8 @@ import binascii
 import hashlib
 import os
 import random
+import re
+import sys
 import time
 from email import policy
 from email.parser import BytesParser
@@ -12,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import parsing
-from pipeline.filenames import fallback_filename, safe_filename
-from pipeline.parsing import Limits, ParsedMessage, parse_message
-from pipeline.sanitize import enable_remote_images, sanitize_html
+from pipeline.parsing import Limits, ParsedMessage, html_text, parse_message
+from pipeline.parsing.filenames import fallback_filename, safe_filename
+from pipeline.parsing.sanitize import enable_remote_images, sanitize_html
 from pipeline.threading_keys import normalize_subject, thread_candidates
 
 
@@ -42,22 +44,47 @@ def multipart(parts, subtype="mixed", headers=("From: Alice <alice@example.test>
     return eml([*headers, "MIME-Version: 1.0", f'Content-Type: multipart/{subtype}; boundary="b"'], body)
 
 
+def crashed(raw):
+    """True when parsing `raw` reached parse_message's catch-all: a parser bug the result hides."""
+    before = parsing.crash_count()
+    assert isinstance(parse_message(raw), ParsedMessage)
+    return parsing.crash_count() != before
+
+
+def parse_without_crash(raw):
+    before = parsing.crash_count()
+    parsed = parse_message(raw)
+    assert parsing.crash_count() == before, f"reached parse_message's crash boundary: {parsed.warnings}"
+    return parsed
+
+
 @pytest.fixture(scope="module")
-def corpus():
-    """{file name: (raw bytes, ParsedMessage, seconds)} for the whole corpus, parsed once."""
-    results = {}
+def corpus_run():
+    """({file name: (raw bytes, ParsedMessage, seconds)}, [names that reached the crash boundary])
+    for the whole corpus, parsed once."""
+    results, crashes = {}, []
     for path in CORPUS_FILES:
         raw = path.read_bytes()
+        before = parsing.crash_count()
         started = time.perf_counter()
         parsed = parse_message(raw)
         results[path.name] = (raw, parsed, time.perf_counter() - started)
-    return results
+        if parsing.crash_count() != before:
+            crashes.append(path.name)
+    return results, crashes
+
+
+@pytest.fixture(scope="module")
+def corpus(corpus_run):
+    return corpus_run[0]
 
 
 # --- The corpus -----------------------------------------------------------------------------------
 
 @needs_corpus
-def test_it_never_raises_on_any_corpus_file(corpus):
+def test_it_never_raises_on_any_corpus_file(corpus_run):
+    corpus, crashes = corpus_run
+    assert crashes == [], "these files reached parse_message's crash boundary"
     assert len(corpus) == len(CORPUS_FILES)
     assert all(isinstance(parsed, ParsedMessage) for _, parsed, _ in corpus.values())
     slowest = max(corpus.items(), key=lambda item: item[1][2])
@@ -150,8 +177,8 @@ def test_it_never_raises_on_random_or_truncated_bytes():
         for _ in range(25):
             mutated[rng.randrange(len(mutated))] = rng.choice(b'\n\r:;="<>()\\-\x00\xff ')
         cases.append(bytes(mutated))
-    for raw in cases:
-        assert isinstance(parse_message(raw), ParsedMessage)
+    crashes = [raw[:80] for raw in cases if crashed(raw)]
+    assert crashes == [], "these inputs reached parse_message's crash boundary"
 
 
 # --- Hostile structure and headers --------------------------------------------------------------
@@ -164,7 +191,7 @@ def deeply_nested(levels):
 
 
 def test_a_thousand_levels_of_multipart_give_a_warning_not_an_exception():
-    parsed = parse_message(deeply_nested(1000))
+    parsed = parse_without_crash(deeply_nested(1000))
     assert parsed.subject == "deep"
     assert any("RecursionError" in w or "nesting deeper" in w for w in parsed.warnings)
 
@@ -178,8 +205,8 @@ def test_nesting_past_max_depth_keeps_inner_parts_as_attachments():
 
 def test_an_address_with_a_thousand_nested_comments_does_not_raise():
     comments = "(" * 1000 + "x" + ")" * 1000
-    parsed = parse_message(eml([f"From: bob@example.test {comments}", f"To: {comments} carol@example.test",
-                                "Subject: comments"], "hi"))
+    raw = eml([f"From: bob@example.test {comments}", f"To: {comments} carol@example.test", "Subject: comments"], "hi")
+    parsed = parse_without_crash(raw)
     assert parsed.sender_address == "bob@example.test"
     assert parsed.to == [{"name": "", "address": "carol@example.test"}]
     assert parsed.subject == "comments"
@@ -265,6 +292,28 @@ def test_headers_of_interest_are_reported():
     }
 
 
+def test_an_absent_header_is_none_and_an_empty_one_is_an_empty_string():
+    parsed = parse_message(eml(["From: a@example.test", "Return-Path: ", "Message-ID: not an id"], "hi"))
+    assert parsed.headers["return_path"] == ""
+    assert parsed.headers["auto_submitted"] is None and parsed.headers["x_mailgate_relay"] is None
+    assert parsed.subject is None and parsed.in_reply_to is None
+    assert parsed.message_id == ""
+    assert parsed.headers["content_type"] == "text/plain"
+
+
+def test_a_bug_below_parse_message_is_counted_logged_and_still_gives_a_result(monkeypatch, caplog):
+    def broken(*args):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(parsing.parts, "read_parts", broken)
+    before = parsing.crash_count()
+    parsed = parse_message(eml(["From: a@example.test", "Subject: still here"], "hi"))
+    assert parsing.crash_count() == before + 1
+    assert parsed.subject == "still here"
+    assert "ZeroDivisionError while parsing; the result is partial" in parsed.warnings
+    assert [r.name for r in caplog.records if r.levelname == "ERROR"] == ["pipeline.parsing"]
+
+
 def test_the_top_content_type_keeps_its_parameters():
     parsed = parse_message(eml(["Subject: x", "Content-Type: Multipart/Report;\r\n report-type=delivery-status;"
                                 ' boundary="b"'], "--b\r\n\r\nbounced\r\n--b--\r\n"))
@@ -302,28 +351,35 @@ def test_the_markdown_has_no_javascript_links():
                                '<a href="javascript:alert(1)">click</a> <a href="https://ok.example/">ok</a>'))
     assert "javascript:" not in parsed.markdown_body
     assert "[ok](https://ok.example/)" in parsed.markdown_body
-    assert parsing._defuse_markdown("[x](JavaScript:alert(1))\n<vbscript:x>\n[r]: data:text/html,x") == \
+    assert html_text.defuse_markdown("[x](JavaScript:alert(1))\n<vbscript:x>\n[r]: data:text/html,x") == \
         "[x](#)\n<#>\n[r]: #"
 
 
 def test_html2text_is_one_persistent_worker_not_a_process_per_message():
     parse_message(eml(["Content-Type: text/html"], "<p>one</p>"))
-    first = parsing._WORKER._process.pid
+    first = html_text._WORKER._process.pid
     parse_message(eml(["Content-Type: text/html"], "<p>two</p>"))
-    assert parsing._WORKER._process.pid == first
+    assert html_text._WORKER._process.pid == first
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="needs Linux /proc")
+def test_the_html2text_child_runs_under_a_memory_cap():
+    parse_message(eml(["Content-Type: text/html"], "<p>capped</p>"))
+    limits = Path(f"/proc/{html_text._WORKER._process.pid}/limits").read_text()
+    assert re.search(r"Max address space\s+2147483648\s+2147483648", limits)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 def test_a_forked_process_gets_its_own_html2text_worker():
     html = eml(["Content-Type: text/html"], "<p>forked</p>")
     parse_message(html)
-    parent_worker = parsing._WORKER._process.pid
+    parent_worker = html_text._WORKER._process.pid
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: what a django-q worker forked from a busy parent would do
         try:
             parsed = parse_message(html)
-            ok = parsed.text_body == "forked" and parsing._WORKER._process.pid != parent_worker
+            ok = parsed.text_body == "forked" and html_text._WORKER._process.pid != parent_worker
             os.write(write, b"1" if ok else b"0")
         finally:
             os._exit(0)
@@ -333,16 +389,15 @@ def test_a_forked_process_gets_its_own_html2text_worker():
     os.close(read)
     assert answer == b"1"
     assert parse_message(html).text_body == "forked"
-    assert parsing._WORKER._process.pid == parent_worker
+    assert html_text._WORKER._process.pid == parent_worker
 
 
 def test_a_runaway_html2text_is_killed_and_text_comes_from_tag_stripping(monkeypatch):
-    source = parsing._WORKER_SOURCE
-    slow = source.replace("import json,", "import time, json,").replace(
-        "converter.handle(markup)", "time.sleep(60) or ''")
-    assert slow.count("time.sleep") == 1 and "import time" in slow
-    worker = parsing._Html2TextWorker(source=slow)
-    monkeypatch.setattr(parsing, "_WORKER", worker)
+    # The real child's request loop, with a conversion that never ends.
+    slow = (f"import runpy, time; runpy.run_path({html_text.CHILD_SCRIPT!r})"
+            "['serve'](lambda markup: time.sleep(60) or '')")
+    worker = html_text._Html2TextWorker(command=[sys.executable, "-c", slow])
+    monkeypatch.setattr(html_text, "_WORKER", worker)
     started = time.monotonic()
     parsed = parse_message(eml(["Content-Type: text/html"], "<p>Hello</p><p>world &amp; all</p>"),
                            Limits(html_to_text_seconds=1.0))

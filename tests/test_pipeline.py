@@ -185,6 +185,16 @@ def test_a_copy_of_a_list_we_relay_to_is_suppressed(alice, team):
     assert tasks.standardize(str(message.pk)) == "suppressed"
 
 
+@pytest.mark.parametrize("value", [b"<>", b""])
+def test_an_empty_return_path_is_suppressed_as_a_bounce_and_an_absent_one_is_not(alice, value):
+    bounce = ingest(alice, b"Return-Path: " + value + b"\n" + eml())
+    assert tasks.standardize(str(bounce.pk)) == "suppressed"
+    bounce.refresh_from_db()
+    assert bounce.suppressed_reason == "bounce: empty Return-Path"
+    plain = ingest(alice, eml(subject="No Return-Path at all"))
+    assert tasks.standardize(str(plain.pk)) == "standardized"
+
+
 # --- distribute and queue -------------------------------------------------------------------------
 
 def test_three_subscribers_receive_it_and_the_sender_does_not(alice, team, clean_smtp_sink):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tasks
+from pipeline import parsing, tasks
 from pipeline.ingest import ingest_raw
 from pipeline.models import Message
 
@@ -38,12 +38,15 @@ def stdlib_subject_and_sender(raw: bytes):
 def test_every_corpus_file_standardizes_once_and_decodes_like_the_stdlib(alice):
     files = sorted(CORPUS.glob("*.eml"))
     assert len(files) > 400
-    mismatches = []
+    mismatches, crashes = [], []
     for path in files:
         raw = path.read_bytes()
         message, created = ingest_raw(owner=alice, raw=raw, identity=path.name, source="import")
         assert created
+        before = parsing.crash_count()
         assert tasks.standardize(str(message.pk)) in ("standardized", "suppressed"), path.name
+        if parsing.crash_count() != before:
+            crashes.append(path.name)
         message.refresh_from_db()
         expected = stdlib_subject_and_sender(raw)
         if expected is not None and (_squash(message.subject), message.sender_address.lower()) != expected:
@@ -51,3 +54,4 @@ def test_every_corpus_file_standardizes_once_and_decodes_like_the_stdlib(alice):
     assert Message.objects.filter(owner=alice).count() == len(files)
     assert not Message.objects.filter(owner=alice, status=Message.Status.RECEIVED).exists()
     assert mismatches == []
+    assert crashes == [], "these files reached parse_message's crash boundary"
