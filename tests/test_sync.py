@@ -270,11 +270,10 @@ def test_flag_changes_and_expunges_reach_the_messages_and_are_published(
         alice, dovecot, mail_user, monkeypatch, condstore):
     uids = [dovecot.append(mail_user.name, "INBOX", make_message(i)) for i in range(5)]
     if not condstore:
-        import imap.sync as sync_module
+        from imap import connection
 
-        real = sync_module._capabilities
-        monkeypatch.setattr(sync_module, "_capabilities",
-                            lambda client: real(client) - {"CONDSTORE", "QRESYNC"})
+        real = connection.capabilities
+        monkeypatch.setattr(connection, "capabilities", lambda client: real(client) - {"CONDSTORE", "QRESYNC"})
     account = make_account(alice, dovecot, mail_user)
     sync(account)
     published = []
@@ -553,7 +552,7 @@ def test_the_header_scan_reads_each_field_exactly_as_the_stdlib_parser():
     from email.parser import HeaderParser
 
     from imap import identity
-    from imap.sync import _WANTED, _raw_headers
+    from imap.headers import _WANTED, _raw_headers
 
     blocks = list(TRICKY_HEADERS)
     if os.path.isdir(CORPUS):
@@ -572,7 +571,7 @@ def test_the_header_scan_reads_each_field_exactly_as_the_stdlib_parser():
 def test_plain_addresses_split_as_the_stdlib_does_and_the_rest_is_left_to_it():
     import email.utils
 
-    from imap.sync import _plain_addresses
+    from imap.headers import _plain_addresses
 
     taken = 0
     for value in TRICKY_ADDRESSES:
