@@ -7,16 +7,20 @@ messages name the host and the cause only.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from imap import account_state, errors
 from imap.connection import open_mailbox
 from imap.models import Account
+
+log = logging.getLogger(__name__)
 
 # Changing any of these means the IDLE manager must reconnect and a past auth failure no longer
 # applies (the owner fixed something), so they bump config_version and reset the state.
@@ -81,7 +85,11 @@ def check_connection(account: Account, *, timeout: float | None = None, record: 
             outcome["folders"] = _probe(account, timeout)
         except errors.ImapError as exc:
             outcome["error"] = exc
-        except Exception as exc:  # noqa: BLE001 - classified below; never shown raw
+        except Exception as exc:  # noqa: BLE001 - the thread's boundary: shown as its type only
+            # open_mailbox already turned every login and network failure into an ImapError, so
+            # this is a bug or an answer imap-tools could not parse: keep the traceback for us.
+            log.exception("account %s: unexpected error testing the connection to %s:%s", account.pk,
+                          account.host, account.port)
             outcome["error"] = errors.ProtocolError(f"unexpected error with {account.host}:{account.port}: "
                                                     f"{type(exc).__name__}")
 
@@ -135,8 +143,6 @@ def create_account(*, owner, email: str, host: str, password: str, port: int | N
     account = Account(owner=owner, email=email, host=host, port=port, security=security,
                       username=username or email, display_name=display_name or email, **extra)
     if not password:
-        from django.core.exceptions import ValidationError
-
         raise ValidationError({"password": "A password is required."})
     account.set_password(password)
     account.full_clean()

@@ -1,21 +1,29 @@
-"""Open an authenticated imap-tools mailbox for an account, with every failure classified.
+"""Connections to an account's server, with every failure classified (imap/errors.py).
 
-Used by `test_account`, batch sync and UI write-back. A timeout applies to every socket
-operation (imap-tools has none by default) and LOGOUT is always sent.
+Two layers:
+  * open_mailbox: an authenticated imap-tools mailbox, used by `test_account` (imap/accounts.py),
+    UI write-back (imap/writeback.py) and connect below. A timeout applies to every socket
+    operation (imap-tools has none by default) and LOGOUT is always sent.
+  * connect: what batch sync holds - one of the account's connection slots (imap/slots.py), the
+    backoff check before and the account's status after (imap/account_state.py), the
+    capabilities as the server states them after login, CONDSTORE enabled when offered.
 """
+
+from __future__ import annotations
 
 import imaplib
 import re
 import socket
 import ssl
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from django.conf import settings
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
-from imap_tools.errors import MailboxLoginError
+from imap_tools.errors import ImapToolsError, MailboxLoginError
 
-from imap import errors
-from imap.models import is_loopback
+from imap import account_state, errors, slots
+from imap.models import Account, is_loopback
 from mailgate.crypto import CredentialsUnreadable
 
 THROTTLE_PATTERNS = re.compile(
@@ -101,12 +109,89 @@ def open_mailbox(account, *, timeout: float | None = None, initial_folder: str |
         else:
             # LOGIN arguments are ASCII in imaplib; AUTHENTICATE PLAIN carries UTF-8.
             mailbox.login_utf8(account.username, password, initial_folder=initial_folder)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the boundary: whatever happens, one ImapError, no password
         raise classify(exc, account) from None
     try:
         yield mailbox
     finally:
         try:
             mailbox.logout()
-        except Exception:  # the connection may already be gone; LOGOUT is best effort
-            pass
+        except (ImapToolsError, imaplib.IMAP4.error, OSError, EOFError):
+            pass  # the connection may already be gone; LOGOUT is best effort
+
+
+class AccountBlocked(errors.ImapError):
+    """We must not connect now: account disabled, stopped after auth failures, or backing off."""
+
+    reason = "not connecting"
+    retry = False
+
+
+@dataclass
+class Connection:
+    """A logged-in imaplib client of `account` and what its server can do."""
+
+    account: Account
+    client: imaplib.IMAP4
+    capabilities: frozenset
+    slot: slots.Slot
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.capabilities or "QRESYNC" in self.capabilities
+
+    @property
+    def gmail(self) -> bool:
+        return "X-GM-EXT-1" in self.capabilities
+
+
+def capabilities(client) -> frozenset:
+    """The server's capabilities as it states them now (upper-cased), also left on the client."""
+    # The pre-login greeting often lists fewer capabilities (Dovecot adds CONDSTORE after login,
+    # many servers MOVE and UIDPLUS).
+    typ, data = client.capability()
+    if typ != "OK" or not data:
+        return frozenset(c.upper() for c in client.capabilities)
+    caps = set()
+    for line in data:
+        if isinstance(line, bytes):
+            caps.update(line.decode("ascii", "replace").upper().split())
+    client.capabilities = tuple(sorted(caps))
+    return frozenset(caps)
+
+
+@contextmanager
+def connect(account: Account, purpose: str = "sync", *, ignore_backoff: bool = False):
+    """A logged-in Connection holding one of the account's connection slots.
+
+    Failures are classified (imap/errors.py), recorded on the account (backoff, AUTH_FAILED...)
+    and re-raised; a session that ends normally records success.
+    """
+    reason = account_state.blocked_reason(account)
+    if reason and not (ignore_backoff and account.enabled and account.state not in account_state.STOPPED_STATES):
+        raise AccountBlocked(f"account {account.pk}: {reason}")
+    with slots.connection_slot(account, purpose) as slot:
+        try:
+            with open_mailbox(account, timeout=settings.MAILGATE_IMAP_TIMEOUT) as mailbox:
+                client = mailbox.client
+                conn = Connection(account, client, capabilities(client), slot)
+                if conn.condstore and "ENABLE" in conn.capabilities:
+                    client._simple_command("ENABLE", "CONDSTORE")
+                yield conn
+        except (errors.TooManyConnections, AccountBlocked):
+            raise
+        except (errors.ImapError, imaplib.IMAP4.error, OSError, EOFError) as exc:
+            classified = classify(exc, account)
+            account_state.record_failure(account, classified)
+            if classified is exc:
+                raise
+            raise classified from exc
+    account_state.record_success(account)
+
+
+def check(typ, data, what: str):
+    """The data of an OK reply; otherwise Throttled if the server says so, else ProtocolError."""
+    if typ != "OK":
+        text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace") if data else ""
+        raise throttle_from_text(text) or errors.ProtocolError(f"{what} failed: {text[:200]}")
+    return data

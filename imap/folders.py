@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from imap import utf7, wire
+from imap import errors, utf7, wire
 from imap.models import Folder
 
 UNSELECTABLE = {"\\noselect", "\\nonexistent"}
@@ -97,9 +97,7 @@ def list_folders(client, capabilities) -> list[FolderInfo]:
     else:
         typ, data = client.list('""', "*")
     if typ != "OK":
-        from imap.errors import ProtocolError
-
-        raise ProtocolError(f"LIST failed: {data!r}"[:200])
+        raise errors.ProtocolError(f"LIST failed: {data!r}"[:200])
     return parse_list(data)
 
 

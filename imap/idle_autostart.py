@@ -11,6 +11,8 @@ import sys
 
 from django.conf import settings
 
+from imap.idle import start_manager_thread
+
 # Servers that host the manager thread. Everything else invoked through manage.py is a command.
 SERVER_PROGRAMS = {"daphne", "uvicorn", "gunicorn"}
 
@@ -28,6 +30,4 @@ def should_start(argv: list[str] | None = None) -> bool:
 
 def maybe_start() -> None:
     if should_start():
-        from imap.idle import start_manager_thread
-
         start_manager_thread()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imap import identity as identity_mod
 from imap.models import Account, Folder
-from imap.sync import header_fields
+from imap.headers import header_fields
 from pipeline import ingest
 from pipeline.models import Message
 

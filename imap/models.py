@@ -144,6 +144,13 @@ class Account(models.Model):
 class Folder(models.Model):
     """One mailbox on the server with the sync state that makes sync incremental."""
 
+    class SyncPending(models.TextChoices):
+        """Which sync task of this folder is queued (imap/queue.py coalesces requests on it)."""
+
+        NONE = "", "no sync queued"
+        FLAGS = "flags", "flags-only sync queued"  # flags and expunges of known messages, nothing new
+        FULL = "full", "full sync queued"  # flags, expunges, new messages and their bodies
+
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="folders")
     name = models.CharField(max_length=500)  # Unicode; imap/utf7.py encodes it for the wire
     delimiter = models.CharField(max_length=4, blank=True)
@@ -155,10 +162,10 @@ class Folder(models.Model):
     highest_uid = models.BigIntegerField(default=0)  # highest UID whose metadata we stored
     highestmodseq = models.BigIntegerField(null=True, blank=True)  # CONDSTORE servers only
     last_synced_at = models.DateTimeField(null=True, blank=True)
-    # Coalesces sync requests (imap.tasks.enqueue_folder_sync): "" = no task queued, else the mode
-    # of the queued task ("flags" or "full"). A marker older than MAILGATE_SYNC_PENDING_STALE counts
-    # as lost (e.g. a queue dropped by a SECRET_KEY change) and may be claimed again.
-    sync_pending = models.CharField(max_length=8, blank=True)
+    # Coalesces sync requests (imap.queue.enqueue_folder_sync). A marker older than
+    # MAILGATE_SYNC_PENDING_STALE counts as lost (e.g. a queue dropped by a SECRET_KEY change) and
+    # may be claimed again.
+    sync_pending = models.CharField(max_length=8, blank=True, choices=SyncPending.choices)
     sync_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

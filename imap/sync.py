@@ -18,41 +18,34 @@ Per folder, on one connection (EXAMINE: read-only, so nothing we do can set \\Se
      bounded by count and bytes, each batch handed to pipeline.ingest.attach_raw_batch (idempotent).
      A message expunged from every folder before its body came is marked GONE (final, purged by
      retention like any other); if it turns up in a folder again it goes back to HEADERS.
+
+The pieces around it: imap/connection.py (connect: slot, backoff, capabilities), imap/wire.py
+(FETCH responses and their values, UID sets), imap/headers.py (phase 1's header fields),
+imap/bulk_insert.py (phase 1's inserts), imap/locations.py (flag union and GONE).
 """
 
 from __future__ import annotations
 
-import email.utils
 import imaplib
 import logging
-import re
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone as dt_timezone
-from email.header import decode_header, make_header
-from io import StringIO
 
 from django.conf import settings
-from django.db import connections, router, transaction
-from django.db.models.constants import OnConflict
+from django.db import transaction
 from django.utils import timezone
 
-from imap import account_state, errors, folders as folder_list, identity as identity_mod, slots, utf7, wire
-from imap.connection import classify, open_mailbox
+from imap import errors, folders as folder_list, identity as identity_mod, utf7, wire
+from imap.bulk_insert import InsertIgnoringConflicts
+from imap.connection import Connection, check, classify, connect
+from imap.headers import header_fields
+from imap.locations import mark_gone, refresh_message_flags
 from imap.models import Account, Folder, MessageLocation
 from mailgate import realtime
 from pipeline import ingest
 from pipeline.models import Message, PurgedIdentity, Thread
 
 log = logging.getLogger(__name__)
-
-
-class AccountBlocked(errors.ImapError):
-    """We must not connect now: account disabled, stopped after auth failures, or backing off."""
-
-    reason = "not connecting"
-    retry = False
 
 
 @dataclass
@@ -89,277 +82,7 @@ class Report:
                 "errors": self.errors}
 
 
-# --------------------------------------------------------------------------- connection
-
-
-@dataclass
-class Connection:
-    account: Account
-    client: imaplib.IMAP4
-    capabilities: frozenset
-    slot: slots.Slot
-
-    @property
-    def condstore(self) -> bool:
-        return "CONDSTORE" in self.capabilities or "QRESYNC" in self.capabilities
-
-    @property
-    def gmail(self) -> bool:
-        return "X-GM-EXT-1" in self.capabilities
-
-
-def _capabilities(client) -> frozenset:
-    # The pre-login greeting often lists fewer capabilities (Dovecot adds CONDSTORE after login).
-    typ, data = client.capability()
-    caps = set()
-    for line in data or ():
-        if isinstance(line, bytes):
-            caps.update(line.decode("ascii", "replace").upper().split())
-    client.capabilities = tuple(sorted(caps))
-    return frozenset(caps)
-
-
-@contextmanager
-def connect(account: Account, purpose: str = "sync", *, ignore_backoff: bool = False):
-    """A logged-in Connection holding one of the account's connection slots.
-
-    Failures are classified (imap/errors.py), recorded on the account (backoff, AUTH_FAILED...)
-    and re-raised; a session that ends normally records success.
-    """
-    reason = account_state.blocked_reason(account)
-    if reason and not (ignore_backoff and account.enabled and account.state not in account_state.STOPPED_STATES):
-        raise AccountBlocked(f"account {account.pk}: {reason}")
-    with slots.connection_slot(account, purpose) as slot:
-        try:
-            with open_mailbox(account, timeout=settings.MAILGATE_IMAP_TIMEOUT) as mailbox:
-                client = mailbox.client
-                conn = Connection(account, client, _capabilities(client), slot)
-                if conn.condstore and "ENABLE" in conn.capabilities:
-                    client._simple_command("ENABLE", "CONDSTORE")
-                yield conn
-        except errors.TooManyConnections:
-            raise
-        except AccountBlocked:
-            raise
-        except Exception as exc:
-            if isinstance(exc, (errors.ImapError, imaplib.IMAP4.error, OSError, EOFError)):
-                classified = classify(exc, account)
-                account_state.record_failure(account, classified)
-                if classified is exc:
-                    raise
-                raise classified from exc
-            raise
-    account_state.record_success(account)
-
-
-def _check(typ, data, what: str):
-    if typ != "OK":
-        text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace") if data else ""
-        from imap.connection import throttle_from_text
-
-        raise throttle_from_text(text) or errors.ProtocolError(f"{what} failed: {text[:200]}")
-    return data
-
-
-def uid_set(uids) -> str:
-    """Compact IMAP sequence set: [1,2,3,7,9,10] -> "1:3,7,9:10"."""
-    uids = sorted(set(uids))
-    parts, start, prev = [], None, None
-    for uid in uids:
-        if start is None:
-            start = prev = uid
-        elif uid == prev + 1:
-            prev = uid
-        else:
-            parts.append(f"{start}:{prev}" if start != prev else str(start))
-            start = prev = uid
-    if start is not None:
-        parts.append(f"{start}:{prev}" if start != prev else str(start))
-    return ",".join(parts)
-
-
-# --------------------------------------------------------------------------- header fields
-
-# The header lines of a block, split and unfolded exactly as the stdlib parser (email.parser.
-# HeaderParser, compat32 policy) does it - the same regex for "still a header line", the same
-# universal line ends - but without building a Message of every field: phase 1 needs eight of them
-# (bench/sync.py: the stdlib parse was ~10 % of a sync). tests/test_sync.py compares the two.
-_HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
-_WANTED = frozenset({"subject", "from", "to", "cc", "date", "message-id", "in-reply-to", "references"})
-
-
-def _raw_headers(text: str) -> dict[str, list[str]]:
-    """{lower-cased name: [value, ...]} for the fields phase 1 reads, each value as
-    HeaderParser().parsestr(text).get_all(name) returns it."""
-    lines = []
-    for line in StringIO(text, newline="").readlines():
-        if not _HEADER_LINE.match(line):
-            break
-        lines.append(line)
-    fields: dict[str, list[str]] = {}
-    name, value = "", []
-    last = len(lines) - 1
-
-    def keep():
-        key = name.lower()
-        if key in _WANTED:
-            first = value[0].split(":", 1)[1].lstrip(" \t")
-            fields.setdefault(key, []).append((first + "".join(value[1:])).rstrip("\r\n"))
-
-    for lineno, line in enumerate(lines):
-        if line[0] in " \t":
-            if name:
-                value.append(line)
-            continue  # a continuation before any header is ignored, as by the stdlib
-        if name:
-            keep()
-            name, value = "", []
-        if line.startswith("From "):
-            if lineno == last and lineno:
-                break  # the stdlib treats it as the first body line
-            continue  # unix "From " envelope line (or a misplaced one): not a field
-        colon = line.find(":")
-        if colon == 0:
-            continue  # no field name
-        name, value = line[:colon], [line]
-    if name:
-        keep()
-    return fields
-
-
-def _clean(text: str, limit: int | None = None) -> str:
-    text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-    return text[:limit] if limit else text
-
-
-def _decode(value) -> str:
-    if value is None:
-        return ""
-    value = str(value)
-    if "=?" not in value:
-        return value  # no encoded-word: decode_header would hand it back unchanged, only slower
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:  # noqa: BLE001 - malformed encoded-words: keep the raw text
-        return value
-
-
-# Plain mailboxes - "Name Words <local@domain>" or "local@domain", dot-atoms only, no quotes,
-# comments, groups or routes - are split here the way email.utils.getaddresses splits them (phrase
-# words joined by one space); anything else goes to the stdlib. tests/test_sync.py compares the two.
-# Possessive quantifiers: no backtracking, linear time on hostile input.
-_FWS = r"[ \t\r\n]*+"
-_ATEXT = r'[^\s\x00-\x1f\x7f()<>@,:;".\[\]\\]'  # no Unicode space either: the stdlib strip()s those
-_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-_PHRASE_WORD = rf"(?:{_ATEXT}|\.)++"
-_PLAIN_MAILBOX = re.compile(rf"{_FWS}(?:((?:{_PHRASE_WORD}{_FWS})*+)<({_DOT_ATOM}@{_DOT_ATOM})>"
-                            rf"|({_DOT_ATOM}@{_DOT_ATOM})){_FWS}")
-_WORD = re.compile(_PHRASE_WORD)
-
-
-def _plain_addresses(field: str) -> list[tuple[str, str]] | None:
-    pairs = []
-    for part in field.split(","):
-        m = _PLAIN_MAILBOX.fullmatch(part)
-        if m is None:
-            return None
-        if m[3] is not None:
-            pairs.append(("", m[3]))
-        else:
-            pairs.append((" ".join(_WORD.findall(m[1])), m[2]))
-    return pairs
-
-
-def _addresses(values) -> list[dict]:
-    out = []
-    try:
-        pairs = _plain_addresses(", ".join(str(v) for v in values)) if values else []
-        if pairs is None:
-            pairs = email.utils.getaddresses([str(v) for v in values])
-    except (RecursionError, ValueError, TypeError, IndexError):
-        return []  # hostile address lists (deep nesting) - standardize reports them properly
-    for name, address in pairs:
-        if name or address:
-            out.append({"name": _clean(_decode(name), 500), "address": _clean(address, 500)})
-    return out
-
-
-def header_fields(header: bytes) -> dict:
-    """Cheap Message fields from the header block; the standardize stage rewrites them later from
-    the full message, so this only has to be good enough to show a list entry at once. Never
-    raises: a header that defeats the stdlib parser yields empty fields, not a stuck sync."""
-    try:
-        return _header_fields(header)
-    except Exception:  # noqa: BLE001 - RecursionError and friends on hostile headers
-        log.info("unparseable header block kept for standardize", exc_info=True)
-        return {}
-
-
-def _header_fields(header: bytes) -> dict:
-    fields = _raw_headers(header.decode("utf-8", "replace"))
-
-    def first(name: str) -> str:
-        values = fields.get(name)
-        return values[0] if values else ""
-
-    senders = _addresses(fields.get("from", []))
-    date = None
-    if first("date"):
-        try:
-            date = email.utils.parsedate_to_datetime(first("date"))
-            if date.tzinfo is None:
-                date = date.replace(tzinfo=dt_timezone.utc)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            date = None
-    return {
-        "subject": _clean(" ".join(_decode(first("subject")).split())),
-        "sender_name": senders[0]["name"] if senders else "",
-        "sender_address": senders[0]["address"] if senders else "",
-        "to": _addresses(fields.get("to", [])),
-        "cc": _addresses(fields.get("cc", [])),
-        "date": date,
-        "message_id": _clean(" ".join(first("message-id").split()), 998),
-        "in_reply_to": _clean(" ".join(first("in-reply-to").split()), 998),
-        "references": first("references").split()[:100],
-    }
-
-
-def _internaldate(value) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        try:
-            return datetime.strptime(value, "%d-%b-%Y %H:%M:%S %z")
-        except ValueError:
-            return None
-
-
-def _labels(value) -> list[str]:
-    out = []
-    for label in value or []:
-        if isinstance(label, bytes):
-            label = bytes(label).decode("utf-8", "replace")
-        if not isinstance(label, str):
-            continue
-        try:
-            out.append(utf7.decode(label))
-        except utf7.Utf7Error:
-            out.append(label)
-    return out
-
-
-def _flags(value) -> list[str]:
-    # \Recent is per-session noise: it would make every sync look like a flag change.
-    return sorted({f for f in (value or []) if isinstance(f, str) and f.lower() != "\\recent"})
-
-
-# --------------------------------------------------------------------------- phase-1 inserts
-
-# Defaults that are the same value every time they are called: computed once per batch. Any other
-# callable default (uuid4, now) is called per row, as Model.__init__ would.
-_CONSTANT_FACTORIES = (list, dict, tuple, set, frozenset, str, int, float, bool)
+# --------------------------------------------------------------------------- phase-1 rows
 
 
 _MESSAGE_VARYING = ["id", "identity", "gm_msgid", "size", "flags", "labels", "thread", "status",
@@ -369,68 +92,6 @@ _MESSAGE_VARYING = ["id", "identity", "gm_msgid", "size", "flags", "labels", "th
 # not be parsed (header_fields returned {}): the model field's default.
 _HEADER_DEFAULTS = [(name, Message._meta.get_field(name).get_default()) for name in _MESSAGE_VARYING[8:]]
 _LOCATION_VARYING = ["message", "uid", "flags", "modseq", "internaldate", "size", "gm_labels"]
-
-
-class _InsertIgnoringConflicts:
-    """INSERT OR IGNORE / INSERT ... ON CONFLICT DO NOTHING of many rows of `model` as ONE
-    executemany of a prepared statement - what bulk_create(ignore_conflicts=True) does, minus
-    its cost (bench/sync.py: building model instances, preparing ~36 values per row in the compiler,
-    and on SQLite 27-row statements at the 999-parameter limit made phase 1's two bulk_creates
-    ~40 % of a sync).
-
-    The column list follows the model: `varying` fields get a value per row, `constant` ones (by
-    attname) one value for all rows, every other concrete field its default as the ORM computes
-    it (pre_save: auto_now/auto_now_add; non-constant callable defaults per row); auto-increment
-    keys, generated columns and db_default fields are left to the database. Every value goes
-    through the field's get_db_prep_save, so UUIDs, JSON and datetimes are encoded for each backend
-    exactly as bulk_create encodes them. Conflicts with a unique constraint drop the row, which is
-    how concurrent syncs of the same message meet (the caller re-reads what won)."""
-
-    def __init__(self, model, varying: list[str], constant: dict):
-        self.connection = connection = connections[router.db_for_write(model)]
-        meta = model._meta
-        template = model(**constant)
-        fields, base, self.varying, self.per_row = [], [], [], []
-        varying_fields = {name: meta.get_field(name) for name in varying}
-        slot_of = {}
-        for f in meta.concrete_fields:
-            if f.generated or (f.primary_key and f.db_returning):
-                continue  # the database assigns it
-            slot = len(fields)
-            if f.name in varying_fields:
-                slot_of[f.name] = slot
-                base.append(None)
-            elif f.attname in constant:
-                base.append(f.get_db_prep_save(f.pre_save(template, True), connection))
-            elif f.has_db_default():
-                continue
-            elif f.has_default() and callable(f.default) and f.default not in _CONSTANT_FACTORIES:
-                self.per_row.append((slot, f))
-                base.append(None)
-            else:
-                base.append(f.get_db_prep_save(f.pre_save(template, True), connection))
-            fields.append(f)
-        self.varying = [(slot_of[name], varying_fields[name].get_db_prep_save) for name in varying]
-        self.base = base
-        ops, qn = connection.ops, connection.ops.quote_name
-        self.sql = (f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {qn(meta.db_table)} "
-                    f"({', '.join(qn(f.column) for f in fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
-                    f"{ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)}").rstrip()
-
-    def insert(self, rows) -> None:
-        """rows: one sequence of python values per row, in the order of `varying`."""
-        connection, varying, per_row, base = self.connection, self.varying, self.per_row, self.base
-        params = []
-        for row in rows:
-            values = base.copy()
-            for (slot, prep), value in zip(varying, row):
-                values[slot] = prep(value, connection)
-            for slot, f in per_row:
-                values[slot] = f.get_db_prep_save(f.get_default(), connection)
-            params.append(values)
-        if params:
-            with connection.cursor() as cursor:
-                cursor.executemany(self.sql, params)
 
 
 # --------------------------------------------------------------------------- folder sync
@@ -450,11 +111,11 @@ class FolderSync:
         if command == "FETCH":
             self.stats.fetch_commands += 1
         typ, data = self.client.uid(command, *args)
-        return _check(typ, data, f"UID {command} in {self.folder.name!r}")
+        return check(typ, data, f"UID {command} in {self.folder.name!r}")
 
     def _examine(self) -> dict:
         typ, data = self.client.select(utf7.quote(self.folder.name), readonly=True)
-        _check(typ, data, f"EXAMINE {self.folder.name!r}")
+        check(typ, data, f"EXAMINE {self.folder.name!r}")
         untagged = self.client.untagged_responses
 
         def last_int(key):
@@ -535,8 +196,8 @@ class FolderSync:
         for item in wire.fetch_items(data):
             uid = wire.as_int(item.get("UID"))
             if uid is not None and uid <= known_up_to and "FLAGS" in item:
-                labels = _labels(item["X-GM-LABELS"]) if gmail and "X-GM-LABELS" in item else None
-                server[uid] = (_flags(item["FLAGS"]), wire.as_int(item.get("MODSEQ")), labels)
+                labels = wire.labels(item["X-GM-LABELS"]) if gmail and "X-GM-LABELS" in item else None
+                server[uid] = (wire.flags(item["FLAGS"]), wire.as_int(item.get("MODSEQ")), labels)
         if not server:
             return
         changed = []
@@ -554,7 +215,7 @@ class FolderSync:
             with transaction.atomic():
                 MessageLocation.objects.bulk_update(changed, ["flags", "modseq", "gm_labels"], batch_size=500)
                 self.stats.updated += len(changed)
-                _refresh_message_flags(self.account, {loc.message_id for loc in changed}, gmail=gmail)
+                refresh_message_flags(self.account, {loc.message_id for loc in changed}, gmail=gmail)
 
     def _find_expunged(self, state, known_up_to: int, new_count: int) -> None:
         live = self._live()
@@ -567,8 +228,8 @@ class FolderSync:
         with transaction.atomic():
             MessageLocation.objects.filter(pk__in=[pk for pk, _ in gone]).update(expunged_at=timezone.now())
             self.stats.expunged += len(gone)
-            _refresh_message_flags(self.account, {mid for _, mid in gone}, gmail=self.conn.gmail)
-            _mark_gone({mid for _, mid in gone})
+            refresh_message_flags(self.account, {mid for _, mid in gone}, gmail=self.conn.gmail)
+            mark_gone({mid for _, mid in gone})
 
     def _retire_old_uidvalidity(self) -> None:
         """After a complete rescan under a new UIDVALIDITY, old-UID locations point nowhere."""
@@ -581,8 +242,8 @@ class FolderSync:
         with transaction.atomic():
             MessageLocation.objects.filter(pk__in=[pk for pk, _ in rows]).update(expunged_at=timezone.now())
             self.stats.expunged += sum(1 for _, m in rows if m not in still_here)
-            _refresh_message_flags(self.account, {m for _, m in rows}, gmail=self.conn.gmail)
-            _mark_gone({m for _, m in rows})
+            refresh_message_flags(self.account, {m for _, m in rows}, gmail=self.conn.gmail)
+            mark_gone({m for _, m in rows})
 
     # -- phase 1
     def _fetch_metadata(self, uids: list[int]) -> None:
@@ -596,7 +257,7 @@ class FolderSync:
         size = max(1, settings.MAILGATE_SYNC_BATCH_SIZE) * 2
         for start in range(0, len(uids), size):
             chunk = uids[start:start + size]
-            data = self._uid("FETCH", uid_set(chunk), f"({items})")
+            data = self._uid("FETCH", wire.uid_set(chunk), f"({items})")
             self._store_metadata(wire.fetch_items(data), max(chunk))
             self.conn.slot.renew()
 
@@ -615,11 +276,11 @@ class FolderSync:
             size = wire.as_int(item.get("RFC822.SIZE")) or 0
             gm_msgid = wire.as_int(item.get("X-GM-MSGID"))
             parsed.append({
-                "uid": uid, "header": header, "flags": _flags(item.get("FLAGS")),
+                "uid": uid, "header": header, "flags": wire.flags(item.get("FLAGS")),
                 "size": size,
-                "internaldate": _internaldate(item.get("INTERNALDATE")),
+                "internaldate": wire.internaldate(item.get("INTERNALDATE")),
                 "modseq": wire.as_int(item.get("MODSEQ")), "gm_msgid": gm_msgid,
-                "gm_thrid": wire.as_int(item.get("X-GM-THRID")), "labels": _labels(item.get("X-GM-LABELS")),
+                "gm_thrid": wire.as_int(item.get("X-GM-THRID")), "labels": wire.labels(item.get("X-GM-LABELS")),
                 "identity": identity_mod.identity(header, size=size, body_prefix=prefix, gm_msgid=gm_msgid),
             })
         with transaction.atomic():
@@ -654,7 +315,7 @@ class FolderSync:
                 # transaction's uncommitted row waits for it, so two syncs inserting the same
                 # messages in different (UID) orders could deadlock; one order cannot.
                 rows.sort(key=lambda row: row[1])
-                _InsertIgnoringConflicts(Message, _MESSAGE_VARYING, {
+                InsertIgnoringConflicts(Message, _MESSAGE_VARYING, {
                     "owner_id": account.owner_id, "source": Message.Source.IMAP, "account_id": account.pk,
                     "folder_id": folder.pk,
                 }).insert(rows)
@@ -669,14 +330,14 @@ class FolderSync:
                 created = {pk for pk, _ in fresh.values()} & set(by_identity.values())
                 self.stats.skipped_large += sum(1 for pk, too_large in fresh.values() if too_large and pk in created)
                 before = self._live().filter(uid__in=[p["uid"] for p in parsed]).count()
-                _InsertIgnoringConflicts(MessageLocation, _LOCATION_VARYING, {
+                InsertIgnoringConflicts(MessageLocation, _LOCATION_VARYING, {
                     "account_id": account.pk, "folder_id": folder.pk, "uidvalidity": folder.uidvalidity,
                 }).insert([by_identity[p["identity"]], p["uid"], p["flags"], p["modseq"], p["internaldate"],
                            p["size"], p["labels"]] for p in parsed)
                 self.stats.new += len(parsed) - before
                 merged = {by_identity[i] for i in identities} - created
                 if merged:  # known message seen in one more place: its flags are a union
-                    _refresh_message_flags(account, merged, publish=False, gmail=self.conn.gmail)
+                    refresh_message_flags(account, merged, publish=False, gmail=self.conn.gmail)
                     # Back from the dead (moved or copied back before we had its body): phase 2
                     # of this sync downloads it.
                     Message.objects.filter(pk__in=merged, status=Message.Status.GONE).update(
@@ -713,7 +374,7 @@ class FolderSync:
     def _fetch_body_batch(self, batch) -> None:
         by_uid = {uid: message_id for uid, message_id, _ in batch}
         self.stats.body_fetch_commands += 1
-        data = self._uid("FETCH", uid_set(by_uid), "(UID BODY.PEEK[])")
+        data = self._uid("FETCH", wire.uid_set(by_uid), "(UID BODY.PEEK[])")
         # Only the id is needed: attach_raw_batch updates by primary key and status.
         messages = Message.objects.only("id").in_bulk(list(by_uid.values()))
         pairs = []
@@ -735,58 +396,6 @@ class FolderSync:
         ingest.attach_raw_batch(pairs)
         self.conn.slot.renew()
         self.progress(len(pairs))
-
-
-def _mark_gone(message_ids) -> None:
-    """Messages still waiting for their body (HEADERS) whose last live location was just expunged
-    can never be downloaded: mark them GONE, a final state retention may purge, instead of leaving
-    them pending for ever."""
-    live = MessageLocation.objects.filter(message_id__in=message_ids, expunged_at__isnull=True).values("message_id")
-    Message.objects.filter(pk__in=message_ids, status=Message.Status.HEADERS).exclude(pk__in=live).update(
-        status=Message.Status.GONE)
-
-
-def _refresh_message_flags(account: Account, message_ids, *, publish: bool = True, gmail: bool = False) -> None:
-    """Message.flags = union of the flags of its live locations (and Gmail labels likewise);
-    publish "message.updated" for each message whose flags changed.
-
-    `gmail`: the locations' labels are Gmail's own (X-GM-LABELS), so an empty union means the last
-    label was removed and Message.labels is cleared; elsewhere no location has labels and
-    Message.labels is left alone."""
-    message_ids = list(message_ids)
-    if not message_ids:
-        return
-    union: dict = {mid: set() for mid in message_ids}
-    labels: dict = {mid: set() for mid in message_ids}
-    live = MessageLocation.objects.filter(message_id__in=message_ids, expunged_at__isnull=True)
-    has_live = set()
-    for mid, flags, gm_labels, folder_name in live.values_list("message_id", "flags", "gm_labels", "folder__name"):
-        has_live.add(mid)
-        union[mid].update(flags or [])
-        labels[mid].update(gm_labels or [])
-    changed = []
-    for message in Message.objects.filter(pk__in=message_ids).only("id", "flags", "labels", "owner_id"):
-        if message.pk not in has_live:
-            continue  # gone from every folder: keep the last known flags
-        flags, new_labels = sorted(union[message.pk]), sorted(labels[message.pk])
-        set_labels = bool(new_labels) or gmail
-        if sorted(message.flags or []) != flags or (set_labels and sorted(message.labels or []) != new_labels):
-            message.flags = flags
-            if set_labels:
-                message.labels = new_labels
-            changed.append(message)
-    if changed:
-        Message.objects.bulk_update(changed, ["flags", "labels"], batch_size=500)
-        if publish:
-            folders_of: dict = {}
-            for mid, name in live.filter(message_id__in=[m.pk for m in changed]).values_list("message_id",
-                                                                                         "folder__name"):
-                folders_of.setdefault(mid, []).append(name)
-            for message in changed:
-                realtime.publish(message.owner_id, "message.updated", {
-                    "id": str(message.pk), "account_id": account.pk, "flags": message.flags,
-                    "labels": message.labels, "folders": sorted(folders_of.get(message.pk, [])),
-                })
 
 
 # --------------------------------------------------------------------------- entry points

@@ -1,4 +1,5 @@
-"""Parse the untagged responses imaplib hands back (FETCH, LIST) into Python values.
+"""Parse the untagged responses imaplib hands back (FETCH, LIST) into Python values, decode the
+values of FETCH items (flags, Gmail labels, INTERNALDATE) and write UID sets.
 
 imaplib returns a response as a list whose items are either bytes (a line) or a tuple
 (line ending in "{n}", the n literal bytes); the rest of a response after a literal comes as the
@@ -9,7 +10,11 @@ small real tokenizer: atoms, quoted strings, literals, NIL and nested lists.
 
 from __future__ import annotations
 
+import email.utils
 import re
+from datetime import datetime
+
+from imap import utf7
 
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}$")
 
@@ -124,3 +129,66 @@ def as_int(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def internaldate(value) -> datetime | None:
+    """INTERNALDATE ("17-Jul-1996 02:44:25 -0700") as an aware datetime, None if unreadable."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        try:
+            return datetime.strptime(value, "%d-%b-%Y %H:%M:%S %z")
+        except ValueError:
+            return None
+
+
+def labels(value) -> list[str]:
+    """X-GM-LABELS as text: modified UTF-7 decoded, a label that is not valid UTF-7 kept as sent."""
+    out = []
+    for label in value or []:
+        if isinstance(label, bytes):
+            label = bytes(label).decode("utf-8", "replace")
+        if not isinstance(label, str):
+            continue
+        try:
+            out.append(utf7.decode(label))
+        except utf7.Utf7Error:
+            out.append(label)
+    return out
+
+
+def flags(value) -> list[str]:
+    """FLAGS, sorted and without \\Recent."""
+    # \Recent is per-session noise: it would make every sync look like a flag change.
+    return sorted({f for f in (value or []) if isinstance(f, str) and f.lower() != "\\recent"})
+
+
+def uid_set(uids) -> str:
+    """Compact IMAP sequence set: [1,2,3,7,9,10] -> "1:3,7,9:10"."""
+    uids = sorted(set(uids))
+    parts, start, prev = [], None, None
+    for uid in uids:
+        if start is None:
+            start = prev = uid
+        elif uid == prev + 1:
+            prev = uid
+        else:
+            parts.append(f"{start}:{prev}" if start != prev else str(start))
+            start = prev = uid
+    if start is not None:
+        parts.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(parts)
+
+
+def expand_uid_set(text: str) -> list[int]:
+    """'1:3,7' -> [1, 2, 3, 7] (as in COPYUID responses)."""
+    out = []
+    for part in text.split(","):
+        if ":" in part:
+            low, high = (int(x) for x in part.split(":"))
+            out.extend(range(min(low, high), max(low, high) + 1))
+        else:
+            out.append(int(part))
+    return out

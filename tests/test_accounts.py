@@ -212,6 +212,19 @@ def test_an_untrusted_certificate_says_tls_failure(alice_account, imap_settings)
     expect_failure(alice_account, "TLS failure", "CERTIFICATE_VERIFY_FAILED")
 
 
+def test_an_unexpected_error_in_a_connection_test_is_logged_and_shown_as_its_type_only(
+        alice_account, monkeypatch, caplog):
+    def broken_probe(account, timeout):
+        raise RuntimeError("a bug, with details not for the page")
+
+    monkeypatch.setattr("imap.accounts._probe", broken_probe)
+    report = check_connection(alice_account, timeout=TIMEOUT, record=False)
+    assert not report.ok and report.message.endswith(
+        f"unexpected error with 127.0.0.1:{alice_account.port}: RuntimeError")
+    [record] = [r for r in caplog.records if r.name == "imap.accounts"]
+    assert record.exc_info[0] is RuntimeError and f"account {alice_account.pk}" in record.getMessage()
+
+
 def test_a_host_that_does_not_resolve_says_so(alice_account):
     Account.objects.filter(pk=alice_account.pk).update(host="imap.does-not-exist.invalid")
     expect_failure(alice_account, "name not resolved", "name not resolved: imap.does-not-exist.invalid")

@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from imap import account_state, errors, slots, tasks, utf7
+from imap import account_state, errors, queue, slots, tasks, utf7
 from imap.accounts import create_account
 from imap.models import Account, ConnectionSlot, Folder, MessageLocation
 from imap.sync import sync_account_now
@@ -270,11 +270,10 @@ def test_flag_changes_and_expunges_reach_the_messages_and_are_published(
         alice, dovecot, mail_user, monkeypatch, condstore):
     uids = [dovecot.append(mail_user.name, "INBOX", make_message(i)) for i in range(5)]
     if not condstore:
-        import imap.sync as sync_module
+        from imap import connection
 
-        real = sync_module._capabilities
-        monkeypatch.setattr(sync_module, "_capabilities",
-                            lambda client: real(client) - {"CONDSTORE", "QRESYNC"})
+        real = connection.capabilities
+        monkeypatch.setattr(connection, "capabilities", lambda client: real(client) - {"CONDSTORE", "QRESYNC"})
     account = make_account(alice, dovecot, mail_user)
     sync(account)
     published = []
@@ -423,15 +422,15 @@ def test_a_burst_of_sync_requests_queues_one_task_per_folder(
     Folder.objects.create(account=account, name="INBOX")
     with django_capture_on_commit_callbacks(execute=True):
         with django_assert_max_num_queries(3):
-            assert tasks.enqueue_folder_sync(account.pk, "INBOX", flags_only=True, reason="EXISTS")
+            assert queue.enqueue_folder_sync(account.pk, "INBOX", flags_only=True, reason="EXISTS")
         for _ in range(20):
             with django_assert_max_num_queries(3):
-                assert not tasks.enqueue_folder_sync(account.pk, "INBOX", reason="EXISTS")
-        tasks.enqueue_folder_sync(account.pk, "Archive", reason="new folder")
+                assert not queue.enqueue_folder_sync(account.pk, "INBOX", reason="EXISTS")
+        queue.enqueue_folder_sync(account.pk, "Archive", reason="new folder")
     assert sorted(task.name() for task in OrmQ.objects.all()) == [
         f"sync:{account.pk}:Archive", f"sync:{account.pk}:INBOX"]
     # The flags-only request was upgraded by the later full ones.
-    assert Folder.objects.get(account=account, name="INBOX").sync_pending == "full"
+    assert Folder.objects.get(account=account, name="INBOX").sync_pending == Folder.SyncPending.FULL
 
 
 @pytest.mark.django_db
@@ -441,11 +440,11 @@ def test_a_request_during_a_running_sync_queues_one_more(alice, dovecot, mail_us
     account = make_account(alice, dovecot, mail_user)
     Folder.objects.create(account=account, name="INBOX")
     with django_capture_on_commit_callbacks(execute=True):
-        tasks.enqueue_folder_sync(account.pk, "INBOX")
+        queue.enqueue_folder_sync(account.pk, "INBOX")
     result = tasks.sync_folder(account.pk, "INBOX")  # what the worker runs
     assert result["new"] == 1 and Folder.objects.get(account=account, name="INBOX").sync_pending == ""
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.enqueue_folder_sync(account.pk, "INBOX")
+        assert queue.enqueue_folder_sync(account.pk, "INBOX")
     assert OrmQ.objects.count() == 2
 
 
@@ -553,7 +552,7 @@ def test_the_header_scan_reads_each_field_exactly_as_the_stdlib_parser():
     from email.parser import HeaderParser
 
     from imap import identity
-    from imap.sync import _WANTED, _raw_headers
+    from imap.headers import _WANTED, _raw_headers
 
     blocks = list(TRICKY_HEADERS)
     if os.path.isdir(CORPUS):
@@ -572,7 +571,7 @@ def test_the_header_scan_reads_each_field_exactly_as_the_stdlib_parser():
 def test_plain_addresses_split_as_the_stdlib_does_and_the_rest_is_left_to_it():
     import email.utils
 
-    from imap.sync import _plain_addresses
+    from imap.headers import _plain_addresses
 
     taken = 0
     for value in TRICKY_ADDRESSES:

@@ -13,7 +13,7 @@ import pytest
 from imap import identity, wire
 from imap.accounts import create_account
 from imap.models import Account, MessageLocation
-from imap.sync import _labels, sync_account_now
+from imap.sync import sync_account_now
 from pipeline import threads
 from pipeline.models import Message, Thread
 from pipeline.standardize import standardize
@@ -94,8 +94,8 @@ def test_a_gmail_fetch_response_parses_into_ids_labels_and_both_literals():
     assert wire.as_int(item["X-GM-MSGID"]) == wire.as_int(item["X-GM-THRID"]) == 1278455344230334865
     assert item["X-GM-LABELS"] == ["\\Inbox", "\\Sent", "Important", "Muy Importante", "[Imap]/Entw&APw-rfe",
                                    "&ZeVnLIqe-"]
-    assert _labels(item["X-GM-LABELS"]) == ["\\Inbox", "\\Sent", "Important", "Muy Importante", "[Imap]/Entwürfe",
-                                            "日本語"]
+    assert wire.labels(item["X-GM-LABELS"]) == ["\\Inbox", "\\Sent", "Important", "Muy Importante", "[Imap]/Entwürfe",
+                                                "日本語"]
     assert (item["UID"], item["RFC822.SIZE"], item["FLAGS"]) == ("4", "1234", ["\\Seen"])
     assert item["INTERNALDATE"] == "17-Jul-1996 02:44:25 -0700"
     assert item["BODY[HEADER]"] == header and item["BODY[TEXT]<0>"] == b"Hi (there"
@@ -104,7 +104,7 @@ def test_a_gmail_fetch_response_parses_into_ids_labels_and_both_literals():
 def test_labels_are_decoded_from_modified_utf7_and_kept_as_sent_when_they_are_not_valid_utf7():
     sent = ["\\Important", "Muy Importante", "~peter/mail/&U,BTFw-/&ZeVnLIqe-", wire.Literal(b"Caf&AOk-"),
             "R&-D", "R&D", None, "Café"]
-    assert _labels(sent) == ["\\Important", "Muy Importante", "~peter/mail/台北/日本語", "Café", "R&D", "R&D", "Café"]
+    assert wire.labels(sent) == ["\\Important", "Muy Importante", "~peter/mail/台北/日本語", "Café", "R&D", "R&D", "Café"]
 
 
 def test_the_gmail_identity_is_the_msgid_whatever_the_bytes():

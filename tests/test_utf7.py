@@ -4,7 +4,8 @@ import pytest
 
 from imap import errors, folders, identity, utf7, wire
 from imap.connection import throttle_from_text
-from imap.sync import header_fields, uid_set
+from imap.headers import header_fields
+from imap.wire import uid_set
 
 
 # --- modified UTF-7 -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ without waiting for it, so the loop goes straight back to reading the next push.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import logging
 import random
@@ -289,8 +290,6 @@ def start_manager_thread() -> threading.Thread:
     before daemon threads are killed); if the process is killed, the leases simply expire.
     """
     global _thread
-    import atexit
-
     with _thread_lock:
         if _thread is not None and _thread.is_alive():
             return _thread

@@ -26,6 +26,7 @@ from imap import account_state, errors, leases, slots
 from imap.connection import classify
 from imap.idle.client import ConnectionLost, IdleClient, push_kinds
 from imap.models import Account, is_loopback
+from imap.queue import enqueue_folder_sync
 from mailgate import backoff, crypto
 
 log = logging.getLogger("imap.idle")
@@ -91,8 +92,6 @@ class AccountConfig:
 # Synchronous pieces, run in the manager's thread pool -----------------------------------------
 
 def _idling(owner: str, config: AccountConfig, folder: str, all_up: bool) -> None:
-    from imap.tasks import enqueue_folder_sync
-
     account_state.record_success(config.account())
     if all_up:
         leases.record_connected(owner, config.id)
@@ -102,8 +101,6 @@ def _idling(owner: str, config: AccountConfig, folder: str, all_up: bool) -> Non
 
 def push(owner: str, account_id: int, folder: str, flags_only: bool, received_at=None) -> None:
     """An IDLE push: queue the (coalesced) folder sync first, then note when the push arrived."""
-    from imap.tasks import enqueue_folder_sync
-
     for attempt in range(3):
         try:
             enqueue_folder_sync(account_id, folder, flags_only=flags_only, reason="idle")
