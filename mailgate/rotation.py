@@ -31,7 +31,8 @@ class RotationResult:
 def _encrypted_fields():
     """(label, model, field) for every column holding a Fernet token."""
     from imap.models import Account
-    from outgoing.models import InboundChannel, Service
+    from inbound.models import InboundChannel
+    from outgoing.models import Service
 
     return [
         ("accounts", Account, "password_encrypted"),

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django_q",
     "mailgate",
     "imap",
+    "inbound",
     "pipeline",
     "outgoing",
     "frontend",

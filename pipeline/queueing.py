@@ -8,9 +8,9 @@ import logging
 
 from django.db import transaction
 
-from outgoing.inbound import sender_ids
 from pipeline import audit, claims, clock, events, routing, scheduling
 from pipeline.models import Delivery, Event, Message, Subscription
+from pipeline.senders import sender_ids
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from outgoing import ratelimit, sending as outgoing_sending
 from outgoing.models import Service
-from outgoing.transports.base import TransportError
+from outgoing.errors import TransportError
 from pipeline import audit, claims, clock, digest, events
 from pipeline.models import Delivery, Event, Message, Subscription
 
