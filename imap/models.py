@@ -1,7 +1,5 @@
 """Mail accounts, their folders, where each message lives on the server, and IDLE state."""
 
-import ipaddress
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -9,18 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailgate import crypto
-
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip().strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from mailgate.net import is_loopback
 
 
 class Account(models.Model):

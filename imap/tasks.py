@@ -15,7 +15,6 @@ Bugs raise, so they show up as failed tasks.
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -23,6 +22,7 @@ from django_q.models import Schedule
 
 from imap import account_state, errors, queue, sync
 from imap.models import Account, Folder
+from mailgate import schedules
 
 SCHEDULE_NAME = "imap: sync all accounts"
 
@@ -65,16 +65,4 @@ def sync_all_accounts() -> int:
 def ensure_schedules(**_signal_kwargs) -> None:
     """Create or update the periodic "sync all accounts" schedule (idempotent)."""
     minutes = max(1, round(settings.MAILGATE_SYNC_INTERVAL / 60))
-    schedule, created = Schedule.objects.get_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"func": "imap.tasks.sync_all_accounts", "schedule_type": Schedule.MINUTES,
-                  "minutes": minutes, "repeats": -1,
-                  "next_run": timezone.now() + timedelta(minutes=minutes)},
-    )
-    if not created and (schedule.minutes != minutes or schedule.schedule_type != Schedule.MINUTES
-                        or schedule.func != "imap.tasks.sync_all_accounts"):
-        schedule.func = "imap.tasks.sync_all_accounts"
-        schedule.schedule_type = Schedule.MINUTES
-        schedule.minutes = minutes
-        schedule.repeats = -1
-        schedule.save()
+    schedules.install(SCHEDULE_NAME, "imap.tasks.sync_all_accounts", Schedule.MINUTES, minutes)

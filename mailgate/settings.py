@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_q",
     "mailgate",
     "imap",
+    "inbound",
     "pipeline",
     "outgoing",
     "frontend",

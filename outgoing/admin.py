@@ -1,6 +1,6 @@
-"""Admin for outgoing services and inbound channels: write-only secrets, "Send test" per service."""
+"""Admin for outgoing services: write-only secrets, "Send test" per service. inbound/admin.py
+reuses OwnedAdmin and secret_names_set for its channels."""
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
@@ -11,18 +11,20 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
 from mailgate.admin_scope import owned
+from mailgate.crypto import CredentialsUnreadable
 from outgoing import sending
-from outgoing.forms import CHANNEL_SECRETS, InboundChannelForm, ServiceForm
-from outgoing.models import InboundChannel, Service
+from outgoing.forms import ServiceForm
+from outgoing.models import Service
 from outgoing.registry import transport_class
 
 
-def _secret_names_set(obj) -> str:
+def secret_names_set(obj) -> str:
+    """Which secrets a service or channel has stored (their names, never their values)."""
     if not obj or not obj.pk:
         return "—"
     try:
         names = sorted(obj.get_secrets())
-    except Exception:  # CredentialsUnreadable
+    except CredentialsUnreadable:
         return "stored secrets cannot be decrypted: enter them again"
     return ", ".join(names) or "none"
 
@@ -65,7 +67,7 @@ class ServiceAdmin(OwnedAdmin):
 
     @admin.display(description="Secrets stored")
     def secrets_set(self, obj):
-        return _secret_names_set(obj)
+        return secret_names_set(obj)
 
     @admin.display(description="Test")
     def send_test_link(self, obj):
@@ -105,33 +107,3 @@ class ServiceAdmin(OwnedAdmin):
         for service in queryset:
             ok, text = sending.send_test(service)
             (messages.success if ok else messages.error)(request, f"{service.name}: {text}")
-
-
-@admin.register(InboundChannel)
-class InboundChannelAdmin(OwnedAdmin):
-    form = InboundChannelForm
-    list_display = ["name", "kind", "owner", "enabled", "webhook_url"]
-    list_filter = ["kind", "enabled"]
-    search_fields = ["name"]
-    readonly_fields = ["secrets_set", "webhook_url", "created_at"]
-
-    def get_fieldsets(self, request, obj=None):
-        names = list(InboundChannelForm.secret_names)
-        if obj is not None and obj.kind:
-            used = CHANNEL_SECRETS.get(obj.kind, ())
-            names = [n for n in names if n in used] + [n for n in names if n not in used]
-        return [
-            (None, {"fields": ["owner", "name", "kind", "enabled", "token", "webhook_url", "config"]}),
-            ("Secrets", {"fields": ["secrets_set", *names, "forget_secrets"]}),
-            ("Status", {"fields": ["created_at"]}),
-        ]
-
-    @admin.display(description="Secrets stored")
-    def secrets_set(self, obj):
-        return _secret_names_set(obj)
-
-    @admin.display(description="Webhook URL (give this to the provider)")
-    def webhook_url(self, obj):
-        if not obj or not obj.pk:
-            return "Shown after saving."
-        return settings.MAILGATE_PUBLIC_BASE_URL.rstrip("/") + reverse("outgoing:hook", args=[obj.kind, obj.token])

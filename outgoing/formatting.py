@@ -19,6 +19,7 @@ import re
 import string
 from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -246,14 +247,27 @@ def render_slack(parts: list[Run]) -> str:
 
 
 def attachments_of(message) -> list:
-    return list(message.attachments.all()) if message.pk else []
+    # The admin's test sample (outgoing.sending.SampleMessage) is not a stored message: it has none.
+    stored = getattr(message, "attachments", None)
+    return list(stored.all()) if stored is not None and message.pk else []
 
 
 def attachment_url(attachment) -> str:
-    """A public, signed, expiring link to download an attachment (outgoing.views.attachment)."""
+    """A public, signed, expiring link to download an attachment (served by frontend/links.py;
+    the composition root, mailgate/urls.py, names the route)."""
     token = signing.TimestampSigner(salt=ATTACHMENT_LINK_SALT).sign(str(attachment.pk))
-    path = reverse("outgoing:attachment", args=[token])
+    path = reverse("attachment_link", args=[token])
     return settings.MAILGATE_PUBLIC_BASE_URL.rstrip("/") + path
+
+
+def attachment_link_target(token: str) -> str | None:
+    """The attachment id a link made by attachment_url() names, or None when the token is forged
+    or older than MAILGATE_ATTACHMENT_LINK_DAYS."""
+    try:
+        return signing.TimestampSigner(salt=ATTACHMENT_LINK_SALT).unsign(
+            token, max_age=timedelta(days=settings.MAILGATE_ATTACHMENT_LINK_DAYS))
+    except signing.BadSignature:  # expired links too (SignatureExpired is a BadSignature)
+        return None
 
 
 def human_size(size: int) -> str:

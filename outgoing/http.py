@@ -29,7 +29,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from django.conf import settings
 from django.utils import timezone
 
-from outgoing.transports.base import TransportError
+from mailgate.net import is_loopback
+from outgoing.errors import TransportError
 
 DEFAULT_TIMEOUT = 15.0
 # An API's answer is a small JSON document; anything bigger is not one we need to read whole.
@@ -51,12 +52,6 @@ class HttpResponse:
             return json.loads(self.body)
         except ValueError:
             return None
-
-
-def is_loopback(host: str) -> bool:
-    from imap.models import is_loopback as _is_loopback  # the project's one definition
-
-    return _is_loopback(host)
 
 
 def validate_url(value, label: str) -> str | None:

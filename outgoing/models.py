@@ -1,4 +1,4 @@
-"""Outgoing services (one table for every kind) and inbound webhook channels."""
+"""Outgoing services: one table for every kind, its config validated by the kind's transport."""
 
 import json
 
@@ -7,12 +7,13 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-
 from mailgate import crypto
+from outgoing.registry import TRANSPORTS, transport_class
 
 
 class EncryptedSecretsMixin(models.Model):
-    """A JSON dict of secrets (tokens, passwords), Fernet-encrypted as one blob."""
+    """A JSON dict of secrets (tokens, passwords), Fernet-encrypted as one blob (services here,
+    and inbound.InboundChannel)."""
 
     secrets_encrypted = models.TextField(blank=True, editable=False)
     encrypted_field = "secrets_encrypted"  # re-encrypted by mailgate.rotation
@@ -77,8 +78,6 @@ class Service(EncryptedSecretsMixin):
 
     def clean(self):
         # Each kind validates its own config and secrets (outgoing/transports/<kind>.py).
-        from outgoing.registry import TRANSPORTS, transport_class
-
         if self.kind not in TRANSPORTS:
             raise ValidationError({"kind": f"unknown kind {self.kind!r}"})
         try:
@@ -86,45 +85,3 @@ class Service(EncryptedSecretsMixin):
         except crypto.CredentialsUnreadable:
             raise ValidationError("The stored secrets cannot be decrypted: enter them again.") from None
         transport_class(self.kind).validate(self.config if self.config is not None else {}, secrets)
-
-
-class InboundChannel(EncryptedSecretsMixin):
-    """A second door into the pipeline: /hooks/<kind>/<token>/ receives SMS, chat or signed JSON."""
-
-    encrypted_label = "inbound channels"
-
-    class Kind(models.TextChoices):
-        TWILIO = "twilio", "Twilio SMS"
-        TELEGRAM = "telegram", "Telegram bot"
-        GENERIC = "generic", "Signed JSON"
-
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="channels")
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    name = models.CharField(max_length=200)
-    # Unguessable path segment; not a secret on its own (signatures are checked too).
-    token = models.CharField(max_length=64, unique=True)
-    config = models.JSONField(default=dict, blank=True)
-    enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-        constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="outgoing_channel_unique_name"),
-        ]
-
-    def __str__(self):
-        return f"{self.name} ({self.get_kind_display()})"
-
-
-class WebhookReplay(models.Model):
-    """Signatures already accepted, so a replayed request has no effect."""
-
-    channel = models.ForeignKey(InboundChannel, on_delete=models.CASCADE, related_name="+")
-    signature = models.CharField(max_length=200)
-    seen_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["channel", "signature"], name="outgoing_webhook_replay_once"),
-        ]

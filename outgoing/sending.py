@@ -6,21 +6,24 @@ last error, and the Retry-After block every other worker then honours.
 
 from __future__ import annotations
 
+import datetime
 import logging
+import uuid
+from dataclasses import dataclass, field
 
 from django.utils import timezone
 
 from mailgate.crypto import CredentialsUnreadable
 from outgoing import ratelimit
+from outgoing.errors import TransportError
 from outgoing.models import Service
 from outgoing.registry import transport_for
-from outgoing.transports.base import TransportError
 
 log = logging.getLogger(__name__)
 
 
 def send(delivery, message=None, service=None, record_success: bool = True) -> str:
-    """Send `delivery` (pipeline.Delivery) now; return the remote id.
+    """Send `delivery` (pipeline.Delivery, or SampleDelivery for a test) now; return the remote id.
 
     Raises TransportError (permanent or not, maybe with retry_after) for the caller to record on
     the delivery. Partial progress of multi-part sends is kept in delivery.remote_id: keep it when
@@ -57,30 +60,67 @@ def record_failure(service, error: TransportError, now=None) -> None:
         ratelimit.block_for(service, error.retry_after, now=now)
 
 
-def sample_message(service):
-    """An unsaved message for the admin's "Send test": never stored, never routed."""
-    from pipeline.models import Message
+@dataclass
+class SampleMessage:
+    """The admin's "Send test" message: the fields a transport reads from a pipeline message.
+    Never stored or routed, and it has no attachments."""
 
+    subject: str
+    text_body: str
+    date: datetime.datetime
+    sender_name: str = "mailgate"
+    sender_address: str = "test@mailgate.invalid"
+    source: str = "import"  # what the webhook transport's payload says, as for an imported message
+    source_label: str = "Send test"  # shown by templates as {source}
+    html_body: str = ""
+    markdown_body: str = ""
+    snippet: str = ""
+    message_id: str = ""
+    to: list = field(default_factory=list)
+    cc: list = field(default_factory=list)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)  # the webhook payload's message_id
+    account_id = None
+    channel_id = None
+
+    @property
+    def pk(self) -> uuid.UUID:
+        return self.id
+
+    def get_source_display(self) -> str:
+        return self.source_label
+
+
+@dataclass
+class SampleDelivery:
+    """The delivery a test send goes out for: progress is kept in memory only."""
+
+    address: str
+    id: uuid.UUID = field(default_factory=uuid.uuid4)  # also the webhook's Idempotency-Key
+    remote_id: str = ""
+
+    @property
+    def pk(self) -> uuid.UUID:
+        return self.id
+
+    def record_progress(self, remote_id: str) -> None:
+        self.remote_id = remote_id[:500]
+
+
+def sample_message(service) -> SampleMessage:
+    """What the admin's "Send test" sends through `service`."""
     now = timezone.now()
-    message = Message(owner_id=service.owner_id, source=Message.Source.IMPORT, subject="mailgate test message",
-                      sender_name="mailgate", sender_address="test@mailgate.invalid", date=now,
-                      text_body=f"This is a test message for the service \"{service.name}\", "
-                                f"sent {now:%Y-%m-%d %H:%M:%S} UTC.\nIf you can read it, the service works.")
-    message.source_label = "Send test"  # shown by templates as {source}
-    return message
+    return SampleMessage(
+        subject="mailgate test message", date=now,
+        text_body=f"This is a test message for the service \"{service.name}\", "
+                  f"sent {now:%Y-%m-%d %H:%M:%S} UTC.\nIf you can read it, the service works.")
 
 
 def send_test(service, address: str = "") -> tuple[bool, str]:
     """Send the sample message through `service` to `address` (or its config.test_address), even
     when the service is disabled. Returns (ok, text to show the admin)."""
-    import uuid
-
-    from pipeline.models import Delivery
-
     address = (address or (service.config or {}).get("test_address") or "").strip()
     message = sample_message(service)
-    delivery = Delivery(id=uuid.uuid4(), service=service, address=address, message=message,
-                        not_before=timezone.now())
+    delivery = SampleDelivery(address=address)
     enabled, service.enabled = service.enabled, True
     try:
         remote_id = send(delivery, message=message, service=service)

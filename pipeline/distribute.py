@@ -7,10 +7,10 @@ a second run create nothing.
 
 from django.db import transaction
 
-from outgoing.inbound import sender_ids
 from pipeline import audit, claims, clock, events, queue, routing, scheduling
 from pipeline.models import Delivery, Event, Message, Subscription
 from pipeline.queue import Stage
+from pipeline.senders import sender_ids
 
 
 

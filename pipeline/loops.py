@@ -12,25 +12,14 @@ from collections.abc import Iterable, Mapping
 
 from django.conf import settings
 
+from outgoing.relay import parse_relay_header
+
 # RFC 3834: anything but "no" means a machine wrote it.
 _AUTO_SUBMITTED_HUMAN = "no"
 # RFC 2076 / common practice. "list" is not here: ordinary mailing-list mail is relayed.
 _PRECEDENCE_AUTOMATIC = {"bulk", "junk", "auto_reply", "auto-reply"}
 _BOUNCE_SENDERS = {"mailer-daemon", "postmaster"}
 _ANGLE = re.compile(r"<([^<>]*)>")
-
-
-def relay_header_value(delivery_id) -> str:
-    """The value outgoing transports put in settings.MAILGATE_RELAY_HEADER."""
-    return f"{settings.MAILGATE_INSTANCE_ID};{delivery_id}"
-
-
-def parse_relay_header(value: str) -> tuple[str, str] | None:
-    """(instance id, delivery id) from a relay header value, or None if it is not one of ours."""
-    if not value or ";" not in value:
-        return None
-    instance, _, delivery = value.strip().partition(";")
-    return instance.strip(), delivery.strip()
 
 
 def list_id_key(value: str) -> str:

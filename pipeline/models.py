@@ -70,7 +70,7 @@ class Message(models.Model):
                                 related_name="messages")
     folder = models.ForeignKey("imap.Folder", on_delete=models.SET_NULL, null=True, blank=True,
                                related_name="messages")  # first folder it was seen in
-    channel = models.ForeignKey("outgoing.InboundChannel", on_delete=models.CASCADE, null=True, blank=True,
+    channel = models.ForeignKey("inbound.InboundChannel", on_delete=models.CASCADE, null=True, blank=True,
                                 related_name="messages")
     # Identity used for deduplication within an account or channel (see imap/sync.py and the
     # webhook views): e.g. the X-GM-MSGID, the Message-ID plus a header digest, or the provider's
@@ -180,7 +180,7 @@ class Route(models.Model):
     name = models.CharField(max_length=200)
     enabled = models.BooleanField(default=True)
     account = models.ForeignKey("imap.Account", on_delete=models.CASCADE, null=True, blank=True)
-    channel = models.ForeignKey("outgoing.InboundChannel", on_delete=models.CASCADE, null=True, blank=True)
+    channel = models.ForeignKey("inbound.InboundChannel", on_delete=models.CASCADE, null=True, blank=True)
     folder_pattern = models.CharField(max_length=500, blank=True, help_text="Shell-style, e.g. INBOX or Lists/*")
     from_pattern = models.CharField(max_length=500, blank=True, help_text="Regular expression on the sender")
     to_pattern = models.CharField(max_length=500, blank=True, help_text="Regular expression on any recipient")
@@ -300,6 +300,12 @@ class Delivery(models.Model):
     def __str__(self):
         return f"{self.message_id} → {self.address or self.service}"
 
+    def record_progress(self, remote_id: str) -> None:
+        """Keep the remote ids of the parts of a multi-part send already delivered (a transport
+        calls this after each part), so a retry does not send them again."""
+        self.remote_id = remote_id[:500]
+        Delivery.objects.filter(pk=self.pk).update(remote_id=self.remote_id)
+
 
 class Event(models.Model):
     """Audit trail: one row per stage transition. Survives retention as a summary line."""
@@ -351,7 +357,7 @@ class PurgedIdentity(models.Model):
 
     account = models.ForeignKey("imap.Account", on_delete=models.CASCADE, null=True, blank=True,
                                 related_name="+")
-    channel = models.ForeignKey("outgoing.InboundChannel", on_delete=models.CASCADE, null=True, blank=True,
+    channel = models.ForeignKey("inbound.InboundChannel", on_delete=models.CASCADE, null=True, blank=True,
                                 related_name="+")
     identity = models.CharField(max_length=500)
     purged_at = models.DateTimeField()

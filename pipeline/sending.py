@@ -17,7 +17,7 @@ from django.db import transaction
 from mailgate import backoff
 from outgoing import ratelimit, sending as outgoing_sending
 from outgoing.models import Service
-from outgoing.transports.base import TransportError
+from outgoing.errors import TransportError
 from pipeline import audit, claims, clock, digest, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
 from pipeline.queue import Stage

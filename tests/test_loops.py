@@ -3,7 +3,8 @@
 import pytest
 from django.test import override_settings
 
-from pipeline.loops import list_id_key, list_ids_for_addresses, relay_header_value, suppression_reason
+from outgoing.relay import relay_header_value
+from pipeline.loops import list_id_key, list_ids_for_addresses, suppression_reason
 
 
 def reason(headers=None, **kwargs):

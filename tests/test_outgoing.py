@@ -7,16 +7,16 @@ import datetime
 import hashlib
 import itertools
 import json
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from outgoing import signatures
+from outgoing import formatting, signatures
 from outgoing.models import Service
 from outgoing.registry import transport_for
-from outgoing.transports.base import TransportError
+from outgoing.errors import TransportError
 from pipeline.models import Attachment, Delivery, Message, Subscriber, Subscription
 from tests.servers.http import Response
 from tests.servers.smtp import SmtpSink
@@ -223,6 +223,18 @@ def test_slack_posts_mrkdwn_text_with_attachments_as_links(alice, slack, clean_h
     assert body["text"].startswith("*Bob Example via Import:*\nLunch?\n\na &lt;b&gt; &amp; c\n\nAttachments:\n")
     assert "- menu.pdf (2.0 KB): https://relay.example.test/hooks/files/" in body["text"]
     assert body["unfurl_links"] is False
+
+
+def test_an_attachment_link_downloads_the_file_and_a_forged_one_is_not_found(alice, client):
+    message = make_message(alice)
+    attachment = add_attachment(message, "menu.pdf", b"%PDF-1.4 menu")
+    path = urlsplit(formatting.attachment_url(attachment)).path
+    assert path.startswith("/hooks/files/")
+    response = client.get(path)
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"%PDF-1.4 menu"
+    assert response["Content-Disposition"] == 'attachment; filename="menu.pdf"'
+    assert client.post(path).status_code == 405
+    assert client.get(path[:-2] + "x/").status_code == 404
 
 
 def test_slack_errors_are_its_plain_text_answers(alice, slack, clean_http_sink):

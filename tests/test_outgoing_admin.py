@@ -8,7 +8,8 @@ import re
 import pytest
 from django.urls import reverse
 
-from outgoing.models import InboundChannel, Service
+from inbound.models import InboundChannel
+from outgoing.models import Service
 from tests.servers.http import Response
 from tests.test_outgoing import BOT_TOKEN, make_service
 
@@ -108,16 +109,16 @@ def test_a_channel_gets_a_generated_token_and_shows_its_webhook_url(admin_client
     settings.MAILGATE_PUBLIC_BASE_URL = "https://gate.example.test"
     data = {"owner": alice.pk, "name": "SMS in", "kind": "twilio", "enabled": "on", "token": "",
             "config": "{}", "auth_token": "tw-secret"}
-    response = admin_client_.post(reverse("admin:outgoing_inboundchannel_add"), data)
+    response = admin_client_.post(reverse("admin:inbound_inboundchannel_add"), data)
     assert response.status_code == 302, response.content.decode()[:3000]
     channel = InboundChannel.objects.get()
     assert len(channel.token) >= 32 and channel.get_secrets() == {"auth_token": "tw-secret"}
-    page = admin_client_.get(reverse("admin:outgoing_inboundchannel_change", args=[channel.pk])).content.decode()
+    page = admin_client_.get(reverse("admin:inbound_inboundchannel_change", args=[channel.pk])).content.decode()
     assert f"https://gate.example.test/hooks/twilio/{channel.token}/" in page and "tw-secret" not in page
 
 
 def test_a_channel_without_its_secret_is_refused(admin_client_, alice):
     data = {"owner": alice.pk, "name": "Bot", "kind": "telegram", "enabled": "on", "token": "", "config": "{}"}
-    page = admin_client_.post(reverse("admin:outgoing_inboundchannel_add"), data).content.decode()
+    page = admin_client_.post(reverse("admin:inbound_inboundchannel_add"), data).content.decode()
     assert "secrets.secret_token: required for telegram" in page
     assert not InboundChannel.objects.exists()

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from outgoing import ratelimit, sending
 from outgoing.models import Service
-from outgoing.transports.base import TransportError
+from outgoing.errors import TransportError
 from tests.servers.http import Response
 from tests.test_outgoing import BOT_TOKEN, make_delivery, make_message, make_service
 

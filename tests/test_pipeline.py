@@ -15,6 +15,7 @@ from django.test import override_settings
 from django_q.models import OrmQ
 
 from outgoing.models import Service
+from outgoing.relay import relay_header_value
 from pipeline import clock, loops, sending, sweeper, tasks
 from pipeline.ingest import ingest_raw
 from pipeline.models import Attachment, Delivery, Event, Message, Route, Subscriber, Subscription, Thread
@@ -164,7 +165,7 @@ def test_references_never_cross_owners(alice, bob):
 # --- loops ----------------------------------------------------------------------------------------
 
 def test_mail_mailgate_relayed_is_suppressed_and_not_distributed(alice, team):
-    relayed = ingest(alice, eml(headers={"X-Mailgate-Relay": loops.relay_header_value("abc")}))
+    relayed = ingest(alice, eml(headers={"X-Mailgate-Relay": relay_header_value("abc")}))
     assert tasks.standardize(str(relayed.pk)) == "suppressed"
     relayed.refresh_from_db()
     assert relayed.status == Message.Status.SUPPRESSED

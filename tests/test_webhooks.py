@@ -12,13 +12,15 @@ from urllib.parse import urlencode
 
 import pytest
 
-from outgoing import signatures, views
+from inbound.channels.base import Reject, read_body
+from inbound.models import InboundChannel, WebhookReplay
+from inbound.registry import CHANNELS, channel_class
+from outgoing import signatures
 from outgoing.http import basic_auth
-from outgoing.inbound import sender_ids
-from outgoing.models import InboundChannel, WebhookReplay
 from pipeline import tasks
 from pipeline.ingest import read_raw
 from pipeline.models import Message
+from pipeline.senders import sender_ids
 from tests.servers.http import Response
 
 pytestmark = pytest.mark.django_db
@@ -202,6 +204,11 @@ def test_a_disabled_or_unknown_channel_is_not_found(client, twilio_channel):
     assert client.post("/hooks/telegram/tw-abc/", data="{}", content_type="application/json").status_code == 404
 
 
+def test_every_channel_kind_has_its_class_in_the_registry():
+    assert set(CHANNELS) == set(InboundChannel.Kind.values)
+    assert all(channel_class(kind).kind == kind for kind in CHANNELS)
+
+
 def test_a_body_over_the_limit_is_refused_before_it_is_read(client, twilio_channel, settings):
     settings.MAILGATE_WEBHOOK_MAX_BYTES = 100
     response = post_twilio(client, params={**TWILIO_PARAMS, "Body": "x" * 200})
@@ -222,9 +229,9 @@ class _Unsized:
 
 def test_a_body_without_content_length_is_cut_off_at_the_limit(settings):
     settings.MAILGATE_WEBHOOK_MAX_BYTES = 100
-    assert views.read_body(_Unsized(b"x" * 100)) == b"x" * 100
-    with pytest.raises(views.Reject) as refused:
-        views.read_body(_Unsized(b"x" * 101))
+    assert read_body(_Unsized(b"x" * 100)) == b"x" * 100
+    with pytest.raises(Reject) as refused:
+        read_body(_Unsized(b"x" * 101))
     assert refused.value.status == 413
 
 
@@ -333,7 +340,7 @@ def test_without_a_bot_token_the_photo_is_noted_not_fetched(client, telegram_cha
     ("ftp://api.example.test", "config.api_base: must be an http(s) URL with a host"),
 ])
 def test_a_telegram_api_base_must_be_https(alice, api_base, error):
-    from outgoing.forms import InboundChannelForm
+    from inbound.forms import InboundChannelForm
 
     form = InboundChannelForm(data={"owner": alice.pk, "name": "bot", "kind": "telegram", "enabled": "on",
                                     "token": "", "config": json.dumps({"api_base": api_base}),

@@ -12,8 +12,8 @@ import pytest
 from imap.accounts import create_account
 from imap.models import Account
 from imap.sync import sync_account_now
+from inbound.models import InboundChannel
 from outgoing import ratelimit, signatures
-from outgoing.models import InboundChannel
 from pipeline import clock, tasks
 from pipeline.models import Delivery, Message
 from tests.servers.http import Response

@@ -2,20 +2,9 @@
 
 from django.core.exceptions import ValidationError
 
-
-class TransportError(Exception):
-    """A send failed. `permanent` errors fail the delivery at once; others retry with backoff.
-
-    `retry_after` (seconds) carries the service's own Retry-After when it gave one.
-    The message is shown to the owner on the delivery: the service's own error text, no secrets.
-    """
-
-    def __init__(self, message: str, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.retry_after = retry_after
-
+from outgoing import formatting
+from outgoing.errors import TransportError
+from outgoing.http import validate_url
 
 # Keys every kind accepts: the message template, the HTTP/SMTP timeout in seconds, and the
 # address the admin "Send test" action uses when none is typed in.
@@ -66,8 +55,6 @@ class Transport:
 
     @classmethod
     def _common_errors(cls, config, secrets):
-        from outgoing import formatting
-
         found = []
         known = set(cls.required_config + cls.optional_config + COMMON_CONFIG)
         for key in cls.required_config:
@@ -90,8 +77,6 @@ class Transport:
                                           and isinstance(config["max_parts"], int)):
             found.append(("config", f"config.max_parts: a whole number from 1 to {MAX_PARTS_LIMIT}"))
         if "api_base" in config:
-            from outgoing.http import validate_url
-
             problem = validate_url(config["api_base"], "config.api_base")
             if problem:
                 found.append(("config", problem))
@@ -105,7 +90,10 @@ class Transport:
     # ---------------------------------------------------------------- sending
 
     def send(self, message, delivery) -> str:
-        """Send `message` (pipeline.Message) for `delivery`; return the remote id or ''."""
+        """Send `message` for `delivery`; return the remote id or ''.
+
+        `message` is the pipeline's message (or the admin's unsaved sample, outgoing.sending);
+        `delivery` has `pk`, `address`, `remote_id` and `record_progress(remote_id)`."""
         raise NotImplementedError
 
     @property
@@ -131,21 +119,14 @@ class Transport:
         """Run the requests of a multi-request send (message parts, then files), skipping those a
         previous attempt completed, so a retry after a failure half-way sends no part twice.
 
-        Progress is the comma-separated remote ids in Delivery.remote_id, written after each step.
+        Progress is the comma-separated remote ids in delivery.remote_id, handed after each step
+        to delivery.record_progress(), which keeps it (the pipeline's Delivery: on its row).
         """
         done = [part for part in (getattr(delivery, "remote_id", "") or "").split(",") if part]
         for step in steps[len(done):]:
             done.append(str(step() or "-").replace(",", " "))
-            _record_progress(delivery, ",".join(done))
+            delivery.record_progress(",".join(done))
         return ",".join(done)
-
-
-def _record_progress(delivery, remote_id: str) -> None:
-    from pipeline.models import Delivery
-
-    delivery.remote_id = remote_id[:500]
-    if getattr(delivery, "pk", None):
-        Delivery.objects.filter(pk=delivery.pk).update(remote_id=delivery.remote_id)
 
 
 def _number_in(value, low, high) -> bool:

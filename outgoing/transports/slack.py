@@ -3,7 +3,8 @@
 from urllib.parse import urlsplit
 
 from outgoing import formatting, http
-from outgoing.transports.base import Transport, TransportError
+from outgoing.errors import TransportError
+from outgoing.transports.base import Transport
 
 # Slack truncates text beyond 40,000 characters; we cut first and say so.
 TEXT_LIMIT = 40000

@@ -15,10 +15,11 @@ from django.core.validators import validate_email
 from django.utils import timezone
 from django.utils.text import slugify
 
+from mailgate.net import is_loopback
 from outgoing import formatting
-from outgoing.http import is_loopback
-from outgoing.transports.base import Transport, TransportError
-from pipeline.loops import relay_header_value
+from outgoing.errors import TransportError
+from outgoing.relay import relay_header_value
+from outgoing.transports.base import Transport
 
 SECURITY = ("ssl", "starttls", "none")
 DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}

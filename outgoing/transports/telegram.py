@@ -3,7 +3,8 @@
 from functools import partial
 
 from outgoing import formatting, http
-from outgoing.transports.base import Transport, TransportError
+from outgoing.errors import TransportError
+from outgoing.transports.base import Transport
 
 API_BASE = "https://api.telegram.org"
 # "1-4096 characters after entities parsing": what counts is the text without our escapes.

@@ -6,7 +6,8 @@ import re
 from functools import partial
 
 from outgoing import formatting, http
-from outgoing.transports.base import Transport, TransportError
+from outgoing.errors import TransportError
+from outgoing.transports.base import Transport
 
 API_BASE = "https://api.twilio.com"
 # Twilio refuses a Body longer than 1,600 characters (it concatenates up to ten segments).

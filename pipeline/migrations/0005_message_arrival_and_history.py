@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pipeline', '0003_message_status_gone'),
+        ('pipeline', '0004_channel_moved_to_inbound'),
     ]
 
     operations = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from outgoing import http
-from outgoing.transports.base import TransportError
+from outgoing.errors import TransportError
 
 DEFAULT_API_BASE = "https://api.telegram.org"
 # The Bot API serves files up to 20 MB to bots; a bigger one could not be fetched anyway.

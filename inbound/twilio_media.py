@@ -14,7 +14,7 @@ from __future__ import annotations
 import mimetypes
 
 from outgoing import http
-from outgoing.transports.base import TransportError
+from outgoing.errors import TransportError
 
 # Twilio accepts MMS up to 5 MB in all; anything far bigger is not an MMS part.
 MAX_FILE_BYTES = 10 * 1024 * 1024
