@@ -86,11 +86,11 @@ class Report:
 
 
 _MESSAGE_VARYING = ["id", "identity", "gm_msgid", "size", "flags", "labels", "thread", "status",
-                    "subject", "sender_name", "sender_address", "to", "cc", "date", "message_id",
+                    "arrival", "subject", "sender_name", "sender_address", "to", "cc", "date", "message_id",
                     "in_reply_to", "references"]
 # header_fields() keys in _MESSAGE_VARYING order, with the value used when the header block could
 # not be parsed (header_fields returned {}): the model field's default.
-_HEADER_DEFAULTS = [(name, Message._meta.get_field(name).get_default()) for name in _MESSAGE_VARYING[8:]]
+_HEADER_DEFAULTS = [(name, Message._meta.get_field(name).get_default()) for name in _MESSAGE_VARYING[9:]]
 _LOCATION_VARYING = ["message", "uid", "flags", "modseq", "internaldate", "size", "gm_labels"]
 
 
@@ -125,6 +125,10 @@ class FolderSync:
         return {"exists": wire.as_int(data[0]) or 0, "uidvalidity": last_int("UIDVALIDITY"),
                 "uidnext": last_int("UIDNEXT"), "highestmodseq": last_int("HIGHESTMODSEQ")}
 
+    def _next_uid(self) -> int:
+        """UIDNEXT for a server that did not say it on SELECT: one above the highest UID there."""
+        return max(self._search_uids("1:*") or [0]) + 1
+
     def _search_uids(self, criteria: str) -> list[int]:
         data = self._uid("SEARCH", "UID", criteria)
         uids = []
@@ -145,11 +149,17 @@ class FolderSync:
                         folder.name, folder.uidvalidity, state["uidvalidity"])
             self.stats.rescans += 1
         if folder.uidvalidity != state["uidvalidity"]:
+            # The folder's first sync, or a UIDVALIDITY reset: whatever it holds now is history
+            # (kept, never relayed); only UIDs from UIDNEXT on arrived after. Mail that arrives
+            # while this sync runs gets a UID at or above it, so it is new. After a reset the
+            # messages re-found by identity keep what they were (their rows are not touched).
             folder.uidvalidity = state["uidvalidity"]
             folder.highest_uid = 0
             folder.highestmodseq = None
+            folder.history_below_uid = state["uidnext"] or self._next_uid()
             Folder.objects.filter(pk=folder.pk).update(uidvalidity=folder.uidvalidity, highest_uid=0,
-                                                       highestmodseq=None)
+                                                       highestmodseq=None,
+                                                       history_below_uid=folder.history_below_uid)
         known_up_to = folder.highest_uid
         new_uids = []
         if state["exists"]:
@@ -297,6 +307,7 @@ class FolderSync:
                 known = set(Message.objects.filter(account=account, identity__in=identities)
                             .values_list("identity", flat=True))
                 fresh = {}  # identity -> (new pk, too large)
+                history_below = folder.history_below_uid or 0
                 rows = []
                 new_pk = Message._meta.pk.get_default
                 for p in parsed:
@@ -308,6 +319,7 @@ class FolderSync:
                     rows.append([pk, p["identity"], p["gm_msgid"], p["size"], p["flags"], p["labels"],
                                  self._gm_thread(p),
                                  str(Message.Status.TOO_LARGE if too_large else Message.Status.HEADERS),
+                                 str(Message.Arrival.HISTORY if p["uid"] < history_below else Message.Arrival.NEW),
                                  *[fields.get(name, default) for name, default in _HEADER_DEFAULTS]])
                 # Conflicts are ignored: a concurrent sync of another folder may store the same
                 # message first; the re-read below maps every identity to whichever row won.

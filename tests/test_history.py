@@ -13,6 +13,7 @@ from pipeline import history, tasks
 from pipeline.ingest import ingest_raw
 from pipeline.models import Delivery, Event, Message
 from tests.test_pipeline import eml, route_everything, run_stages, smtp_service, subscribe
+from tests.test_sync import fill_maildir, make_account, sync
 
 
 @pytest.fixture
@@ -105,3 +106,76 @@ def test_relay_history_refuses_a_bad_date_or_an_unknown_account(alice, account):
         call_command("relay_history", "--account", str(account.pk), "--since", "last week")
     with pytest.raises(CommandError, match="no messages for an account with id 999"):
         call_command("relay_history", "--account", "999", "--since", "2020-01-01")
+
+
+# ---------------------------------------------------------------- a real mailbox (Dovecot)
+
+def drain(account) -> None:
+    """Run every waiting stage of the account's mail, as the worker would."""
+    while pending := list(Message.objects.filter(account=account, status=Message.Status.RECEIVED)):
+        for message in pending:
+            run_stages(message)
+
+
+def relayed_subjects(sink) -> list[str]:
+    return sorted(str(m.message["Subject"]) for m in sink.messages)
+
+
+def plain(subject: str, date: str = "Tue, 01 Jul 2025 10:00:00 +0000") -> bytes:
+    return (f"From: Carol <carol@example.test>\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+            f"Date: {date}\r\nMessage-ID: <{abs(hash(subject))}@example.test>\r\n\r\nHello\r\n").encode()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_connected_mailbox_relays_none_of_its_500_messages_and_each_new_one_once(
+        alice, relay, dovecot, mail_user):
+    fill_maildir(dovecot, mail_user, "INBOX", [(plain(f"Old {n}"), "S") for n in range(500)])
+    account = make_account(alice, dovecot, mail_user)
+    pushed = []
+
+    def arrives_during_the_first_sync(count):
+        if not pushed:  # what an IDLE push would report while phase 1 runs: it arrived after
+            pushed.append(dovecot.append(mail_user.name, "INBOX", plain("Arrived during the first sync")))
+
+    sync(account, progress=arrives_during_the_first_sync)
+    drain(account)
+    assert Message.objects.filter(account=account, status=Message.Status.HISTORY).count() == 500
+    assert not Delivery.objects.exists() and relay.messages == []
+
+    # Appended today with a 2018 Date: it arrived now, so it is new.
+    dovecot.append(mail_user.name, "INBOX", plain("Dated 2018", date="Mon, 01 Jan 2018 09:00:00 +0000"))
+    sync(account)
+    drain(account)
+    sync(account)  # nothing more to find: nothing is relayed twice
+    drain(account)
+    assert relayed_subjects(relay) == ["Arrived during the first sync", "Dated 2018"]
+    assert Delivery.objects.count() == 2
+    old = Message.objects.filter(account=account, subject="Old 7").get()
+    assert (old.status, old.suppressed_reason) == ("history", "history: in the mailbox before it was connected")
+
+
+@pytest.mark.django_db
+def test_a_uidvalidity_reset_relays_nothing_and_a_folder_added_later_starts_as_history(
+        alice, relay, dovecot, mail_user):
+    for n in range(5):
+        dovecot.append(mail_user.name, "Projects", plain(f"Project {n}"))
+    account = make_account(alice, dovecot, mail_user)
+    sync(account)
+    dovecot.append(mail_user.name, "Projects", plain("Project news"))
+    sync(account)
+    drain(account)
+    assert relayed_subjects(relay) == ["Project news"]
+
+    # The folder is recreated (new UIDVALIDITY) with the same mail: re-found by identity, each
+    # message stays what it was; none is relayed again.
+    dovecot.delete_folder(mail_user.name, "Projects")
+    for subject in [f"Project {n}" for n in range(5)] + ["Project news"]:
+        dovecot.append(mail_user.name, "Projects", plain(subject))
+    # A folder created after the account was connected: what it holds at its first sync is history.
+    dovecot.append(mail_user.name, "Archive 2019", plain("Archived long ago"))
+    sync(account)
+    drain(account)
+    assert relayed_subjects(relay) == ["Project news"]
+    assert Delivery.objects.count() == 1
+    assert Message.objects.get(account=account, subject="Archived long ago").status == Message.Status.HISTORY
