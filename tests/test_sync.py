@@ -277,7 +277,7 @@ def test_flag_changes_and_expunges_reach_the_messages_and_are_published(
     account = make_account(alice, dovecot, mail_user)
     sync(account)
     published = []
-    monkeypatch.setattr("imap.sync.events.publish", lambda who, kind, data: published.append((who, kind, data)))
+    monkeypatch.setattr("mailgate.realtime.publish", lambda who, kind, data: published.append((who, kind, data)))
 
     _store(dovecot, mail_user.name, "INBOX", uids[1], "+FLAGS", "(\\Seen \\Flagged)")
     _store(dovecot, mail_user.name, "INBOX", uids[3], "+FLAGS", "(\\Deleted)", expunge=True)
