@@ -147,8 +147,8 @@ class Folder(models.Model):
     uidvalidity = models.BigIntegerField(null=True, blank=True)
     uidnext = models.BigIntegerField(null=True, blank=True)
     highest_uid = models.BigIntegerField(default=0)  # highest UID whose metadata we stored
-    # Mail below this UID (in this UIDVALIDITY) was in the folder at its first sync, or when its
-    # UIDVALIDITY last changed: history, stored but never relayed (pipeline Message.Arrival).
+    # Mail below this UID (in this UIDVALIDITY) was in the folder at its first sync: history,
+    # stored but never relayed (pipeline Message.Arrival). 0 after a UIDVALIDITY reset.
     history_below_uid = models.BigIntegerField(null=True, blank=True)
     highestmodseq = models.BigIntegerField(null=True, blank=True)  # CONDSTORE servers only
     last_synced_at = models.DateTimeField(null=True, blank=True)

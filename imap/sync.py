@@ -149,14 +149,16 @@ class FolderSync:
                         folder.name, folder.uidvalidity, state["uidvalidity"])
             self.stats.rescans += 1
         if folder.uidvalidity != state["uidvalidity"]:
-            # The folder's first sync, or a UIDVALIDITY reset: whatever it holds now is history
-            # (kept, never relayed); only UIDs from UIDNEXT on arrived after. Mail that arrives
-            # while this sync runs gets a UID at or above it, so it is new. After a reset the
-            # messages re-found by identity keep what they were (their rows are not touched).
+            # The folder's first sync: whatever it holds now is history (kept, never relayed);
+            # only UIDs from UIDNEXT on arrived after, and mail that arrives while this sync runs
+            # gets a UID at or above it, so it is new. A UIDVALIDITY reset of a folder that was
+            # synced before is not new mail: messages re-found by identity keep what they were
+            # (their rows are not touched) and only a message never seen here is new.
+            first_sync = folder.last_synced_at is None
             folder.uidvalidity = state["uidvalidity"]
             folder.highest_uid = 0
             folder.highestmodseq = None
-            folder.history_below_uid = state["uidnext"] or self._next_uid()
+            folder.history_below_uid = (state["uidnext"] or self._next_uid()) if first_sync else 0
             Folder.objects.filter(pk=folder.pk).update(uidvalidity=folder.uidvalidity, highest_uid=0,
                                                        highestmodseq=None,
                                                        history_below_uid=folder.history_below_uid)

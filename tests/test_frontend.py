@@ -42,7 +42,9 @@ def sync_and_standardize(account) -> list[Message]:
     assert not report.errors, report.errors
     received = list(Message.objects.filter(account=account, status=Message.Status.RECEIVED))
     for message in received:
-        assert standardize(message.pk) == "standardized"  # publishes message.new after commit
+        # Publishes message.new after commit; "history" when the mailbox held it at the first
+        # sync (shown all the same, just never relayed).
+        assert standardize(message.pk) in ("standardized", "history")
     return received
 
 

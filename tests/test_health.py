@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -83,7 +85,9 @@ def test_the_web_process_is_green_over_real_http_with_the_redis_layer(live_web):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_web_process_is_503_naming_the_database_when_it_is_down(start_web):
-    server = start_web(DATABASE_URL=f"postgres://mailgate@127.0.0.1:{free_port()}/mailgate")
+    # With DATABASE_URL set the install is not loopback-only: it must be given its keys.
+    server = start_web(DATABASE_URL=f"postgres://mailgate@127.0.0.1:{free_port()}/mailgate",
+                       SECRET_KEY=secrets.token_urlsafe(60), MAILGATE_FERNET_KEYS=Fernet.generate_key().decode())
     status, raw = server.get("/healthz")
     body = json.loads(raw)
     assert status == 503

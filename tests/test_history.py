@@ -156,7 +156,7 @@ def test_a_connected_mailbox_relays_none_of_its_500_messages_and_each_new_one_on
 
 
 @pytest.mark.django_db
-def test_a_uidvalidity_reset_relays_nothing_and_a_folder_added_later_starts_as_history(
+def test_a_uidvalidity_reset_relays_nothing_twice_and_a_folder_added_later_starts_as_history(
         alice, relay, dovecot, mail_user):
     for n in range(5):
         dovecot.append(mail_user.name, "Projects", plain(f"Project {n}"))
@@ -168,14 +168,15 @@ def test_a_uidvalidity_reset_relays_nothing_and_a_folder_added_later_starts_as_h
     assert relayed_subjects(relay) == ["Project news"]
 
     # The folder is recreated (new UIDVALIDITY) with the same mail: re-found by identity, each
-    # message stays what it was; none is relayed again.
+    # message stays what it was; none is relayed again. Only one never seen here is new.
     dovecot.delete_folder(mail_user.name, "Projects")
-    for subject in [f"Project {n}" for n in range(5)] + ["Project news"]:
+    for subject in [f"Project {n}" for n in range(5)] + ["Project news", "Project later"]:
         dovecot.append(mail_user.name, "Projects", plain(subject))
     # A folder created after the account was connected: what it holds at its first sync is history.
     dovecot.append(mail_user.name, "Archive 2019", plain("Archived long ago"))
     sync(account)
     drain(account)
-    assert relayed_subjects(relay) == ["Project news"]
-    assert Delivery.objects.count() == 1
+    assert relayed_subjects(relay) == ["Project later", "Project news"]
+    assert Delivery.objects.count() == 2
+    assert Message.objects.get(account=account, subject="Project 3").status == Message.Status.HISTORY
     assert Message.objects.get(account=account, subject="Archived long ago").status == Message.Status.HISTORY

@@ -215,9 +215,11 @@ def test_a_purged_message_in_a_recreated_folder_is_neither_stored_nor_relayed_ag
     route_everything(alice, service)
     subscribe(service, "bob", "bob@example.test")
     old, kept, new = (make_message(i, "Projects") for i in (1, 2, 3))
+    dovecot.create_folder(mail_user.name, "Projects")
+    account = make_account(alice, dovecot, mail_user)
+    sync(account)  # connected while the folder is empty: what arrives next is new mail
     for raw in (old, kept):
         dovecot.append(mail_user.name, "Projects", raw)
-    account = make_account(alice, dovecot, mail_user)
     sync(account)
     for message in Message.objects.filter(account=account):
         run_stages(message)

@@ -93,11 +93,12 @@ def test_an_email_in_through_imap_goes_out_to_telegram_and_discord_but_not_to_it
     clean_http_sink.respond(f"/bot{BOT_TOKEN}/sendMessage",
                             Response(200, json={"ok": True, "result": {"message_id": 5}}))
     clean_http_sink.respond("/api/webhooks/42/hook-token", Response(200, json={"id": "777"}))
-    dovecot.append(mail_user.name, "INBOX", eml(subject="Offsite agenda", sender="Dora <dora@example.test>",
-                                                body="Agenda attached. See you at 9.00!\n"))
     account = create_account(owner=alice, email=f"{mail_user.name}@example.test", host="127.0.0.1",
                              port=dovecot.port, security=Account.Security.NONE, username=mail_user.name,
                              password=mail_user.password, display_name="Team inbox")
+    assert sync_account_now(account, ignore_backoff=True).errors == []  # connected: what comes next is new
+    dovecot.append(mail_user.name, "INBOX", eml(subject="Offsite agenda", sender="Dora <dora@example.test>",
+                                                body="Agenda attached. See you at 9.00!\n"))
     assert sync_account_now(account, ignore_backoff=True).errors == []
     [message] = Message.objects.filter(account=account)
     assert run_stages(message) == ["standardized", "distributed", "sent", "sent"]
