@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from imap.accounts import check_connection, connection_changed
 from imap.models import Account, Folder, IdleSession
-from mailgate.admin_scope import owned
+from mailgate.admin_scope import OwnerScopedAdmin, owned
 
 # An admin click should answer quickly even if MAILGATE_IMAP_TIMEOUT is long for batch sync.
 ADMIN_TEST_TIMEOUT = 15.0
@@ -78,7 +78,7 @@ def _lease_live(session) -> bool:
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(OwnerScopedAdmin):
     form = AccountForm
     list_display = ["display_name", "email", "host", "security", "enabled", "state", "idle_connected",
                     "idle_last_push", "last_sync_at", "test_connection_button"]
@@ -102,6 +102,14 @@ class AccountAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "IDLE"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            # Sharing an account shows its mail to the members: only a superuser chooses them, so
+            # a tenant is never shown the list of every user nor can add one to their mail.
+            fields.append("members")
+        return fields
 
     # IDLE state (imap.IdleSession) -----------------------------------------------------------
     def _idle_time(self, obj, name: str, *, only_connected: bool = False):
@@ -197,14 +205,15 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Folder)
-class FolderAdmin(admin.ModelAdmin):
+class FolderAdmin(OwnerScopedAdmin):
     list_display = ["name", "account", "special_use", "selectable", "present", "highest_uid", "last_synced_at"]
     list_filter = ["special_use", "selectable", "present"]
     search_fields = ["name", "account__email"]
-    readonly_fields = ["uidvalidity", "uidnext", "highest_uid", "highestmodseq", "last_synced_at"]
+    readonly_fields = ["uidvalidity", "uidnext", "highest_uid", "highestmodseq", "history_below_uid",
+                       "last_synced_at"]
 
-    def get_queryset(self, request):
-        return owned(super().get_queryset(request), request.user, Q(account__owner=request.user))
+    def owner_filter(self, user) -> Q:
+        return Q(account__owner=user)  # the account choices are the user's own too (OwnerScopedAdmin)
 
 
 @admin.register(IdleSession)

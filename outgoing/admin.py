@@ -10,7 +10,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from mailgate.admin_scope import owned
+from mailgate.admin_scope import OwnerScopedAdmin
 from mailgate.crypto import CredentialsUnreadable
 from outgoing import sending
 from outgoing.forms import ServiceForm
@@ -29,9 +29,9 @@ def secret_names_set(obj) -> str:
     return ", ".join(names) or "none"
 
 
-class OwnedAdmin(admin.ModelAdmin):
-    def get_queryset(self, request):
-        return owned(super().get_queryset(request), request.user)
+class OwnedAdmin(OwnerScopedAdmin):
+    """Services and inbound channels: a staff user who is not a superuser sees their own only, and
+    what they add is theirs (the owner field is read-only for them, so no other user is listed)."""
 
     def get_changeform_initial_data(self, request):
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
