@@ -87,6 +87,20 @@ def classify(exc: BaseException, account) -> errors.ImapError:
     return errors.ProtocolError(f"unexpected error with {where}: {type(exc).__name__}")
 
 
+def _login_utf8(mailbox, username: str, password: str, initial_folder) -> None:
+    """AUTHENTICATE PLAIN for a non-ASCII username or password. imaplib raises its generic error for
+    a refused AUTHENTICATE (where LOGIN gives imap-tools' MailboxLoginError), which would read as a
+    protocol error and be retried for ever: a refusal here is a failed login like any other."""
+    try:
+        mailbox.login_utf8(username, password, initial_folder=None)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        raise MailboxLoginError(("NO", [str(exc).encode()]), "OK") from None
+    if initial_folder is not None:
+        mailbox.folder.set(initial_folder)
+
+
 @contextmanager
 def open_mailbox(account, *, timeout: float | None = None, initial_folder: str | None = None):
     """Yield a logged-in imap-tools mailbox; raise an errors.ImapError subclass on failure.
@@ -108,7 +122,7 @@ def open_mailbox(account, *, timeout: float | None = None, initial_folder: str |
             mailbox.login(account.username, password, initial_folder=initial_folder)
         else:
             # LOGIN arguments are ASCII in imaplib; AUTHENTICATE PLAIN carries UTF-8.
-            mailbox.login_utf8(account.username, password, initial_folder=initial_folder)
+            _login_utf8(mailbox, account.username, password, initial_folder)
     except Exception as exc:  # noqa: BLE001 - the boundary: whatever happens, one ImapError, no password
         raise classify(exc, account) from None
     try:

@@ -595,3 +595,17 @@ def test_the_fetch_tokenizer_keeps_brackets_escapes_and_nil():
     assert item["X-GM-LABELS"] == ['a "b" \\c', None, None, "NIL"]
     assert item["FLAGS"] == ["\\Seen"] and item["BODY[TEXT]<0>"] == "unclosed)"
 
+
+
+@pytest.mark.django_db
+def test_a_wrong_non_ascii_password_stops_like_any_wrong_password(alice, dovecot, mail_user, settings):
+    # Sent with AUTHENTICATE PLAIN (LOGIN is ASCII only), whose refusal imaplib reports differently.
+    settings.MAILGATE_AUTH_FAILURE_LIMIT = 2
+    account = make_account(alice, dovecot, mail_user)
+    account.set_password("fälsch-pässwörd")
+    account.save()
+    for _ in range(2):
+        report = sync_account_now(account, ignore_backoff=True)
+        assert report.errors and "authentication failed" in report.errors[0]
+    account.refresh_from_db()
+    assert account.state == Account.State.AUTH_FAILED and "stopped after 2" in account.last_error
