@@ -42,8 +42,8 @@ from imap.headers import header_fields
 from imap.locations import mark_gone, refresh_message_flags
 from imap.models import Account, Folder, MessageLocation
 from mailgate import realtime
-from pipeline import ingest
-from pipeline.models import Message, PurgedIdentity, Thread
+from pipeline import audit, events as pipeline_events, ingest
+from pipeline.models import Event, Message, PurgedIdentity, Thread
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +267,23 @@ class FolderSync:
             items += " X-GM-MSGID X-GM-THRID X-GM-LABELS"
         # Headers are small: metadata batches can be larger than body batches.
         size = max(1, settings.MAILGATE_SYNC_BATCH_SIZE) * 2
+        viewers = self.account.viewer_ids()
         for start in range(0, len(uids), size):
             chunk = uids[start:start + size]
             data = self._uid("FETCH", wire.uid_set(chunk), f"({items})")
-            self._store_metadata(wire.fetch_items(data), max(chunk))
+            created = self._store_metadata(wire.fetch_items(data), max(chunk))
             self.conn.slot.renew()
+            # The inbox shows a message as soon as its headers are known, before its body comes.
+            pipeline_events.messages_stored(viewers, "message.new", created, self.account.pk)
+            realtime.publish(viewers, "sync.progress", {
+                "account_id": self.account.pk, "folder": self.folder.name,
+                "done": start + len(chunk), "total": len(uids), "new": len(created)})
 
-    def _store_metadata(self, items: list[dict], batch_max_uid: int) -> None:
+    def _store_metadata(self, items: list[dict], batch_max_uid: int) -> list:
+        """Phase 1 of one FETCH batch: the messages (HEADERS) and their locations; returns the
+        ids of the messages this batch created (each with a FETCHED audit row)."""
         account, folder = self.account, self.folder
+        created = []
         limit = settings.MAILGATE_MAX_MESSAGE_BYTES
         parsed = []
         for item in items:
@@ -310,6 +319,7 @@ class FolderSync:
                             .values_list("identity", flat=True))
                 fresh = {}  # identity -> (new pk, too large)
                 history_below = folder.history_below_uid or 0
+                summaries = {}  # new pk -> (sender, subject, uid) for its audit row
                 rows = []
                 new_pk = Message._meta.pk.get_default
                 for p in parsed:
@@ -318,6 +328,7 @@ class FolderSync:
                     pk, too_large = new_pk(), p["size"] > limit
                     fresh[p["identity"]] = (pk, too_large)
                     fields = header_fields(p["header"])
+                    summaries[pk] = (fields.get("sender_address", ""), fields.get("subject", ""), p["uid"])
                     rows.append([pk, p["identity"], p["gm_msgid"], p["size"], p["flags"], p["labels"],
                                  self._gm_thread(p),
                                  str(Message.Status.TOO_LARGE if too_large else Message.Status.HEADERS),
@@ -342,6 +353,10 @@ class FolderSync:
                     parsed = [p for p in parsed if p["identity"] in by_identity]
                     identities = set(by_identity)
                 created = {pk for pk, _ in fresh.values()} & set(by_identity.values())
+                audit.record_all([audit.event_for(
+                    Event.Kind.FETCHED, pk, account.owner_id, sender=summary[0], subject=summary[1],
+                    detail=f"headers fetched from {folder.name}, UID {summary[2]}")
+                    for pk, summary in sorted(summaries.items(), key=lambda item: item[1][2]) if pk in created])
                 self.stats.skipped_large += sum(1 for pk, too_large in fresh.values() if too_large and pk in created)
                 before = self._live().filter(uid__in=[p["uid"] for p in parsed]).count()
                 InsertIgnoringConflicts(MessageLocation, _LOCATION_VARYING, {
@@ -358,10 +373,8 @@ class FolderSync:
                         status=Message.Status.HEADERS)
             Folder.objects.filter(pk=folder.pk, highest_uid__lt=batch_max_uid).update(highest_uid=batch_max_uid)
             folder.highest_uid = max(folder.highest_uid, batch_max_uid)
-            if parsed:
-                realtime.publish(account.owner_id, "sync.progress",
-                               {"account_id": account.pk, "folder": folder.name, "new": len(parsed)})
         self.progress(len(parsed))
+        return created
 
     def _gm_thread(self, p):
         if not p["gm_thrid"]:

@@ -24,6 +24,12 @@ def event(kind, message=None, delivery=None, detail: str = "") -> Event:
     )
 
 
+def event_for(kind, message_id, owner_id, *, sender: str = "", subject: str = "", detail: str = "") -> Event:
+    """An unsaved audit row for a message known by id only (the bulk stages: sync's phase 1 and 2)."""
+    return Event(kind=kind, owner_id=owner_id, message_id=message_id, worker=worker_name(),
+                 detail=str(detail)[:10000], summary=f"{sender or '?'}: {(subject or '(no subject)')[:200]}"[:500])
+
+
 def record(kind, message=None, delivery=None, detail: str = "") -> Event:
     """Write an audit row. Call it inside the transaction that makes the transition, or before a
     side effect (a send) so the row exists even if the worker dies during it."""

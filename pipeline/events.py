@@ -1,7 +1,7 @@
 """Live hints to the browsers of everyone who may see the message (owner, account members),
 published after the commit."""
 
-from mailgate.realtime import publish_for_message
+from mailgate import realtime
 
 
 def _message_data(message) -> dict:
@@ -11,17 +11,30 @@ def _message_data(message) -> dict:
 
 
 def message_new(message) -> None:
-    publish_for_message(message, "message.new", _message_data(message))
+    realtime.publish_for_message(message, "message.new", _message_data(message))
 
 
 def message_updated(message) -> None:
-    publish_for_message(message, "message.updated", _message_data(message))
+    realtime.publish_for_message(message, "message.updated", _message_data(message))
 
 
 def delivery_updated(delivery) -> None:
-    publish_for_message(delivery.message, "delivery.updated", {
+    realtime.publish_for_message(delivery.message, "delivery.updated", {
         "id": str(delivery.pk), "message": str(delivery.message_id), "status": delivery.status,
         "service": delivery.service_id, "address": delivery.address, "attempts": delivery.attempts,
         "not_before": delivery.not_before.isoformat() if delivery.not_before else None,
         "error": (delivery.last_error or "")[:300],
     })
+
+
+# A page refreshes up to this many messages by id; for more (a first sync's batch) it reloads.
+MAX_IDS = 100
+
+
+def messages_stored(viewer_ids, event_type: str, message_ids, account_id=None) -> None:
+    """One hint for a batch of messages (sync's phase 1 and 2): their ids, or none and `"many":
+    true` when there are too many to refresh one by one."""
+    ids = [str(pk) for pk in message_ids]
+    if ids:
+        realtime.publish(viewer_ids, event_type, {"ids": ids if len(ids) <= MAX_IDS else [], "many": len(ids) > MAX_IDS,
+                                         "account": account_id})

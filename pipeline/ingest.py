@@ -12,8 +12,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage, storages
 from django.db import IntegrityError, connections, router, transaction
 
-from pipeline import queue
-from pipeline.models import Message, PurgedIdentity
+from pipeline import audit, events, queue
+from pipeline.models import Event, Message, PurgedIdentity
 from pipeline.queue import Stage
 
 _known_dirs: set = set()
@@ -123,8 +123,26 @@ def attach_raw_batch(pairs) -> int:
             pk__in=list(stored), status=Message.Status.HEADERS).order_by("pk").values_list("pk", flat=True))
         if waiting:
             _advance_to_received([(pk, *stored[pk]) for pk in waiting])
+            _received(waiting)
             enqueue_standardize_many(waiting)
     return len(waiting)
+
+
+def _received(message_ids) -> None:
+    """The audit rows and the live hints of messages whose raw bytes were just stored: two queries
+    and one hint per audience, whatever the batch size."""
+    rows = list(Message.objects.filter(pk__in=message_ids).values_list(
+        "id", "owner_id", "account_id", "sender_address", "subject", "size"))
+    audit.record_all([audit.event_for(Event.Kind.RECEIVED, pk, owner_id, sender=sender, subject=subject,
+                                      detail=f"raw stored, {size} bytes")
+                      for pk, owner_id, _, sender, subject, size in rows])
+    batches: dict = {}
+    for pk, owner_id, account_id, *_ in rows:
+        batches.setdefault((account_id, None if account_id else owner_id), []).append(pk)
+    for (account_id, owner_id), ids in batches.items():
+        # The audience is the same for every message of one account: ask the model once.
+        viewers = Message(account_id=account_id, owner_id=owner_id).viewer_ids()
+        events.messages_stored(viewers, "message.updated", ids, account_id)
 
 
 def _advance_to_received(rows) -> None:
@@ -170,6 +188,8 @@ def ingest_raw(*, owner, raw: bytes, identity: str, source: str, account=None, f
                 identity=identity, raw=name, raw_sha256=digest, size=len(raw),
                 status=Message.Status.RECEIVED, **fields,
             )
+            audit.record(Event.Kind.RECEIVED, message, detail=f"raw stored, {len(raw)} bytes ({source})")
+            events.message_new(message)
             enqueue_standardize(message.pk)
     except IntegrityError:
         # Lost a race with a concurrent call for the same identity: the other one stored it.

@@ -172,7 +172,7 @@ def test_mail_mailgate_relayed_is_suppressed_and_not_distributed(alice, team):
     assert relayed.suppressed_reason.startswith("loop: relayed by this mailgate")
     assert tasks.distribute(str(relayed.pk)) == "skipped"
     assert not Delivery.objects.filter(message=relayed).exists()
-    assert kinds(relayed) == ["standardized", "suppressed"]
+    assert kinds(relayed) == ["received", "standardized", "suppressed"]
 
 
 def test_an_out_of_office_reply_is_suppressed(alice):
@@ -206,7 +206,7 @@ def test_three_subscribers_receive_it_and_the_sender_does_not(alice, team, clean
     assert sorted(r for m in received for r in m.rcpt_tos) == [
         "bob@example.test", "carol@example.test", "erin@example.test"]
     assert all(m.message[loops.settings.MAILGATE_RELAY_HEADER] for m in received)
-    assert kinds(message)[:5] == ["standardized", "distributed", "queued", "queued", "queued"]
+    assert kinds(message)[:6] == ["received", "standardized", "distributed", "queued", "queued", "queued"]
     assert kinds(message).count("sending") == kinds(message).count("sent") == 3
 
 

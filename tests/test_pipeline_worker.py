@@ -74,7 +74,7 @@ def test_mail_appended_to_dovecot_reaches_three_subscribers_but_not_its_sender(
         message = Message.objects.get(owner=alice)
         wait_until(lambda: Delivery.objects.filter(message=message, status="sent").count() == 3, 10)
         timeline = list(Event.objects.filter(message=message).values_list("kind", flat=True))
-        assert timeline[:2] == ["standardized", "distributed"]
+        assert timeline[:4] == ["fetched", "received", "standardized", "distributed"]
         assert timeline.count("queued") == timeline.count("sending") == timeline.count("sent") == 3
         assert len({w for w in Event.objects.filter(message=message).values_list("worker", flat=True)}) >= 1
 
@@ -150,7 +150,7 @@ def test_a_message_that_crashes_its_worker_every_time_ends_dead(alice):
     message.refresh_from_db()
     assert message.attempts == 4  # three crashes, then the fourth start gives up without parsing
     kinds = list(Event.objects.filter(message=message).values_list("kind", flat=True))
-    assert kinds == ["crashed", "crashed", "dead"]
+    assert kinds == ["received", "crashed", "crashed", "dead"]
 
 
 def _children(pid: int) -> list[int]:

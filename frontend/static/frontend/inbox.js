@@ -149,9 +149,30 @@
   document.getElementById("search").addEventListener("input", searchLater);
   form.addEventListener("change", (event) => { if (event.target.id !== "search") reload(); });
 
+  // A first sync's batch is too many to refresh one by one: reload the page's rows, at most twice a second.
+  const reloadSoon = debounce(reload, 500);
+  const syncing = new Map();  // "account/folder" -> {done, total}
+  function showSync(data) {
+    const key = `${data.account_id}/${data.folder}`;
+    if (data.done >= data.total) syncing.delete(key); else syncing.set(key, data);
+    const line = document.getElementById("sync-progress");
+    line.hidden = syncing.size === 0;
+    line.textContent = [...syncing.values()].map((d) =>
+      `Syncing ${accountName(d.account_id)} / ${d.folder}: ${d.done.toLocaleString()} of ${d.total.toLocaleString()}`).join(" · ");
+  }
+  function accountName(id) {
+    const option = form.querySelector(`select[name=account] option[value="${id}"]`);
+    return option ? option.textContent : `account ${id}`;
+  }
+
   connect({
     onEvent(event) {
-      if (event.type === "message.new" || event.type === "message.updated") refresh([event.data.id]);
+      const data = event.data || {};
+      if (event.type === "message.new" || event.type === "message.updated") {
+        if (data.many) reloadSoon(); else refresh(data.ids || [data.id]);
+      } else if (event.type === "sync.progress") {
+        showSync(data);
+      }
     },
     resync: reload,
   });

@@ -77,7 +77,7 @@
   connect({
     onEvent(event) {
       const data = event.data || {};
-      if (data.id === id || data.message === id) refreshAll();
+      if (data.id === id || data.message === id || (data.ids || []).includes(id)) refreshAll();
     },
     resync: async () => refreshAll(),
   });
