@@ -3,11 +3,18 @@
 Set before importing mailgate.settings because it reads the environment at import time.
 """
 
+import base64
 import os
+import secrets
 import tempfile
 
 os.environ.setdefault("MAILGATE_DATA_DIR", tempfile.mkdtemp(prefix="mailgate-test-"))
-os.environ.setdefault("DEBUG", "1")  # generates throwaway keys in the private data dir
+os.environ.setdefault("DEBUG", "1")
+# The run's own throwaway keys, in the environment so the daphne, worker and IDLE subprocesses it
+# starts share them. Not generated into the data dir: with DATABASE_URL set (CI's PostgreSQL pass)
+# the install is not loopback-only and start-up rightly refuses generated keys.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(60))
+os.environ.setdefault("MAILGATE_FERNET_KEYS", base64.urlsafe_b64encode(os.urandom(32)).decode())
 # Unit tests use the in-memory layer unless a real Redis is given (CI's second pass sets
 # REDIS_URL); acceptance tests that cross processes start their own Redis.
 if not os.environ.get("REDIS_URL"):
