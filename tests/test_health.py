@@ -75,7 +75,8 @@ def test_it_is_503_naming_the_channel_layer_when_redis_is_unreachable(client, se
 
 
 def redis_layer(address: str) -> dict:
-    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [{"address": address}]}}}
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                        "CONFIG": {"hosts": [{"address": address}]}}}
 
 
 def test_it_says_which_redis_the_channel_layer_uses_and_whether_this_process_started_it(

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.test import Client
 
 from frontend.events import user_group
-from tests.servers.web import start_daphne
 from tests.servers import procs
+from tests.servers.web import start_daphne
 from tests.servers.websocket import Closed, WebSocket, expect_silence
 
 SILENCE = 30  # seconds: six of channels-redis's blocking reads, and past daphne's 20 s ping
@@ -29,9 +29,15 @@ def session_cookie(user) -> str:
 
 def send_event(server, user, data: dict) -> None:
     """What frontend.events publishes, sent straight to the layer the server listens on."""
-    layer = RedisChannelLayer(**server.channel_layers()["default"]["CONFIG"])
-    async_to_sync(layer.group_send)(user_group(user.pk), {
-        "type": "mailgate.event", "event": "message.new", "data": data, "seq": None})
+    async def send():
+        layer = RedisChannelLayer(**server.channel_layers()["default"]["CONFIG"])
+        try:
+            await layer.group_send(user_group(user.pk), {
+                "type": "mailgate.event", "event": "message.new", "data": data, "seq": None})
+        finally:
+            await layer.close_pools()  # its connections belong to this call's event loop
+
+    async_to_sync(send)()
 
 
 @pytest.mark.slow
