@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django_q.models import OrmQ
 
+from mailgate import embedded_redis
 from mailgate.realtime import channel_layer
 
 
@@ -46,9 +47,18 @@ async def _layer_roundtrip() -> float:
 
 
 def _channel_layer() -> dict:
-    seconds = async_to_sync(_layer_roundtrip)()
-    return {"ok": True, "backend": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1],
-            "roundtrip_ms": round(seconds * 1000, 2)}
+    # Which Redis is meant is most useful when it is down, so this part reports its own failure.
+    part = {"backend": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]}
+    try:
+        seconds = async_to_sync(_layer_roundtrip)()
+    except Exception as exc:  # a health probe reports every failure instead of raising
+        return {"ok": False, **part, "redis": embedded_redis.describe(), "error": _error(exc)}
+    # Described after the round trip, which starts the embedded server if this process is first.
+    return {"ok": True, **part, "redis": embedded_redis.describe(), "roundtrip_ms": round(seconds * 1000, 2)}
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 # The ground's own parts; the composition root (mailgate/urls.py) adds the checks of the apps above
@@ -71,7 +81,7 @@ def view(**app_checks):
             try:
                 body[name] = check()
             except Exception as exc:  # a health probe reports every failure instead of raising
-                body[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+                body[name] = {"ok": False, "error": _error(exc)}
         healthy = all(part["ok"] for part in body.values())
         body["status"] = "ok" if healthy else "down"
         return JsonResponse(body, status=200 if healthy else 503)

@@ -42,11 +42,10 @@ def user_group(user_id: int) -> str:
 # The channel layer --------------------------------------------------------------------------------
 
 def ensure_embedded_redis() -> None:
-    """Start the embedded Redis when no REDIS_URL is configured and the Redis layer is in use."""
-    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
-    if settings.REDIS_URL or not backend.startswith("channels_redis"):
-        return
-    embedded_redis.ensure_running(settings.MAILGATE_EMBEDDED_REDIS_SOCKET)
+    """Start the embedded Redis, or join the one running, when the channel layer uses it. This
+    process then holds it until it exits (see mailgate/embedded_redis.py)."""
+    if embedded_redis.in_use():
+        embedded_redis.ensure_running(settings.MAILGATE_EMBEDDED_REDIS_SOCKET)
 
 
 def channel_layer():

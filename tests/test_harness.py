@@ -413,6 +413,43 @@ def test_redis_server_stop_kills_its_pid():
     assert not os.path.exists(server.dir)
 
 
+# ---------------------------------------------------------------- the session-end check
+
+LEAVES_A_DAEMON = """
+import os, subprocess, sys, time
+
+DAEMON = "import os, sys, time\\nif os.fork():\\n    sys.exit(0)\\nos.setsid()\\n" \\
+         "open(sys.argv[2], 'w').write(str(os.getpid()))\\ntime.sleep(600)\\n"
+
+def test_it_starts_a_daemon_and_forgets_it(tmp_path):
+    pid_file = os.environ["DAEMON_PID_FILE"]
+    subprocess.run([sys.executable, "-c", DAEMON, str(tmp_path / "state"), pid_file], check=True)
+    while not os.path.exists(pid_file) or not open(pid_file).read():
+        time.sleep(0.01)
+"""
+
+
+def test_a_session_that_leaves_a_process_running_fails_and_the_process_is_stopped(tmp_path):
+    """tests/servers/leftovers.py, run on a one-test session whose test forgets a daemon."""
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "test_inner.py").write_text(LEAVES_A_DAEMON)
+    pid_file = tmp_path / "daemon.pid"
+    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATA_DIR"}  # its own, never ours
+    env.update(PYTHONPATH=REPO, DJANGO_SETTINGS_MODULE="tests.settings", DAEMON_PID_FILE=str(pid_file),
+               MAILGATE_LEFTOVERS_WAIT="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-c", os.devnull, "-p", "tests.servers.leftovers",
+         "-p", "no:randomly", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'basetemp'}",
+         str(tmp_path / "inner" / "test_inner.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    pid = int(pid_file.read_text())
+    assert result.returncode == 1 and "1 passed" in output, output
+    assert "processes left running" in output and f"pid {pid}:" in output, output
+    eventually(lambda: not pid_alive(pid), timeout=5, what="the forgotten daemon killed")
+
+
 # ---------------------------------------------------------------- HTTP
 
 

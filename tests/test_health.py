@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from imap.models import IdleManager
+from mailgate import embedded_redis
 from tests.servers.ports import free_port
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +72,35 @@ def test_it_is_503_naming_the_channel_layer_when_redis_is_unreachable(client, se
     status, body = healthz(client)
     assert status == 503
     assert body["channel_layer"]["ok"] is False and "Connect" in body["channel_layer"]["error"]
+    assert body["channel_layer"]["redis"] == {"kind": "REDIS_URL", "started_by_this_process": False}
     assert body["database"]["ok"] and body["idle_manager"]["ok"]
+
+
+def redis_layer(address: str) -> dict:
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                        "CONFIG": {"hosts": [{"address": address}]}}}
+
+
+def test_it_says_which_redis_the_channel_layer_uses_and_whether_this_process_started_it(
+        client, settings, tmp_path, redis_server):
+    an_idle_manager_is_alive()
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert healthz(client)[1]["channel_layer"]["redis"] is None
+
+    settings.CHANNEL_LAYERS = redis_layer(redis_server.url)
+    assert healthz(client)[1]["channel_layer"]["redis"] == {"kind": "REDIS_URL", "started_by_this_process": False}
+
+    sock = tmp_path / "redis.sock"
+    settings.MAILGATE_EMBEDDED_REDIS_SOCKET = sock
+    settings.CHANNEL_LAYERS = redis_layer(f"unix://{sock}")
+    try:
+        status, body = healthz(client)  # the first use of the embedded Redis in this process starts it
+        assert status == 200, body
+        assert body["channel_layer"]["redis"] == {"kind": "embedded", "socket": str(sock),
+                                                  "started_by_this_process": True}
+    finally:
+        embedded_redis.stop(sock)
+        embedded_redis.release()
 
 
 @pytest.mark.django_db(transaction=True)

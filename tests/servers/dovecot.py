@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import leftovers
 from .ports import (
     HOST,
     free_ports,
@@ -184,6 +185,7 @@ class Dovecot:
         _reap_stale_instances(parent)
         _check_traversable(parent)
         root = tempfile.mkdtemp(prefix=_DIR_PREFIX, dir=parent)
+        leftovers.remember(root)  # its master's command line names the config in it
         # mkdtemp makes 0700; the auth process (user dovecot) must read the
         # passwd-file and every mail uid must reach its home below this dir.
         os.chmod(root, 0o755)

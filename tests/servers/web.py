@@ -35,6 +35,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from django.conf import settings
 
 from tests.servers import procs
 from tests.servers.ports import HOST, free_port
@@ -60,12 +61,19 @@ class WebServer:
     def log(self) -> str:
         return procs.log_text(self.log_name)
 
+    @property
+    def redis_address(self) -> str:
+        """Where the server's channel layer lives: its REDIS_URL, or without one the embedded Redis
+        in the data dir it shares with the tests."""
+        return self.redis_url or f"unix://{settings.MAILGATE_EMBEDDED_REDIS_SOCKET}"
+
     def channel_layers(self) -> dict:
         """The CHANNEL_LAYERS setting that talks to the same Redis as the server."""
         return {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [{"address": self.redis_url}], "prefix": self.channel_prefix,
+                "CONFIG": {"hosts": [{"address": self.redis_address, **settings.MAILGATE_REDIS_CONNECTION}],
+                           "prefix": self.channel_prefix,
                            "capacity": 1000, "expiry": 30},
             }
         }
@@ -90,7 +98,10 @@ def _wait_until_answering(server: WebServer, timeout: float = 30) -> None:
 
 
 def start_daphne(redis_url: str, log_name: str = "web", **env: str) -> WebServer:
-    """Start daphne on a free port over the test database and wait until it answers."""
+    """Start daphne on a free port over the test database and wait until it answers.
+
+    With `redis_url` empty the server uses the embedded Redis of the test data dir (starting it
+    if need be), as a laptop install does."""
     port = free_port()
     prefix = f"mailgate-test-{uuid.uuid4().hex[:8]}"
     proc = procs.start(

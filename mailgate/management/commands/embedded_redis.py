@@ -1,3 +1,5 @@
+import signal
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -5,7 +7,9 @@ from mailgate import embedded_redis
 
 
 class Command(BaseCommand):
-    help = "Start or stop the embedded Redis used when REDIS_URL is not set."
+    help = ("The embedded Redis used when REDIS_URL is not set. Every mailgate process starts or joins "
+            "it on its own and it stops a few seconds after the last one exits; `start` holds it in "
+            "the foreground until interrupted, `stop` stops it at once, `status` tells.")
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["start", "stop", "status"])
@@ -16,12 +20,20 @@ class Command(BaseCommand):
         sock = settings.MAILGATE_EMBEDDED_REDIS_SOCKET
         if action == "start":
             started = embedded_redis.ensure_running(sock)
-            self.stdout.write(f"embedded Redis {'started' if started else 'already running'} at {sock}")
+            self.stdout.write(f"embedded Redis {'started' if started else 'already running'} at {sock}; "
+                              f"held until Ctrl-C")
+            self.stdout.flush()
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                self.stdout.write("released the embedded Redis: it stops once no other process uses it")
         elif action == "stop":
             stopped = embedded_redis.stop(sock)
             self.stdout.write("embedded Redis stopped" if stopped else "embedded Redis was not running")
         else:
             running = embedded_redis.answers(sock)
-            self.stdout.write("running" if running else "stopped")
+            pid = embedded_redis.server_pid(sock) if running else None
+            self.stdout.write(f"running (pid {pid}) at {sock}" if running else "stopped")
             if not running:
                 raise SystemExit(1)
