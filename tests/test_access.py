@@ -12,16 +12,15 @@ from django.urls import reverse
 
 from frontend import access
 from mailgate.realtime import current_seq, publish_for_account, publish_for_message
-from tests.test_api import make_delivery
-from tests.test_api_support import make_account, make_attachment, make_message
+from tests.builders import PNG, account_row, failed_delivery, lease_and_connect, make_attachment, stored_message
 
 
 @pytest.fixture
 def alices_mail(alice):
-    account = make_account(alice)
-    message = make_message(alice, account, subject="Alice's secret", html="<p>secret</p>")
+    account = account_row(alice)
+    message = stored_message(alice, account, subject="Alice's secret", html="<p>secret</p>")
     attachment = make_attachment(message)
-    delivery = make_delivery(alice, message, status="failed")
+    delivery = failed_delivery(alice, message, status="failed")
     return account, message, attachment, delivery
 
 
@@ -86,8 +85,6 @@ def test_a_member_of_the_account_sees_its_messages_and_charlie_still_does_not(al
 
 @pytest.mark.django_db
 def test_bob_sees_nothing_of_alices_idle_state(alice, bob, alices_mail):
-    from tests.test_api import lease_and_connect
-
     account, *_ = alices_mail
     lease_and_connect(account)
     bob_client = logged_in(bob)
@@ -101,7 +98,6 @@ def test_bob_sees_nothing_of_alices_idle_state(alice, bob, alices_mail):
 def test_bob_cannot_open_alices_inline_images_even_with_a_token_of_his_own(alice, bob, alices_mail):
     from frontend.views import inline_token
     from pipeline.models import Attachment
-    from tests.test_api import PNG
 
     account, message, _, _ = alices_mail
     part = make_attachment(message, filename="logo.png", content_type="image/png", content=PNG)
@@ -152,14 +148,14 @@ def _socket_for(user) -> WebsocketCommunicator:
 
 @pytest.mark.django_db(transaction=True)
 def test_bob_receives_no_event_when_alice_gets_mail_but_a_member_does(alice, bob, charlie):
-    account = make_account(alice, members=[charlie])
+    account = account_row(alice, members=[charlie])
     alice_socket, bob_socket, charlie_socket = _socket_for(alice), _socket_for(bob), _socket_for(charlie)
 
     async def scenario():
         for socket in (alice_socket, bob_socket, charlie_socket):
             connected, _ = await socket.connect()
             assert connected
-        message = await sync_to_async(make_message)(alice, account, subject="For Alice")
+        message = await sync_to_async(stored_message)(alice, account, subject="For Alice")
         await sync_to_async(publish_for_message)(message, "message.new")
         alice_event = await alice_socket.receive_json_from(timeout=5)
         charlie_event = await charlie_socket.receive_json_from(timeout=5)
@@ -177,7 +173,7 @@ def test_bob_receives_no_event_when_alice_gets_mail_but_a_member_does(alice, bob
 
 @pytest.mark.django_db(transaction=True)
 def test_events_are_numbered_per_user_without_gaps(alice, bob):
-    account = make_account(alice)
+    account = account_row(alice)
     socket = _socket_for(alice)
 
     async def scenario():
@@ -218,7 +214,7 @@ def test_an_anonymous_or_foreign_origin_socket_is_refused(alice):
 def test_the_idle_managers_account_status_reaches_alice_and_members_but_not_bob(alice, bob, charlie):
     from imap import leases
 
-    account = make_account(alice, members=[charlie])
+    account = account_row(alice, members=[charlie])
     sockets = {user.username: _socket_for(user) for user in (alice, bob, charlie)}
 
     async def scenario():

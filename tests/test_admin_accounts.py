@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from imap.accounts import create_account
 from imap.models import Account
+from tests.builders import account_row, lease_and_connect
 from tests.servers.browser import login, screenshot_path
 
 pytestmark = pytest.mark.django_db
@@ -103,10 +104,7 @@ def test_bob_cannot_test_or_see_alices_account(client, bob, alice_account):
 
 
 def test_the_change_page_shows_the_idle_state_read_only(admin_client_, alice):
-    from tests.test_api import lease_and_connect
-    from tests.test_api_support import make_account
-
-    account = make_account(alice, name="Pushy")
+    account = account_row(alice, name="Pushy")
     owner = lease_and_connect(account)
     page = admin_client_.get(change_url(account)).content.decode()
     idle = page[page.index('class="fieldset-heading">IDLE</h2>'):]
@@ -123,25 +121,20 @@ def test_the_account_list_shows_idle_and_last_push_columns_without_a_query_per_r
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from tests.test_api import lease_and_connect
-    from tests.test_api_support import make_account
-
-    lease_and_connect(make_account(alice, name="Pushy"))
+    lease_and_connect(account_row(alice, name="Pushy"))
     with CaptureQueriesContext(connection) as one:
         page = admin_client_.get(reverse("admin:imap_account_changelist")).content.decode()
     assert "column-idle_connected" in page and "column-idle_last_push" in page
     assert 'alt="True"' in page  # connected under a live lease
     for _ in range(3):
-        lease_and_connect(make_account(alice), owner="host-b:1:cafe")
+        lease_and_connect(account_row(alice), owner="host-b:1:cafe")
     with CaptureQueriesContext(connection) as four:
         admin_client_.get(reverse("admin:imap_account_changelist"))
     assert len(four) == len(one)
 
 
 def test_an_account_without_an_idle_session_has_a_quiet_idle_fieldset(admin_client_, alice):
-    from tests.test_api_support import make_account
-
-    account = make_account(alice)
+    account = account_row(alice)
     page = admin_client_.get(change_url(account)).content.decode()
     assert "none (no IDLE manager holds this account)" in page
     assert 'class="fieldset-heading">IDLE</h2>' in page
@@ -153,10 +146,7 @@ def test_an_account_without_an_idle_session_has_a_quiet_idle_fieldset(admin_clie
 def test_bob_cannot_see_alices_idle_session_in_the_admin(client, bob, alice):
     from django.contrib.auth.models import Permission
 
-    from tests.test_api import lease_and_connect
-    from tests.test_api_support import make_account
-
-    lease_and_connect(make_account(alice, name="Alice's pushy"))
+    lease_and_connect(account_row(alice, name="Alice's pushy"))
     bob.is_staff = True
     bob.save()
     bob.user_permissions.add(*Permission.objects.filter(codename="view_idlesession"))

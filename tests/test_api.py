@@ -13,9 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from frontend import search
-from pipeline.models import Attachment, Delivery, Event, Message, Subscriber, Subscription, Thread
-from outgoing.models import Service
-from tests.test_api_support import BASE_DATE, make_account, make_attachment, make_message
+from pipeline.models import Attachment, Delivery, Event, Message, Thread
+from tests.builders import (BASE_DATE, PNG, account_row, failed_delivery, lease_and_connect, make_attachment,
+                            stored_message)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def alice_client(client, alice):
 
 @pytest.fixture
 def account(alice):
-    return make_account(alice)
+    return account_row(alice)
 
 
 def list_messages(client, **params):
@@ -47,9 +47,9 @@ def test_the_api_answers_401_to_anonymous_requests(client):
 
 def test_messages_come_newest_first_in_keyset_pages_without_gaps_or_repeats(alice_client, alice, account):
     same_time = BASE_DATE + timedelta(days=10)
-    made = [make_message(alice, account, subject=f"m{i}") for i in range(7)]
-    made += [make_message(alice, account, subject=f"tie{i}", date=same_time) for i in range(3)]
-    undated = make_message(alice, account, subject="undated")
+    made = [stored_message(alice, account, subject=f"m{i}") for i in range(7)]
+    made += [stored_message(alice, account, subject=f"tie{i}", date=same_time) for i in range(3)]
+    undated = stored_message(alice, account, subject="undated")
     Message.objects.filter(pk=undated.pk).update(date=None)
 
     seen, cursor = [], None
@@ -75,13 +75,13 @@ def test_a_tampered_cursor_is_a_clear_400(alice_client):
 
 
 def test_filters_narrow_by_account_folder_unread_flagged_attachment_and_date(alice_client, alice, account):
-    other = make_account(alice)
-    make_message(alice, account, subject="read", flags=["\\Seen"])
-    make_message(alice, account, subject="unread")
-    make_message(alice, account, subject="flagged", flags=["\\Seen", "\\Flagged"])
-    make_message(alice, account, subject="archived", folder="Archive", flags=["\\Seen"])
-    make_message(alice, account, subject="attached", flags=["\\Seen"], has_attachments=True)
-    make_message(alice, other, subject="elsewhere", flags=["\\Seen"], date=BASE_DATE - timedelta(days=30))
+    other = account_row(alice)
+    stored_message(alice, account, subject="read", flags=["\\Seen"])
+    stored_message(alice, account, subject="unread")
+    stored_message(alice, account, subject="flagged", flags=["\\Seen", "\\Flagged"])
+    stored_message(alice, account, subject="archived", folder="Archive", flags=["\\Seen"])
+    stored_message(alice, account, subject="attached", flags=["\\Seen"], has_attachments=True)
+    stored_message(alice, other, subject="elsewhere", flags=["\\Seen"], date=BASE_DATE - timedelta(days=30))
 
     assert set(subjects(list_messages(alice_client, unread=1))) == {"unread"}
     assert "unread" not in subjects(list_messages(alice_client, unread=0))
@@ -104,10 +104,10 @@ def test_a_bad_filter_value_is_a_400_that_names_it(alice_client):
 
 
 def test_search_finds_words_in_subject_sender_and_body_with_prefixes(alice_client, alice, account):
-    make_message(alice, account, subject="Quarterly invoice", text="please pay")
-    make_message(alice, account, subject="Lunch", text="the invoice is attached", sender="dave@example.test")
-    make_message(alice, account, subject="Holiday", sender="invoices@vendor.test")
-    make_message(alice, account, subject="Unrelated", text="nothing here")
+    stored_message(alice, account, subject="Quarterly invoice", text="please pay")
+    stored_message(alice, account, subject="Lunch", text="the invoice is attached", sender="dave@example.test")
+    stored_message(alice, account, subject="Holiday", sender="invoices@vendor.test")
+    stored_message(alice, account, subject="Unrelated", text="nothing here")
 
     assert set(subjects(list_messages(alice_client, q="invoice"))) == {"Quarterly invoice", "Lunch", "Holiday"}
     assert set(subjects(list_messages(alice_client, q="invo"))) == {"Quarterly invoice", "Lunch", "Holiday"}
@@ -116,7 +116,7 @@ def test_search_finds_words_in_subject_sender_and_body_with_prefixes(alice_clien
 
 
 def test_search_input_with_query_syntax_is_taken_as_plain_words(alice_client, alice, account):
-    make_message(alice, account, subject="NEAR the AND gate", text='say "hi" OR not')
+    stored_message(alice, account, subject="NEAR the AND gate", text='say "hi" OR not')
     for text in ['"', "NEAR(", "AND", "subject:x", "*", "hi) OR (", "'; DROP TABLE x; --", "!!!"]:
         response = alice_client.get(reverse("frontend:api_messages"), {"q": text})
         assert response.status_code == 200, (text, response.content)
@@ -124,7 +124,7 @@ def test_search_input_with_query_syntax_is_taken_as_plain_words(alice_client, al
 
 
 def test_search_follows_edits_and_deletions(alice_client, alice, account):
-    message = make_message(alice, account, subject="Draft", text="alpha")
+    message = stored_message(alice, account, subject="Draft", text="alpha")
     assert subjects(list_messages(alice_client, q="alpha")) == ["Draft"]
     Message.objects.filter(pk=message.pk).update(text_body="beta")
     assert subjects(list_messages(alice_client, q="alpha")) == []
@@ -134,7 +134,7 @@ def test_search_follows_edits_and_deletions(alice_client, alice, account):
 
 
 def test_installing_the_search_index_again_is_harmless(alice_client, alice, account):
-    make_message(alice, account, subject="Twice", text="gamma")
+    stored_message(alice, account, subject="Twice", text="gamma")
     search.install()
     search.install()
     search.rebuild()
@@ -142,14 +142,14 @@ def test_installing_the_search_index_again_is_harmless(alice_client, alice, acco
 
 
 def test_live_refresh_by_id_returns_only_rows_matching_the_filters(alice_client, alice, account):
-    read = make_message(alice, account, subject="read", flags=["\\Seen"])
-    unread = make_message(alice, account, subject="unread")
+    read = stored_message(alice, account, subject="read", flags=["\\Seen"])
+    unread = stored_message(alice, account, subject="unread")
     page = list_messages(alice_client, unread=1, id=[str(read.pk), str(unread.pk)])
     assert subjects(page) == ["unread"]
 
 
 def test_detail_has_headers_body_attachments_and_locations(alice_client, alice, account):
-    message = make_message(alice, account, subject="Report", html="<p>Hi</p>", to=[
+    message = stored_message(alice, account, subject="Report", html="<p>Hi</p>", to=[
         {"name": "Alice", "address": "alice@example.test"}])
     make_attachment(message, filename="report.pdf", content_type="application/pdf", content=b"%PDF-1.4")
     detail = alice_client.get(reverse("frontend:api_message", args=[message.pk])).json()
@@ -163,15 +163,15 @@ def test_detail_has_headers_body_attachments_and_locations(alice_client, alice, 
 
 def test_the_thread_lists_the_conversation_in_date_order(alice_client, alice, account):
     thread = Thread.objects.create(owner=alice, subject="Plans")
-    first = make_message(alice, account, subject="Plans", thread=thread)
-    second = make_message(alice, account, subject="Re: Plans", thread=thread)
-    make_message(alice, account, subject="Other")
+    first = stored_message(alice, account, subject="Plans", thread=thread)
+    second = stored_message(alice, account, subject="Re: Plans", thread=thread)
+    stored_message(alice, account, subject="Other")
     rows = alice_client.get(reverse("frontend:api_thread", args=[second.pk])).json()["results"]
     assert [r["id"] for r in rows] == [str(first.pk), str(second.pk)]
 
 
 def test_attachments_download_as_opaque_files_unless_the_type_is_safe(alice_client, alice, account):
-    message = make_message(alice, account)
+    message = stored_message(alice, account)
     hostile = make_attachment(message, filename="invoice.html", content_type="text/html")
     picture = make_attachment(message, filename="photo.png", content_type="image/png", content=b"\x89PNG")
     response = alice_client.get(reverse("frontend:attachment", args=[hostile.pk]))
@@ -187,7 +187,8 @@ def test_attachments_download_as_opaque_files_unless_the_type_is_safe(alice_clie
 
 
 def test_the_body_frame_is_locked_down_until_remote_images_are_asked_for(alice_client, alice, account):
-    message = make_message(alice, account, html='<p>Hi</p><img data-remote-src="https://tracker.test/p.gif" alt="x">')
+    message = stored_message(alice, account,
+                             html='<p>Hi</p><img data-remote-src="https://tracker.test/p.gif" alt="x">')
     url = reverse("frontend:message_body", args=[message.pk])
     response = alice_client.get(url)
     csp = response["Content-Security-Policy"]
@@ -200,22 +201,6 @@ def test_the_body_frame_is_locked_down_until_remote_images_are_asked_for(alice_c
     remote = alice_client.get(url, {"remote": "1"})
     assert f"img-src data: {inline} https: http:" in remote["Content-Security-Policy"]
     assert b'<img src="https://tracker.test/p.gif"' in remote.content
-
-
-def _png_1x1() -> bytes:
-    """A valid 1x1 red PNG, enough for a browser to decode."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-            + chunk(b"IEND", b""))
-
-
-PNG = _png_1x1()
 
 
 def inline_part(message, content_id, *, content_type="image/png", content=PNG, is_inline=True):
@@ -231,9 +216,9 @@ def inline_urls(client, message) -> dict[str, str]:
 
 
 def test_cid_images_in_the_body_point_at_the_messages_inline_endpoint(alice_client, alice, account):
-    message = make_message(alice, account, html='<p>Logo</p><img src="cid:logo@example.test" alt="logo">'
-                                                '<img src="CID:Part1%2406@Example.TEST" alt="encoded">'
-                                                '<img src="cid:nowhere@example.test" alt="unknown">')
+    message = stored_message(alice, account, html='<p>Logo</p><img src="cid:logo@example.test" alt="logo">'
+                                                  '<img src="CID:Part1%2406@Example.TEST" alt="encoded">'
+                                                  '<img src="cid:nowhere@example.test" alt="unknown">')
     inline_part(message, "logo@example.test")
     inline_part(message, "part1$06@example.test")
     urls = inline_urls(alice_client, message)
@@ -254,8 +239,8 @@ def test_cid_images_in_the_body_point_at_the_messages_inline_endpoint(alice_clie
 def test_the_inline_endpoint_serves_only_images_of_that_message(alice_client, alice, account):
     from frontend.views import inline_token
 
-    message = make_message(alice, account, html='<img src="cid:page@x" alt="page">')
-    other = make_message(alice, account)
+    message = stored_message(alice, account, html='<img src="cid:page@x" alt="page">')
+    other = stored_message(alice, account)
     inline_part(message, "page@x", content_type="text/html", content=b"<script>alert(1)</script>")
     inline_part(message, "drawing@x", content_type="image/svg+xml", content=b"<svg onload='alert(1)'/>")
     inline_part(message, "logo@x")
@@ -275,7 +260,7 @@ def test_the_inline_endpoint_serves_only_images_of_that_message(alice_client, al
 def test_an_inline_token_expires(alice_client, alice, account, monkeypatch):
     from frontend import views
 
-    message = make_message(alice, account, html='<img src="cid:logo@x" alt="logo">')
+    message = stored_message(alice, account, html='<img src="cid:logo@x" alt="logo">')
     inline_part(message, "logo@x")
     src = inline_urls(alice_client, message)["logo"]
     monkeypatch.setattr(views, "INLINE_TOKEN_MAX_AGE", -1)
@@ -283,10 +268,10 @@ def test_an_inline_token_expires(alice_client, alice, account, monkeypatch):
 
 
 def test_stats_count_messages_and_deliveries_per_status(alice_client, alice, account):
-    make_message(alice, account, status="standardized")
-    message = make_message(alice, account, status="distributed")
-    make_message(alice, account, status="dead")
-    delivery = make_delivery(alice, message, status=Delivery.Status.FAILED)
+    stored_message(alice, account, status="standardized")
+    message = stored_message(alice, account, status="distributed")
+    stored_message(alice, account, status="dead")
+    delivery = failed_delivery(alice, message, status=Delivery.Status.FAILED)
     stats = alice_client.get(reverse("frontend:api_stats")).json()
     assert stats["messages"]["standardized"] == 1
     assert stats["messages"]["dead"] == 1
@@ -295,20 +280,9 @@ def test_stats_count_messages_and_deliveries_per_status(alice_client, alice, acc
     assert delivery.status == "failed"
 
 
-def make_delivery(owner, message, status=Delivery.Status.SCHEDULED, name="Ops email"):
-    service = Service.objects.get_or_create(owner=owner, name=name, defaults={"kind": Service.Kind.SMTP})[0]
-    subscriber = Subscriber.objects.create(owner=owner, name="Ops")
-    subscription = Subscription.objects.create(subscriber=subscriber, service=service, address="ops@example.test")
-    from django.utils import timezone
-
-    return Delivery.objects.create(message=message, subscription=subscription, service=service,
-                                   address="ops@example.test", status=status, not_before=timezone.now(),
-                                   attempts=3, last_error="550 mailbox unavailable")
-
-
 def test_a_failed_delivery_can_be_retried_once_and_is_requeued_with_an_audit_row(alice_client, alice, account):
-    message = make_message(alice, account, status="distributed")
-    delivery = make_delivery(alice, message, status=Delivery.Status.FAILED)
+    message = stored_message(alice, account, status="distributed")
+    delivery = failed_delivery(alice, message, status=Delivery.Status.FAILED)
     url = reverse("frontend:api_delivery_retry", args=[delivery.pk])
     response = alice_client.post(url)
     assert response.status_code == 200, response.content
@@ -322,8 +296,8 @@ def test_a_failed_delivery_can_be_retried_once_and_is_requeued_with_an_audit_row
 
 
 def test_failing_deliveries_are_listed_by_status(alice_client, alice, account):
-    message = make_message(alice, account, status="distributed")
-    make_delivery(alice, message, status=Delivery.Status.DEAD)
+    message = stored_message(alice, account, status="distributed")
+    failed_delivery(alice, message, status=Delivery.Status.DEAD)
     rows = alice_client.get(reverse("frontend:api_deliveries"), {"status": "failed,dead"}).json()["results"]
     assert [(r["status"], r["retryable"]) for r in rows] == [("dead", True)]
     assert alice_client.get(reverse("frontend:api_deliveries"), {"status": "bogus"}).status_code == 400
@@ -337,18 +311,6 @@ def test_accounts_show_their_live_idle_state(alice_client, alice, account):
     rows = alice_client.get(reverse("frontend:api_accounts")).json()["results"]
     assert rows[0]["idle"]["connected"] is True
     assert {f["name"] for f in rows[0]["folders"]} == {"INBOX", "Archive", "Trash"}
-
-
-def lease_and_connect(account, owner="host-a:4242:beef"):
-    """What an IDLE manager does: claim the lease, idle, read a push, lose the connection once and
-    get it back."""
-    from imap import leases
-
-    assert leases.claim(owner, [account.pk], 1) == [account.pk]
-    assert leases.record_disconnected(owner, account.pk, "connection lost: BYE server shutting down")
-    assert leases.record_connected(owner, account.pk)
-    leases.record_push(owner, account.pk, received_at=BASE_DATE)
-    return owner
 
 
 def test_the_api_shows_a_leased_idle_session_with_every_field(alice_client, alice, account):
@@ -395,14 +357,14 @@ def test_listing_accounts_costs_the_same_queries_for_one_or_many(alice_client, a
     with CaptureQueriesContext(connection) as one:
         alice_client.get(url)
     for _ in range(3):
-        lease_and_connect(make_account(alice), owner="host-b:1:cafe")
+        lease_and_connect(account_row(alice), owner="host-b:1:cafe")
     with CaptureQueriesContext(connection) as four:
         assert len(alice_client.get(url).json()["results"]) == 4
     assert len(four) == len(one)
 
 
 def test_batch_requests_with_bad_input_get_clear_errors(alice_client, alice, account):
-    message = make_message(alice, account)
+    message = stored_message(alice, account)
     url = reverse("frontend:api_batch")
     post = lambda body: alice_client.post(url, body, content_type="application/json")  # noqa: E731
     assert post({"action": "explode", "ids": [str(message.pk)]}).json()["error"].startswith("action must be")
@@ -413,7 +375,7 @@ def test_batch_requests_with_bad_input_get_clear_errors(alice_client, alice, acc
 
 
 def test_marking_a_message_that_lives_on_no_server_changes_only_its_own_flags(alice_client, alice):
-    message = make_message(alice, None, subject="imported")
+    message = stored_message(alice, None, subject="imported")
     response = alice_client.post(reverse("frontend:api_batch"), {"action": "read", "ids": [str(message.pk)]},
                                  content_type="application/json")
     assert response.json() == {"updated": [str(message.pk)], "errors": []}

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import clock, tasks
 from pipeline.models import Delivery, Event
-from tests.test_pipeline import eml, ingest, route_everything, run_stages, smtp_service, subscribe
+from tests.builders import eml, ingest, route_everything, run_stages, smtp_service, subscribe
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from django.utils import timezone
 from mailgate.realtime import publish_for_message
 from imap.models import Account, Folder
 from pipeline.models import Message
+from tests.builders import PNG, account_row, failed_delivery, make_attachment, stored_message
 from tests.servers.browser import login, off_the_event_loop, screenshot_path
 from tests.servers.waiting import eventually
-from tests.test_api_support import make_account, make_message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,9 +28,10 @@ def raw_mail(subject: str, body: str = "Hello from the test") -> bytes:
     return msg.as_bytes()
 
 
-def dovecot_account(owner, dovecot, mail_user) -> Account:
-    return make_account(owner, host=dovecot.host, port=dovecot.port, security=Account.Security.NONE,
-                        username=mail_user.name, password=mail_user.password, folders=())
+def dovecot_account_row(owner, dovecot, mail_user) -> Account:
+    """An account row on the test Dovecot with no folders yet: the first sync finds them."""
+    return account_row(owner, host=dovecot.host, port=dovecot.port, security=Account.Security.NONE,
+                       username=mail_user.name, password=mail_user.password, folders=())
 
 
 def sync_and_standardize(account) -> list[Message]:
@@ -56,7 +57,7 @@ def open_inbox(page, live_web, user):
 
 def test_a_message_appended_on_the_server_appears_in_the_open_inbox_without_a_reload(
         page, live_web, alice, dovecot, mail_user, request):
-    account = dovecot_account(alice, dovecot, mail_user)
+    account = dovecot_account_row(alice, dovecot, mail_user)
     open_inbox(page, live_web, alice)
     navigations = []
     page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
@@ -74,14 +75,14 @@ def test_a_message_appended_on_the_server_appears_in_the_open_inbox_without_a_re
 
 
 def test_a_gap_in_sequence_numbers_makes_the_page_refetch(page, live_web, alice):
-    account = make_account(alice)
+    account = account_row(alice)
     open_inbox(page, live_web, alice)
     # Published to nobody's socket: the event is lost, as channels-redis may lose one.
     from mailgate.realtime import next_seq
 
-    missed = make_message(alice, account, subject="Missed while away")
+    missed = stored_message(alice, account, subject="Missed while away")
     next_seq(alice.pk)
-    seen = make_message(alice, account, subject="Announced", date=timezone.now())
+    seen = stored_message(alice, account, subject="Announced", date=timezone.now())
     off_the_event_loop(publish_for_message, seen, "message.new")
     page.locator(f"tr.message-row[data-id='{missed.pk}']").wait_for()
     page.locator(f"tr.message-row[data-id='{seen.pk}']").wait_for()
@@ -89,7 +90,7 @@ def test_a_gap_in_sequence_numbers_makes_the_page_refetch(page, live_web, alice)
 
 def test_selecting_three_messages_and_marking_them_read_sets_seen_on_the_server(
         page, live_web, alice, dovecot, mail_user, request):
-    account = dovecot_account(alice, dovecot, mail_user)
+    account = dovecot_account_row(alice, dovecot, mail_user)
     uids = [dovecot.append(mail_user.name, "INBOX", raw_mail(f"Report {n}")) for n in range(3)]
     other = dovecot.append(mail_user.name, "INBOX", raw_mail("Leave me unread"))
     off_the_event_loop(sync_and_standardize, account)
@@ -135,10 +136,10 @@ def test_hostile_html_runs_nothing_and_remote_images_wait_for_the_click(
     page.set_content(control.replace(clean_http_sink.base_url, "http://127.0.0.1:9"))
     page.wait_for_function("document.title === 'pwned'")
 
-    account = make_account(alice)
+    account = account_row(alice)
     # Sanitized as the pipeline stores it, plus the raw markup: the page must hold even if the
     # sanitizer missed something.
-    message = make_message(alice, account, subject="Report", html=sanitize_html(hostile) + hostile)
+    message = stored_message(alice, account, subject="Report", html=sanitize_html(hostile) + hostile)
     login(page, alice)
     page.goto(f"{live_web.url}/messages/{message.pk}/")
     frame_element = page.wait_for_selector("#body-frame[data-loaded='1']")
@@ -164,11 +165,9 @@ def test_hostile_html_runs_nothing_and_remote_images_wait_for_the_click(
 
 
 def test_the_dashboard_retries_a_dead_delivery_and_follows_it_live(page, live_web, alice):
-    from tests.test_api import make_delivery
-
-    account = make_account(alice)
-    message = make_message(alice, account, subject="Pager alert", status="distributed")
-    delivery = make_delivery(alice, message, status="dead")
+    account = account_row(alice)
+    message = stored_message(alice, account, subject="Pager alert", status="distributed")
+    delivery = failed_delivery(alice, message, status="dead")
     login(page, alice)
     page.goto(f"{live_web.url}/pipeline/")
     page.wait_for_selector("body[data-ws=open]")
@@ -206,13 +205,11 @@ def test_an_inline_cid_image_shows_in_the_body_frame_and_remote_ones_still_wait(
         page, live_web, alice, clean_http_sink, request):
     from pipeline.models import Attachment
     from pipeline.parsing.sanitize import sanitize_html
-    from tests.test_api import PNG
-    from tests.test_api_support import make_attachment
 
-    account = make_account(alice)
+    account = account_row(alice)
     html = sanitize_html(f'<p>Signed</p><img src="cid:logo@example.test" alt="logo" width="20" height="20">'
                          f'<img src="{clean_http_sink.base_url}/remote.png" alt="remote">')
-    message = make_message(alice, account, subject="With logo", html=html)
+    message = stored_message(alice, account, subject="With logo", html=html)
     part = make_attachment(message, filename="logo.png", content_type="image/png", content=PNG)
     Attachment.objects.filter(pk=part.pk).update(content_id="logo@example.test", is_inline=True)
 

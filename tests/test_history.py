@@ -12,8 +12,8 @@ from imap.models import Account
 from pipeline import history, tasks
 from pipeline.ingest import ingest_raw
 from pipeline.models import Delivery, Event, Message
-from tests.test_pipeline import eml, route_everything, run_stages, smtp_service, subscribe
-from tests.test_sync import fill_maildir, make_account, sync
+from tests.builders import (dovecot_account, eml, fill_maildir, route_everything, run_stages, smtp_service,
+                            subscribe, sync)
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def plain(subject: str, date: str = "Tue, 01 Jul 2025 10:00:00 +0000") -> bytes:
 def test_a_connected_mailbox_relays_none_of_its_500_messages_and_each_new_one_once(
         alice, relay, dovecot, mail_user):
     fill_maildir(dovecot, mail_user, "INBOX", [(plain(f"Old {n}"), "S") for n in range(500)])
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     pushed = []
 
     def arrives_during_the_first_sync(count):
@@ -160,7 +160,7 @@ def test_a_uidvalidity_reset_relays_nothing_twice_and_a_folder_added_later_start
         alice, relay, dovecot, mail_user):
     for n in range(5):
         dovecot.append(mail_user.name, "Projects", plain(f"Project {n}"))
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     sync(account)
     dovecot.append(mail_user.name, "Projects", plain("Project news"))
     sync(account)

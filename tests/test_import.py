@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 
 from imap.models import Account, MessageLocation
 from pipeline.models import Message
+from tests.builders import dovecot_account, sync
 
 
 def msg(n: int, lf: bool = False) -> bytes:
@@ -62,10 +63,8 @@ def test_importing_the_same_files_twice_stores_each_message_once(account, source
 
 @pytest.mark.django_db
 def test_a_message_sync_already_stored_is_recognised_on_import(alice, dovecot, mail_user, tmp_path):
-    from tests.test_sync import make_account, sync
-
     dovecot.append(mail_user.name, "INBOX", msg(7, lf=True))  # the server holds it with CRLF
-    synced = make_account(alice, dovecot, mail_user)
+    synced = dovecot_account(alice, dovecot, mail_user)
     sync(synced)
     (tmp_path / "seven.eml").write_bytes(msg(7, lf=True))
     result = run("--account", synced.pk, tmp_path / "seven.eml")

@@ -4,7 +4,8 @@
 
 frontend may use every app; mailgate/asgi.py and mailgate/urls.py (the composition root) name
 every app. A function-local import counts like any other. No source file of an app is longer than
-600 lines. Each failure names the file and line.
+600 lines. Test modules do not import each other: what several share lives in tests/builders.py.
+Each failure names the file and line.
 """
 
 import ast
@@ -83,3 +84,44 @@ def test_the_check_itself_catches_a_function_local_import_that_points_up(tmp_pat
 def test_each_app_of_the_rule_exists(app):
     # A renamed app would make the rule silently pass for it.
     assert (ROOT / app / "__init__.py").exists()
+
+
+def imports_of_test_modules(relative: str, source: str) -> list[str]:
+    """`file:line: ...` for every import, at any depth, of a test module (tests/test_*.py)."""
+    here = relative.removesuffix(".py").split("/")[:-1]  # the importing file's package
+    found = []
+    for node in ast.walk(ast.parse(source, filename=relative)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(here[:len(here) - node.level + 1] if node.level else [])
+            module = ".".join(filter(None, [base, node.module]))
+            # `from tests import test_x` names the test module in the alias.
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if len(parts) > 1 and parts[0] == "tests" and parts[1].startswith("test_"):
+                test_module = ".".join(parts[:2])
+                found.append((node.lineno, f"{relative}:{node.lineno}: imports {test_module} (a test module)"))
+                break
+    return [problem for _, problem in sorted(found)]
+
+
+def test_no_test_module_imports_another():
+    # The check must see every spelling, or it would pass whatever the suite does. (The sample
+    # spells the package through a variable so a grep for cross-imports does not find it here.)
+    pkg = "tests"
+    sample = (f"from {pkg}.test_api import PNG\n"
+              f"def f():\n    import {pkg}.test_sync\n    from {pkg} import test_pipeline\n"
+              f"    from .test_outgoing import BOT_TOKEN\n    from {pkg}.builders import eml\n")
+    assert imports_of_test_modules("tests/test_x.py", sample) == [
+        "tests/test_x.py:1: imports tests.test_api (a test module)",
+        "tests/test_x.py:3: imports tests.test_sync (a test module)",
+        "tests/test_x.py:4: imports tests.test_pipeline (a test module)",
+        "tests/test_x.py:5: imports tests.test_outgoing (a test module)"]
+
+    wrong = [problem for path in sorted((ROOT / "tests").rglob("*.py"))
+             for problem in imports_of_test_modules(path.relative_to(ROOT).as_posix(), path.read_text())]
+    assert not wrong, "import shared helpers from tests.builders instead:\n" + "\n".join(wrong)

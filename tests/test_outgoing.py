@@ -3,46 +3,24 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import itertools
 import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core.files.base import ContentFile
-from django.utils import timezone
 
 from outgoing import formatting, signatures
-from outgoing.models import Service
 from outgoing.registry import transport_for
 from outgoing.errors import TransportError
-from pipeline.models import Attachment, Delivery, Message, Subscriber, Subscription
+from pipeline.models import Attachment
+from tests.builders import BOT_TOKEN, due_delivery, import_message, make_service
 from tests.servers.http import Response
 from tests.servers.smtp import SmtpSink
 
 pytestmark = pytest.mark.django_db
 
-BOT_TOKEN = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
-_numbers = itertools.count(1)
-
-
-def make_service(owner, kind, config, secrets, **fields) -> Service:
-    service = Service(owner=owner, kind=kind, name=f"{kind} {next(_numbers)}", config=config, **fields)
-    service.set_secrets(secrets)
-    service.full_clean()  # the configs used here are valid ones
-    service.save()
-    return service
-
-
-def make_message(owner, **fields) -> Message:
-    values = dict(source=Message.Source.IMPORT, identity=f"test-{next(_numbers)}", subject="Lunch?",
-                  sender_name="Bob Example", sender_address="bob@example.test", message_id="<lunch@example.test>",
-                  text_body="Meet at 12.30 (usual place)!", html_body="<p>Meet at <b>12.30</b></p>",
-                  date=datetime.datetime(2025, 5, 1, 10, 0, tzinfo=datetime.timezone.utc))
-    values.update(fields)
-    return Message.objects.create(owner=owner, **values)
 
 
 def add_attachment(message, filename, data: bytes, content_type="application/pdf") -> Attachment:
@@ -52,15 +30,8 @@ def add_attachment(message, filename, data: bytes, content_type="application/pdf
     return attachment
 
 
-def make_delivery(service, message, address="") -> Delivery:
-    subscriber = Subscriber.objects.create(owner=service.owner, name=f"Subscriber {next(_numbers)}")
-    subscription = Subscription.objects.create(subscriber=subscriber, service=service, address=address)
-    return Delivery.objects.create(message=message, subscription=subscription, service=service, address=address,
-                                   not_before=timezone.now())
-
-
 def send(service, message, address=""):
-    delivery = make_delivery(service, message, address)
+    delivery = due_delivery(service, message, address)
     return transport_for(service).send(message, delivery), delivery
 
 
@@ -79,7 +50,7 @@ def telegram(alice, clean_http_sink):
 def test_telegram_sends_markdownv2_to_the_bots_sendmessage_method(alice, telegram, clean_http_sink):
     clean_http_sink.respond(f"/bot{BOT_TOKEN}/sendMessage",
                             Response(200, json={"ok": True, "result": {"message_id": 42, "chat": {"id": 7}}}))
-    remote_id, _ = send(telegram, make_message(alice), address="7")
+    remote_id, _ = send(telegram, import_message(alice), address="7")
     [request] = clean_http_sink.requests
     assert (request.method, request.path) == ("POST", f"/bot{BOT_TOKEN}/sendMessage")
     assert request.header("Content-Type") == "application/json"
@@ -92,7 +63,7 @@ def test_telegram_sends_markdownv2_to_the_bots_sendmessage_method(alice, telegra
 
 def test_telegram_splits_at_4096_characters_and_sends_files_with_senddocument(alice, telegram, clean_http_sink):
     clean_http_sink.default = Response(200, json={"ok": True, "result": {"message_id": 1}})
-    message = make_message(alice, text_body="\n".join("Line. " * 20 for _ in range(80)))  # ~9,600 chars
+    message = import_message(alice, text_body="\n".join("Line. " * 20 for _ in range(80)))  # ~9,600 chars
     add_attachment(message, "menu.pdf", b"%PDF-1.4 menu")
     remote_id, delivery = send(telegram, message, address="7")
     texts = [r.json()["text"] for r in clean_http_sink.requests if r.path.endswith("/sendMessage")]
@@ -114,8 +85,8 @@ def test_a_retried_telegram_delivery_does_not_resend_the_parts_already_sent(alic
     clean_http_sink.respond(path, [Response(200, json={"ok": True, "result": {"message_id": 1}}),
                                    Response(502, body=b"Bad Gateway"),
                                    Response(200, json={"ok": True, "result": {"message_id": 2}})])
-    message = make_message(alice, text_body="word " * 1500)  # two parts
-    delivery = make_delivery(telegram, message, "7")
+    message = import_message(alice, text_body="word " * 1500)  # two parts
+    delivery = due_delivery(telegram, message, "7")
     with pytest.raises(TransportError) as failed:
         transport_for(telegram).send(message, delivery)
     assert not failed.value.permanent
@@ -128,7 +99,7 @@ def test_telegram_errors_carry_its_description(alice, telegram, clean_http_sink)
     clean_http_sink.respond(f"/bot{BOT_TOKEN}/sendMessage", Response(400, json={
         "ok": False, "error_code": 400, "description": "Bad Request: chat not found"}))
     with pytest.raises(TransportError) as failed:
-        send(telegram, make_message(alice), address="999")
+        send(telegram, import_message(alice), address="999")
     assert failed.value.permanent
     assert "Bad Request: chat not found" in failed.value.message
     assert BOT_TOKEN not in failed.value.message
@@ -139,7 +110,7 @@ def test_telegram_429_gives_the_retry_after_from_its_body(alice, telegram, clean
         "ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
         "parameters": {"retry_after": 7}}))
     with pytest.raises(TransportError) as failed:
-        send(telegram, make_message(alice), address="7")
+        send(telegram, import_message(alice), address="7")
     assert (failed.value.permanent, failed.value.retry_after) == (False, 7.0)
 
 
@@ -154,7 +125,7 @@ def discord(alice, clean_http_sink):
 
 def test_discord_posts_content_and_an_embed_and_pings_nobody(alice, discord, clean_http_sink):
     clean_http_sink.respond("/api/webhooks/1122/tok-en", Response(200, json={"id": "998877", "content": "…"}))
-    remote_id, _ = send(discord, make_message(alice, text_body="@everyone look: 2*3"))
+    remote_id, _ = send(discord, import_message(alice, text_body="@everyone look: 2*3"))
     [request] = clean_http_sink.requests
     assert request.path == "/api/webhooks/1122/tok-en" and request.query == {"wait": ["true"]}
     body = request.json()
@@ -166,7 +137,7 @@ def test_discord_posts_content_and_an_embed_and_pings_nobody(alice, discord, cle
 
 def test_discord_sends_files_as_multipart_with_payload_json(alice, discord, clean_http_sink):
     clean_http_sink.respond("/api/webhooks/1122/tok-en", Response(200, json={"id": "1"}))
-    message = make_message(alice)
+    message = import_message(alice)
     add_attachment(message, "photo.png", b"\x89PNG data", "image/png")
     send(discord, message)
     [request] = clean_http_sink.requests
@@ -178,7 +149,7 @@ def test_discord_sends_files_as_multipart_with_payload_json(alice, discord, clea
 
 def test_discord_content_is_split_at_2000_characters(alice, discord, clean_http_sink):
     clean_http_sink.respond("/api/webhooks/1122/tok-en", Response(200, json={"id": "1"}))
-    send(discord, make_message(alice, text_body="word " * 1000))
+    send(discord, import_message(alice, text_body="word " * 1000))
     contents = [r.json()["content"] for r in clean_http_sink.requests]
     assert len(contents) == 3 and all(len(c) <= 2000 for c in contents)
     assert "embeds" in clean_http_sink.requests[0].json() and "embeds" not in clean_http_sink.requests[1].json()
@@ -188,7 +159,7 @@ def test_discord_404_fails_at_once_with_discords_message(alice, discord, clean_h
     clean_http_sink.respond("/api/webhooks/1122/tok-en",
                             Response(404, json={"message": "Unknown Webhook", "code": 10015}))
     with pytest.raises(TransportError) as failed:
-        send(discord, make_message(alice))
+        send(discord, import_message(alice))
     assert failed.value.permanent and "Unknown Webhook (code 10015)" in failed.value.message
     assert "tok-en" not in failed.value.message
 
@@ -198,7 +169,7 @@ def test_discord_429_honours_the_retry_after_header(alice, discord, clean_http_s
         429, json={"message": "You are being rate limited.", "retry_after": 1.5, "global": False},
         headers={"Retry-After": "2"}))
     with pytest.raises(TransportError) as failed:
-        send(discord, make_message(alice))
+        send(discord, import_message(alice))
     assert (failed.value.permanent, failed.value.retry_after) == (False, 2.0)
 
 
@@ -215,7 +186,7 @@ def test_slack_posts_mrkdwn_text_with_attachments_as_links(alice, slack, clean_h
     settings.MAILGATE_PUBLIC_BASE_URL = "https://relay.example.test"
     clean_http_sink.respond("/services/T000/B000/XXXX",
                             Response(200, body=b"ok", headers={"Content-Type": "text/plain"}))
-    message = make_message(alice, text_body="a <b> & c")
+    message = import_message(alice, text_body="a <b> & c")
     add_attachment(message, "menu.pdf", b"x" * 2048)
     assert send(slack, message)[0] == ""
     [request] = clean_http_sink.requests
@@ -226,7 +197,7 @@ def test_slack_posts_mrkdwn_text_with_attachments_as_links(alice, slack, clean_h
 
 
 def test_an_attachment_link_downloads_the_file_and_a_forged_one_is_not_found(alice, client):
-    message = make_message(alice)
+    message = import_message(alice)
     attachment = add_attachment(message, "menu.pdf", b"%PDF-1.4 menu")
     path = urlsplit(formatting.attachment_url(attachment)).path
     assert path.startswith("/hooks/files/")
@@ -240,14 +211,14 @@ def test_an_attachment_link_downloads_the_file_and_a_forged_one_is_not_found(ali
 def test_slack_errors_are_its_plain_text_answers(alice, slack, clean_http_sink):
     clean_http_sink.respond("/services/T000/B000/XXXX", Response(404, body=b"no_service"))
     with pytest.raises(TransportError) as failed:
-        send(slack, make_message(alice))
+        send(slack, import_message(alice))
     assert failed.value.permanent and failed.value.message.endswith("HTTP 404: no_service")
 
 
 def test_slack_5xx_is_transient(alice, slack, clean_http_sink):
     clean_http_sink.respond("/services/T000/B000/XXXX", Response(503, body=b"upstream connect error"))
     with pytest.raises(TransportError) as failed:
-        send(slack, make_message(alice))
+        send(slack, import_message(alice))
     assert not failed.value.permanent and failed.value.retry_after is None
 
 
@@ -267,7 +238,7 @@ def twilio_created(sid="SM" + "1" * 32):
 def test_twilio_posts_a_form_to_the_messages_api_with_basic_auth(alice, twilio, clean_http_sink):
     path = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
     clean_http_sink.respond(path, twilio_created())
-    remote_id, _ = send(twilio, make_message(alice, text_body="It\u2019s at 12.30"), address="+15551234567")
+    remote_id, _ = send(twilio, import_message(alice, text_body="It\u2019s at 12.30"), address="+15551234567")
     [request] = clean_http_sink.requests
     assert request.path == path
     assert request.header("Content-Type") == "application/x-www-form-urlencoded"
@@ -279,7 +250,7 @@ def test_twilio_posts_a_form_to_the_messages_api_with_basic_auth(alice, twilio, 
 
 def test_a_long_sms_is_truncated_to_1600_characters_with_a_note(alice, twilio, clean_http_sink):
     clean_http_sink.respond(f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json", twilio_created())
-    send(twilio, make_message(alice, text_body="word " * 1000), address="+15551234567")
+    send(twilio, import_message(alice, text_body="word " * 1000), address="+15551234567")
     [request] = clean_http_sink.requests
     body = form(request)["Body"][0]
     assert len(body) <= 1600
@@ -291,7 +262,7 @@ def test_a_long_sms_can_be_split_into_several_messages_instead(alice, twilio, cl
     twilio.save()
     clean_http_sink.respond(f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json",
                             [twilio_created("SMa"), twilio_created("SMb")])
-    remote_id, _ = send(twilio, make_message(alice, text_body="word " * 500), address="+15551234567")
+    remote_id, _ = send(twilio, import_message(alice, text_body="word " * 500), address="+15551234567")
     bodies = [form(r)["Body"][0] for r in clean_http_sink.requests]
     assert len(bodies) == 2 and all(len(b) <= 1600 for b in bodies)
     assert "truncated" not in bodies[-1]
@@ -303,7 +274,7 @@ def test_twilio_400_fails_with_twilios_message(alice, twilio, clean_http_sink):
         "code": 21211, "message": "The 'To' number +15551234567 is not a valid phone number.",
         "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}))
     with pytest.raises(TransportError) as failed:
-        send(twilio, make_message(alice), address="+15551234567")
+        send(twilio, import_message(alice), address="+15551234567")
     assert failed.value.permanent
     assert "The 'To' number +15551234567 is not a valid phone number. (code 21211)" in failed.value.message
 
@@ -312,7 +283,7 @@ def test_twilio_429_with_retry_after_is_retried_later(alice, twilio, clean_http_
     clean_http_sink.respond(f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json", Response(
         429, json={"code": 20429, "message": "Too Many Requests", "status": 429}, headers={"Retry-After": "30"}))
     with pytest.raises(TransportError) as failed:
-        send(twilio, make_message(alice), address="+15551234567")
+        send(twilio, import_message(alice), address="+15551234567")
     assert (failed.value.permanent, failed.value.retry_after) == (False, 30.0)
 
 
@@ -322,7 +293,7 @@ def test_twilio_429_with_retry_after_is_retried_later(alice, twilio, clean_http_
 def test_the_webhook_is_a_signed_json_post_keyed_by_the_delivery_id(alice, clean_http_sink):
     service = make_service(alice, "webhook", {"url": clean_http_sink.url("/incoming")}, {"signing_secret": "whsec"})
     clean_http_sink.respond("/incoming", Response(200, json={"id": "evt_1"}))
-    message = make_message(alice)
+    message = import_message(alice)
     add_attachment(message, "menu.pdf", b"%PDF")
     remote_id, delivery = send(service, message)
     [request] = clean_http_sink.requests
@@ -340,7 +311,7 @@ def test_an_unreachable_webhook_is_a_transient_network_error(alice):
     service = make_service(alice, "webhook", {"url": "http://127.0.0.1:9/hook", "timeout": 2},
                            {"signing_secret": "whsec"})
     with pytest.raises(TransportError) as failed:
-        send(service, make_message(alice))
+        send(service, import_message(alice))
     assert not failed.value.permanent and "network error talking to 127.0.0.1" in failed.value.message
 
 
@@ -355,7 +326,7 @@ def smtp(alice, clean_smtp_sink):
 
 def test_smtp_relays_text_html_and_attachments_with_the_loop_marking_header(alice, smtp, clean_smtp_sink, settings):
     settings.MAILGATE_INSTANCE_ID = "gate-1"
-    message = make_message(alice)
+    message = import_message(alice)
     add_attachment(message, "menu.pdf", b"%PDF-1.4 menu")
     remote_id, delivery = send(smtp, message, address="carol@example.test")
     [received] = clean_smtp_sink.wait_for(1, timeout=5)
@@ -376,21 +347,21 @@ def test_smtp_relays_text_html_and_attachments_with_the_loop_marking_header(alic
 
 def test_a_line_break_in_a_header_value_is_refused_and_nothing_is_sent(alice, smtp, clean_smtp_sink):
     with pytest.raises(TransportError) as failed:
-        send(smtp, make_message(alice, subject="Hi\r\nBcc: everyone@example.test"), address="carol@example.test")
+        send(smtp, import_message(alice, subject="Hi\r\nBcc: everyone@example.test"), address="carol@example.test")
     assert failed.value.permanent and "Subject header would contain a line break" in failed.value.message
     with pytest.raises(TransportError):
-        send(smtp, make_message(alice), address="carol@example.test\nBcc: x@example.test")
+        send(smtp, import_message(alice), address="carol@example.test\nBcc: x@example.test")
     assert clean_smtp_sink.messages == []
 
 
 def test_smtp_4xx_is_transient_and_5xx_permanent(alice, smtp, clean_smtp_sink):
     clean_smtp_sink.fail_next(1, 451)
     with pytest.raises(TransportError) as failed:
-        send(smtp, make_message(alice), address="carol@example.test")
+        send(smtp, import_message(alice), address="carol@example.test")
     assert not failed.value.permanent and "451" in failed.value.message
     clean_smtp_sink.fail_next(1, 550, stage="RCPT")
     with pytest.raises(TransportError) as failed:
-        send(smtp, make_message(alice), address="carol@example.test")
+        send(smtp, import_message(alice), address="carol@example.test")
     assert failed.value.permanent and "550" in failed.value.message
 
 
@@ -400,7 +371,7 @@ def test_smtp_uses_starttls_and_logs_in(alice):
         service = make_service(alice, "smtp", {
             "host": sink.host, "port": sink.port, "security": "starttls", "username": "relay",
             "cafile": sink.cafile, "from_address": "relay@mailgate.example.test"}, {"password": "pw"})
-        send(service, make_message(alice), address="carol@example.test")
+        send(service, import_message(alice), address="carol@example.test")
         [received] = sink.wait_for(1, timeout=5)
         assert (received.tls, received.auth_user) == (True, "relay")
     finally:
@@ -415,9 +386,9 @@ def test_smtp_builds_one_tls_context_per_ca_file_and_none_without_tls(alice, cle
         service = make_service(alice, "smtp", {
             "host": sink.host, "port": sink.port, "security": "starttls", "cafile": sink.cafile,
             "from_address": "relay@mailgate.example.test"}, {})
-        send(service, make_message(alice), address="carol@example.test")
+        send(service, import_message(alice), address="carol@example.test")
         context = smtp_module.tls_context(sink.cafile)
-        send(service, make_message(alice), address="dan@example.test")
+        send(service, import_message(alice), address="dan@example.test")
         assert len(sink.wait_for(2, timeout=5)) == 2
         assert smtp_module.tls_context(sink.cafile) is context  # the CA file was loaded once
     finally:
@@ -429,5 +400,5 @@ def test_smtp_builds_one_tls_context_per_ca_file_and_none_without_tls(alice, cle
     monkeypatch.setattr(smtp_module.ssl, "create_default_context", no_context)
     plain = make_service(alice, "smtp", {"host": clean_smtp_sink.host, "port": clean_smtp_sink.port,
                                          "security": "none", "from_address": "relay@mailgate.example.test"}, {})
-    send(plain, make_message(alice), address="carol@example.test")
+    send(plain, import_message(alice), address="carol@example.test")
     assert clean_smtp_sink.wait_for(1, timeout=5)[0].rcpt_tos == ["carol@example.test"]

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from inbound.models import InboundChannel
 from outgoing.models import Service
+from tests.builders import BOT_TOKEN, make_service
 from tests.servers.http import Response
-from tests.test_outgoing import BOT_TOKEN, make_service
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 from outgoing import ratelimit, sending
 from outgoing.models import Service
 from outgoing.errors import TransportError
+from tests.builders import BOT_TOKEN, due_delivery, import_message, make_service
 from tests.servers.http import Response
-from tests.test_outgoing import BOT_TOKEN, make_delivery, make_message, make_service
 
 T0 = datetime.datetime(2025, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -88,7 +88,7 @@ def test_a_429_records_the_error_and_blocks_the_service_for_other_workers(alice,
     clean_http_sink.respond(f"/bot{BOT_TOKEN}/sendMessage", Response(
         429, json={"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 40",
                    "parameters": {"retry_after": 40}}))
-    delivery = make_delivery(service, make_message(alice), "7")
+    delivery = due_delivery(service, import_message(alice), "7")
     with pytest.raises(TransportError) as failed:
         sending.send(delivery)
     assert failed.value.retry_after == 40
@@ -102,7 +102,7 @@ def test_a_success_is_recorded_on_the_service(alice, clean_http_sink):
     service = make_service(alice, "telegram", {"api_base": clean_http_sink.base_url}, {"bot_token": BOT_TOKEN})
     clean_http_sink.respond(f"/bot{BOT_TOKEN}/sendMessage",
                             Response(200, json={"ok": True, "result": {"message_id": 9}}))
-    assert sending.send(make_delivery(service, make_message(alice), "7")) == "9"
+    assert sending.send(due_delivery(service, import_message(alice), "7")) == "9"
     service.refresh_from_db()
     assert service.last_success_at is not None
 
@@ -112,7 +112,7 @@ def test_a_disabled_service_fails_the_delivery_permanently(alice, clean_http_sin
     service = make_service(alice, "telegram", {"api_base": clean_http_sink.base_url}, {"bot_token": BOT_TOKEN},
                            enabled=False)
     with pytest.raises(TransportError) as failed:
-        sending.send(make_delivery(service, make_message(alice), "7"))
+        sending.send(due_delivery(service, import_message(alice), "7"))
     assert failed.value.permanent and clean_http_sink.requests == []
 
 
@@ -122,7 +122,7 @@ def test_undecryptable_secrets_fail_clearly_without_sending(alice, clean_http_si
     Service.objects.filter(pk=service.pk).update(secrets_encrypted="gAAAAA-not-a-token")
     service.refresh_from_db()
     with pytest.raises(TransportError) as failed:
-        sending.send(make_delivery(service, make_message(alice), "7"))
+        sending.send(due_delivery(service, import_message(alice), "7"))
     assert failed.value.permanent and "enter them again" in failed.value.message
 
 

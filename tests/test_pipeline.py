@@ -5,7 +5,6 @@ process are in tests/test_pipeline_worker.py.
 """
 
 from datetime import timedelta
-from email.message import EmailMessage
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -17,68 +16,13 @@ from django_q.models import OrmQ
 from outgoing.models import Service
 from outgoing.relay import relay_header_value
 from pipeline import clock, loops, sending, sweeper, tasks
-from pipeline.ingest import ingest_raw
-from pipeline.models import Attachment, Delivery, Event, Message, Route, Subscriber, Subscription, Thread
+from pipeline.models import Attachment, Delivery, Event, Message, Route, Subscriber, Thread
+from tests.builders import eml, ingest, route_everything, run_stages, smtp_service, subscribe
 
 pytestmark = pytest.mark.django_db
 
 
-# --- helpers (also used by the other test_pipeline*.py files) -------------------------------------
-
-def eml(subject="Quarterly numbers", sender="Dora <dora@example.test>", to="team@example.test", body="Hi all,\n",
-        headers=None, attachment=None, message_id=None, in_reply_to=None) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = "Mon, 03 Mar 2025 10:00:00 +0000"
-    if message_id:
-        msg["Message-ID"] = message_id
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-        msg["References"] = in_reply_to
-    for name, value in (headers or {}).items():
-        msg[name] = value
-    msg.set_content(body)
-    if attachment:
-        filename, data = attachment
-        msg.add_attachment(data, maintype="application", subtype="pdf", filename=filename)
-    return msg.as_bytes()
-
-
-_identities = iter(range(1, 10**9))
-
-
-def ingest(owner, raw: bytes) -> Message:
-    message, created = ingest_raw(owner=owner, raw=raw, identity=f"test-{next(_identities)}", source="import")
-    assert created
-    return message
-
-
-def smtp_service(owner, sink, name="Relay mail", **fields) -> Service:
-    return Service.objects.create(owner=owner, kind="smtp", name=name, config={
-        "host": sink.host, "port": sink.port, "security": "none", "from_address": "gate@mailgate.test"},
-        **fields)
-
-
-def subscribe(service, name, address, addresses=(), **fields) -> Subscription:
-    subscriber = Subscriber.objects.create(owner=service.owner, name=name, addresses=list(addresses))
-    return Subscription.objects.create(subscriber=subscriber, service=service, address=address, **fields)
-
-
-def route_everything(owner, *services, **criteria) -> Route:
-    route = Route.objects.create(owner=owner, name=f"route {next(_identities)}", **criteria)
-    route.services.set(services)
-    return route
-
-
-def run_stages(message) -> list[str]:
-    """standardize → distribute → send every due delivery, as the worker would."""
-    outcomes = [tasks.standardize(str(message.pk)), tasks.distribute(str(message.pk))]
-    for delivery in Delivery.objects.filter(message=message, not_before__lte=clock.now()):
-        outcomes.append(tasks.send(str(delivery.pk)))
-    return outcomes
-
+# --- helpers --------------------------------------------------------------------------------------
 
 def kinds(message) -> list[str]:
     return list(Event.objects.filter(message=message).values_list("kind", flat=True))

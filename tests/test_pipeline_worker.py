@@ -16,8 +16,8 @@ from imap.sync import sync_account_now
 from outgoing.models import Service
 from pipeline import sweeper
 from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
+from tests.builders import eml, ingest, route_everything, smtp_service, subscribe
 from tests.servers import procs
-from tests.test_pipeline import eml, ingest, route_everything, smtp_service, subscribe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -14,8 +14,8 @@ from imap.models import Account
 from pipeline.ingest import ingest_raw, store_raw
 from pipeline.models import Attachment, Delivery, Event, Message, PurgedIdentity
 from pipeline.retention import purge
-from tests.test_pipeline import eml, ingest, route_everything, smtp_service, subscribe
-from tests.test_webhooks import PAYLOAD, make_channel, post_signed, post_telegram, update
+from tests.builders import (GENERIC_PAYLOAD, eml, ingest, make_channel, post_signed, post_telegram, route_everything,
+                            smtp_service, subscribe, telegram_update)
 
 pytestmark = pytest.mark.django_db
 
@@ -122,26 +122,26 @@ def test_a_purged_identity_is_stored_again_nowhere_but_elsewhere_as_usual(accoun
 
 def test_a_telegram_update_delivered_again_after_its_purge_stores_nothing(client, alice):
     channel = make_channel(alice, "telegram", {"secret_token": "tg-secret_1"}, token="tg-abc")
-    assert post_telegram(client, update(update_id=7001)).status_code == 200
+    assert post_telegram(client, telegram_update(update_id=7001)).status_code == 200
     finished_and_aged(Message.objects.get(channel=channel))
     assert purge()["messages"] == 1
     assert PurgedIdentity.objects.filter(channel=channel, identity="tg:7001").exists()
 
-    assert post_telegram(client, update(update_id=7001)).status_code == 200
+    assert post_telegram(client, telegram_update(update_id=7001)).status_code == 200
     assert not Message.objects.filter(channel=channel).exists()
-    assert post_telegram(client, update(update_id=7002)).status_code == 200  # a new update still arrives
+    assert post_telegram(client, telegram_update(update_id=7002)).status_code == 200  # a new update still arrives
     assert Message.objects.filter(channel=channel, identity="tg:7002").exists()
 
 
 def test_a_signed_json_event_sent_again_after_its_purge_is_accepted_and_stores_nothing(client, alice):
     channel = make_channel(alice, "generic", {"current": "new-secret"}, token="gen-abc")
-    assert post_signed(client, PAYLOAD).status_code == 202
+    assert post_signed(client, GENERIC_PAYLOAD).status_code == 202
     finished_and_aged(Message.objects.get(channel=channel))
     assert purge()["messages"] == 1
 
     # A fresh signature (not a replay) for the same event id: accepted, so the sender stops
     # retrying, and nothing is stored or relayed again.
-    response = post_signed(client, PAYLOAD, timestamp=str(int(clock.now().timestamp()) + 1))
+    response = post_signed(client, GENERIC_PAYLOAD, timestamp=str(int(clock.now().timestamp()) + 1))
     assert response.status_code == 202
     assert response.json() == {"ok": True, "message_id": None, "duplicate": True}
     assert not Message.objects.filter(channel=channel).exists()

@@ -21,52 +21,14 @@ from imap.models import Account, ConnectionSlot, Folder, MessageLocation
 from imap.sync import sync_account_now
 from pipeline import ingest, queue as pipeline_queue, retention
 from pipeline.models import Delivery, Message
+from tests.builders import (dovecot_account, fill_maildir, raw_message, route_everything, run_stages,
+                            smtp_service, subscribe, sync)
 from tests.servers import procs
-from tests.test_pipeline import route_everything, run_stages, smtp_service, subscribe
 
 UNICODE_FOLDER = "Entwürfe & 📬"
 
 
 # --------------------------------------------------------------------------- helpers
-
-def make_message(n: int, folder: str = "INBOX", size: int = 600) -> bytes:
-    body = (f"Message {n} in {folder}. " * (size // 30 + 1))[:size]
-    return (f"From: Sender {n} <sender{n}@example.test>\r\nTo: alice@example.test\r\n"
-            f"Subject: =?utf-8?q?Nr_{n}_=C3=BC?=\r\nDate: Tue, 01 Jul 2025 10:{n % 60:02d}:00 +0000\r\n"
-            f"Message-ID: <{n}.{hashlib.md5(folder.encode()).hexdigest()[:8]}@example.test>\r\n"
-            f"\r\n{body}\r\n").encode()
-
-
-def folder_dir(dovecot, user, folder: str) -> str:
-    """The Maildir++ directory Dovecot uses for `folder` (created through IMAP first)."""
-    dovecot.create_folder(user.name, folder if folder != "INBOX" else "Drafts")
-    path = user.maildir if folder == "INBOX" else os.path.join(user.maildir, "." + utf7.encode(folder))
-    assert os.path.isdir(os.path.join(path, "cur")), f"no Maildir for {folder!r} at {path}"
-    return path
-
-
-def fill_maildir(dovecot, user, folder: str, messages) -> None:
-    """Write (raw, maildir_flags) straight into the folder's cur/ (APPEND of thousands is slow);
-    Dovecot assigns UIDs when it next opens the folder."""
-    cur = os.path.join(folder_dir(dovecot, user, folder), "cur")
-    stamp = int(time.time())
-    for i, (raw, flags) in enumerate(messages):
-        path = os.path.join(cur, f"{stamp}.M{i}P{os.getpid()}.mailgate,S={len(raw)}:2,{flags}")
-        with open(path, "wb") as fh:
-            fh.write(raw)
-        os.chown(path, user.uid, user.gid)
-
-
-def make_account(owner, dovecot, user, **extra) -> Account:
-    return create_account(owner=owner, email=f"{user.name}@example.test", host="127.0.0.1", port=dovecot.port,
-                          security=Account.Security.NONE, username=user.name, password=user.password, **extra)
-
-
-def sync(account, **kwargs):
-    report = sync_account_now(account, ignore_backoff=True, **kwargs)
-    assert report.errors == []
-    return report
-
 
 def assert_stored_exactly_once(account, expected_identities: int):
     assert Message.objects.filter(account=account).count() == expected_identities
@@ -116,10 +78,10 @@ def test_a_5000_message_mailbox_syncs_completely_and_then_only_new_bodies_are_fe
     for folder, count in layout.items():
         # Every third message is read: sync must leave exactly these \Seen.
         fill_maildir(dovecot, mail_user, folder,
-                     [(make_message(n + i, folder), "S" if (n + i) % 3 == 0 else "") for i in range(count)])
+                     [(raw_message(n + i, folder), "S" if (n + i) % 3 == 0 else "") for i in range(count)])
         n += count
     seen_before = {f: dovecot.flags(mail_user.name, f) for f in layout}
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
 
     first = sync(account)
     assert (first.stats.new, first.stats.bodies) == (5000, 5000)
@@ -138,7 +100,7 @@ def test_a_5000_message_mailbox_syncs_completely_and_then_only_new_bodies_are_fe
     assert (second.stats.new, second.stats.bodies, second.stats.bytes) == (0, 0, 0)
 
     for i in range(10):
-        dovecot.append(mail_user.name, "Archive" if i % 2 else "INBOX", make_message(10_000 + i, "new"))
+        dovecot.append(mail_user.name, "Archive" if i % 2 else "INBOX", raw_message(10_000 + i, "new"))
     imap_commands.clear()
     third = sync(account)
     assert (third.stats.new, third.stats.bodies) == (10, 10)
@@ -149,10 +111,10 @@ def test_a_5000_message_mailbox_syncs_completely_and_then_only_new_bodies_are_fe
 
 @pytest.mark.django_db
 def test_the_same_message_in_two_folders_is_one_message_with_two_locations(alice, dovecot, mail_user):
-    raw = make_message(1)
+    raw = raw_message(1)
     dovecot.append(mail_user.name, "INBOX", raw)
     dovecot.append(mail_user.name, "Archive", raw, flags=("\\Flagged",))
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     report = sync(account)
     message = Message.objects.get(account=account)
     assert report.stats.bodies == 1
@@ -165,9 +127,9 @@ def test_the_same_message_in_two_folders_is_one_message_with_two_locations(alice
 def test_messages_over_the_size_limit_keep_metadata_and_are_not_downloaded(
         alice, dovecot, mail_user, settings, imap_commands):
     settings.MAILGATE_MAX_MESSAGE_BYTES = 5000
-    dovecot.append(mail_user.name, "INBOX", make_message(1, size=100))
-    dovecot.append(mail_user.name, "INBOX", make_message(2, size=20_000))
-    account = make_account(alice, dovecot, mail_user)
+    dovecot.append(mail_user.name, "INBOX", raw_message(1, size=100))
+    dovecot.append(mail_user.name, "INBOX", raw_message(2, size=20_000))
+    account = dovecot_account(alice, dovecot, mail_user)
     report = sync(account)
     big = Message.objects.get(account=account, message_id__contains="<2.")
     assert big.status == Message.Status.TOO_LARGE and not big.raw and big.size > 5000
@@ -182,10 +144,10 @@ def test_messages_over_the_size_limit_keep_metadata_and_are_not_downloaded(
 @pytest.mark.django_db
 def test_a_recreated_folder_gives_no_duplicates_loses_nothing_and_downloads_nothing_again(
         alice, dovecot, mail_user, imap_commands):
-    raws = [make_message(i, "Projects") for i in range(20)]
+    raws = [raw_message(i, "Projects") for i in range(20)]
     for raw in raws:
         dovecot.append(mail_user.name, "Projects", raw)
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     sync(account)
     old_uidvalidity = Folder.objects.get(account=account, name="Projects").uidvalidity
     ids_before = set(Message.objects.filter(account=account).values_list("pk", flat=True))
@@ -214,9 +176,9 @@ def test_a_purged_message_in_a_recreated_folder_is_neither_stored_nor_relayed_ag
     service = smtp_service(alice, clean_smtp_sink)
     route_everything(alice, service)
     subscribe(service, "bob", "bob@example.test")
-    old, kept, new = (make_message(i, "Projects") for i in (1, 2, 3))
+    old, kept, new = (raw_message(i, "Projects") for i in (1, 2, 3))
     dovecot.create_folder(mail_user.name, "Projects")
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     sync(account)  # connected while the folder is empty: what arrives next is new mail
     for raw in (old, kept):
         dovecot.append(mail_user.name, "Projects", raw)
@@ -270,13 +232,13 @@ def _store(dovecot, user, folder, uid, op, flags, expunge=False):
 @pytest.mark.django_db
 def test_flag_changes_and_expunges_reach_the_messages_and_are_published(
         alice, dovecot, mail_user, monkeypatch, condstore):
-    uids = [dovecot.append(mail_user.name, "INBOX", make_message(i)) for i in range(5)]
+    uids = [dovecot.append(mail_user.name, "INBOX", raw_message(i)) for i in range(5)]
     if not condstore:
         from imap import connection
 
         real = connection.capabilities
         monkeypatch.setattr(connection, "capabilities", lambda client: real(client) - {"CONDSTORE", "QRESYNC"})
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     sync(account)
     published = []
     monkeypatch.setattr("mailgate.realtime.publish", lambda who, kind, data: published.append((who, kind, data)))
@@ -302,8 +264,8 @@ def test_flag_changes_and_expunges_reach_the_messages_and_are_published(
 @pytest.mark.django_db
 def test_a_message_expunged_before_its_body_came_is_gone_until_it_turns_up_again(
         alice, dovecot, mail_user, monkeypatch, settings):
-    uid = dovecot.append(mail_user.name, "INBOX", make_message(1))
-    account = make_account(alice, dovecot, mail_user)
+    uid = dovecot.append(mail_user.name, "INBOX", raw_message(1))
+    account = dovecot_account(alice, dovecot, mail_user)
     with monkeypatch.context() as patched:  # phase 1 only, as when the sync is cut off in between
         patched.setattr("imap.sync.FolderSync._fetch_bodies", lambda self: None)
         sync(account)
@@ -319,7 +281,7 @@ def test_a_message_expunged_before_its_body_came_is_gone_until_it_turns_up_again
     assert list(retention.expired(now=later).values_list("pk", flat=True)) == [message.pk]
 
     # The user restores it into another folder before then: the next sync downloads it, once.
-    dovecot.append(mail_user.name, "Archive", make_message(1))
+    dovecot.append(mail_user.name, "Archive", raw_message(1))
     sync(account)
     message.refresh_from_db()
     assert message.status == Message.Status.RECEIVED and message.raw
@@ -333,8 +295,8 @@ def test_a_message_expunged_before_its_body_came_is_gone_until_it_turns_up_again
 @pytest.mark.django_db(transaction=True)
 def test_a_sync_killed_mid_batch_resumes_without_duplicates_or_gaps(alice, dovecot, mail_user):
     total = 1000
-    fill_maildir(dovecot, mail_user, "INBOX", [(make_message(i, size=3000), "") for i in range(total)])
-    account = make_account(alice, dovecot, mail_user)
+    fill_maildir(dovecot, mail_user, "INBOX", [(raw_message(i, size=3000), "") for i in range(total)])
+    account = dovecot_account(alice, dovecot, mail_user)
     proc = procs.start(["manage.py", "sync", "--account", str(account.pk)], "sync-killed",
                        MAILGATE_SYNC_BATCH_SIZE="25")
     try:
@@ -364,7 +326,7 @@ def test_a_body_batch_advances_only_messages_still_waiting_and_queues_each_once(
         return Message.objects.create(owner=alice, source=Message.Source.IMPORT, identity=f"batch-{n}", status=status)
 
     first, second, done = waiting(1), waiting(2), waiting(3, Message.Status.RECEIVED)
-    raws = {m.pk: make_message(n, "batch") for n, m in enumerate((first, second, done))}
+    raws = {m.pk: raw_message(n, "batch") for n, m in enumerate((first, second, done))}
     pairs = [(first, raws[first.pk]), (second, raws[second.pk]), (done, raws[done.pk]), (first, b"listed twice")]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -401,7 +363,7 @@ def test_a_body_batch_advances_only_messages_still_waiting_and_queues_each_once(
 @pytest.mark.django_db
 def test_sync_over_tls_verifies_the_server_certificate(alice, dovecot, mail_user, settings):
     settings.MAILGATE_IMAP_CAFILE = dovecot.cafile
-    dovecot.append(mail_user.name, "INBOX", make_message(1))
+    dovecot.append(mail_user.name, "INBOX", raw_message(1))
     account = create_account(owner=alice, email="t@example.test", host="127.0.0.1", port=dovecot.tls_port,
                              security=Account.Security.SSL, username=mail_user.name, password=mail_user.password)
     report = sync(account)
@@ -420,7 +382,7 @@ def test_sync_over_tls_verifies_the_server_certificate(alice, dovecot, mail_user
 @pytest.mark.django_db
 def test_a_burst_of_sync_requests_queues_one_task_per_folder(
         alice, dovecot, mail_user, django_capture_on_commit_callbacks, django_assert_max_num_queries):
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     Folder.objects.create(account=account, name="INBOX")
     with django_capture_on_commit_callbacks(execute=True):
         with django_assert_max_num_queries(3):
@@ -438,8 +400,8 @@ def test_a_burst_of_sync_requests_queues_one_task_per_folder(
 @pytest.mark.django_db
 def test_a_request_during_a_running_sync_queues_one_more(alice, dovecot, mail_user,
                                                          django_capture_on_commit_callbacks):
-    dovecot.append(mail_user.name, "INBOX", make_message(1))
-    account = make_account(alice, dovecot, mail_user)
+    dovecot.append(mail_user.name, "INBOX", raw_message(1))
+    account = dovecot_account(alice, dovecot, mail_user)
     Folder.objects.create(account=account, name="INBOX")
     with django_capture_on_commit_callbacks(execute=True):
         queue.enqueue_folder_sync(account.pk, "INBOX")
@@ -455,9 +417,9 @@ def test_sync_account_queues_every_folder_and_the_schedule_exists(alice, dovecot
                                                                   django_capture_on_commit_callbacks):
     from django_q.models import Schedule
 
-    dovecot.append(mail_user.name, "INBOX", make_message(1))
-    dovecot.append(mail_user.name, "Archive", make_message(2))
-    account = make_account(alice, dovecot, mail_user, folders_exclude=["Trash"])
+    dovecot.append(mail_user.name, "INBOX", raw_message(1))
+    dovecot.append(mail_user.name, "Archive", raw_message(2))
+    account = dovecot_account(alice, dovecot, mail_user, folders_exclude=["Trash"])
     dovecot.create_folder(mail_user.name, "Trash")
     with django_capture_on_commit_callbacks(execute=True):
         result = tasks.sync_account(account.pk)
@@ -474,7 +436,7 @@ def test_sync_account_queues_every_folder_and_the_schedule_exists(alice, dovecot
 @pytest.mark.django_db
 def test_a_wrong_password_stops_after_the_limit_and_says_why(alice, dovecot, mail_user, settings):
     settings.MAILGATE_AUTH_FAILURE_LIMIT = 2
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     account.set_password("wrong")
     account.save()
     for _ in range(2):
@@ -490,7 +452,7 @@ def test_a_wrong_password_stops_after_the_limit_and_says_why(alice, dovecot, mai
 
 @pytest.mark.django_db
 def test_network_errors_back_off_exponentially_and_success_resets(alice, dovecot, mail_user):
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     account_state.record_failure(account, errors.ConnectionRefused("connection refused by x"))
     first = account.backoff_until - timezone.now()
     account_state.record_failure(account, errors.ConnectionRefused("connection refused by x"))
@@ -505,7 +467,7 @@ def test_network_errors_back_off_exponentially_and_success_resets(alice, dovecot
 
 @pytest.mark.django_db
 def test_throttling_sets_the_state_and_honours_the_suggested_backoff(alice, dovecot, mail_user):
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     seconds = account_state.record_failure(account, errors.Throttled("throttled", backoff_seconds=900))
     account.refresh_from_db()
     assert seconds >= 900 and account.state == Account.State.THROTTLED
@@ -515,7 +477,7 @@ def test_throttling_sets_the_state_and_honours_the_suggested_backoff(alice, dove
 @pytest.mark.django_db
 def test_connection_slots_are_limited_per_account_and_expire(alice, dovecot, mail_user, settings):
     settings.MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT = 2
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     first = slots.claim_slot(account, "a")
     second = slots.claim_slot(account, "b")
     with pytest.raises(errors.TooManyConnections):

@@ -9,7 +9,7 @@ from django.core.files.storage import default_storage
 
 from imap.models import MessageLocation
 from pipeline.models import Message
-from tests.test_sync import make_account, sync
+from tests.builders import dovecot_account, sync
 
 CORPUS = Path("/work/shared/corpus/eml")
 
@@ -36,7 +36,7 @@ def test_every_corpus_file_is_stored_once_with_the_bytes_the_server_holds(alice,
         server = {int(item[0].split(b"UID ")[1].split()[0]): item[1] for item in data if isinstance(item, tuple)}
     finally:
         conn.logout()
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     sync(account)
 
     # A client must send CRLF line ends, so imaplib rewrites bare LF (260 corpus files) on APPEND

@@ -13,10 +13,10 @@ import pytest
 from imap import identity, wire
 from imap.accounts import create_account
 from imap.models import Account, MessageLocation
-from imap.sync import sync_account_now
 from pipeline import threads
 from pipeline.models import Message, Thread
 from pipeline.standardize import standardize
+from tests.builders import sync
 from tests.servers.fake_gmail import FakeGmail
 
 # Ids in the size and shape Gmail uses (the first two are from Google's examples).
@@ -66,12 +66,6 @@ def gmail():
 def gmail_account(owner, gmail) -> Account:
     return create_account(owner=owner, email="alice@gmail.test", host="127.0.0.1", port=gmail.port,
                           security=Account.Security.NONE, username=gmail.user, password=gmail.password)
-
-
-def sync(account):
-    report = sync_account_now(account, ignore_backoff=True)
-    assert report.errors == []
-    return report
 
 
 def live_locations(message) -> dict[str, MessageLocation]:

@@ -9,6 +9,7 @@ from outgoing import formatting, signatures
 from outgoing.formatting import split_runs, utf16_len
 from outgoing.registry import transport_class
 from outgoing.transports.twilio import gsm_normalize, sms_segments
+from tests.builders import TWILIO_PARAMS, TWILIO_SIGNATURE
 
 VALUES = {"sender": "Bob Example", "sender_name": "Bob Example", "sender_address": "bob@example.test",
           "source": "Work", "subject": "Lunch?", "text": "Meet at 12.30 (usual place)!", "snippet": "",
@@ -118,9 +119,6 @@ def test_mail_typography_is_folded_back_into_gsm7():
 # ------------------------------------------------------------------ signatures
 
 TWILIO_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-TWILIO_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
-                 "From": "+12349013030", "To": "+18005551212"}
-TWILIO_SIGNATURE = "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
 
 
 def test_twilios_documented_example_signature_matches():

@@ -21,21 +21,11 @@ from pipeline import tasks
 from pipeline.ingest import read_raw
 from pipeline.models import Message
 from pipeline.senders import sender_ids
+from tests.builders import (GENERIC_PAYLOAD, TWILIO_PARAMS, TWILIO_SIGNATURE, make_channel, post_signed,
+                            post_telegram, telegram_update)
 from tests.servers.http import Response
 
 pytestmark = pytest.mark.django_db
-
-TWILIO_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
-                 "From": "+12349013030", "To": "+18005551212"}
-TWILIO_SIGNATURE = "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
-
-
-def make_channel(owner, kind, secrets, token=None, **config) -> InboundChannel:
-    channel = InboundChannel(owner=owner, kind=kind, name=f"{kind} channel", token=token or f"tok-{kind}",
-                             config=config)
-    channel.set_secrets(secrets)
-    channel.save()
-    return channel
 
 
 def parsed(message):
@@ -109,7 +99,7 @@ def test_the_signed_url_comes_from_settings_never_from_host_or_forwarded_headers
     assert raw.get_body(("plain",)).get_content().strip() == "hello"
 
 
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+FAKE_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
 def post_mms(client, media_urls, token="tw-mms"):
@@ -132,14 +122,14 @@ def mms_channel(alice, settings):
 def test_an_mms_picture_is_fetched_through_twilios_redirect_and_attached(client, mms_channel, clean_http_sink):
     media = "/2010-04-01/Accounts/AC/Messages/MM/Media/ME1"
     clean_http_sink.respond(media, Response(302, headers={"Location": "/storage/ME1?signed=1"}))
-    clean_http_sink.respond("/storage/ME1", Response(body=PNG, headers={"Content-Type": "image/png"}))
+    clean_http_sink.respond("/storage/ME1", Response(body=FAKE_PNG, headers={"Content-Type": "image/png"}))
     assert post_mms(client, [clean_http_sink.url(media)]).status_code == 200
 
     [message] = Message.objects.filter(channel=mms_channel)
     raw = parsed(message)
     assert text_of(raw) == "see picture\n\nMedia:\n- image/png: attached as media-1.png"
     [attachment] = raw.iter_attachments()
-    assert (attachment.get_filename(), attachment.get_content()) == ("media-1.png", PNG)
+    assert (attachment.get_filename(), attachment.get_content()) == ("media-1.png", FAKE_PNG)
     api, storage = clean_http_sink.wait_for(2)
     assert api.header("Authorization") == basic_auth("AC" + "c" * 32, "tok")
     assert storage.query == {"signed": ["1"]} and storage.header("Authorization") is None  # stays with Twilio
@@ -163,8 +153,8 @@ def test_slow_media_stop_at_the_time_budget_and_the_sms_is_still_answered_and_st
     # Twilio waits 15 s for the answer: every download of the call shares one budget.
     settings.MAILGATE_WEBHOOK_MEDIA_SECONDS = 1
     slow, next_one = "/2010-04-01/Accounts/AC/Messages/MM/Media/SLOW", "/2010-04-01/Accounts/AC/Messages/MM/Media/ME2"
-    clean_http_sink.respond(slow, Response(body=PNG, headers={"Content-Type": "image/png"}, delay=3))
-    clean_http_sink.respond(next_one, Response(body=PNG, headers={"Content-Type": "image/png"}))
+    clean_http_sink.respond(slow, Response(body=FAKE_PNG, headers={"Content-Type": "image/png"}, delay=3))
+    clean_http_sink.respond(next_one, Response(body=FAKE_PNG, headers={"Content-Type": "image/png"}))
     started = time.monotonic()
     assert post_mms(client, [clean_http_sink.url(slow), clean_http_sink.url(next_one)]).status_code == 200
     assert time.monotonic() - started < 3  # answered before the slow server would have been
@@ -243,21 +233,8 @@ def telegram_channel(alice):
     return make_channel(alice, "telegram", {"secret_token": "tg-secret_1"}, token="tg-abc")
 
 
-def update(update_id=1001, text="Hi there. Lunch?", **message):
-    return {"update_id": update_id, "message": {
-        "message_id": 55, "date": 1714557600, "text": text,
-        "from": {"id": 424242, "is_bot": False, "first_name": "Ada", "last_name": "Lovelace", "username": "ada"},
-        "chat": {"id": 424242, "type": "private", "first_name": "Ada"}, **message}}
-
-
-def post_telegram(client, body, secret="tg-secret_1", token="tg-abc"):
-    headers = {"HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN": secret} if secret is not None else {}
-    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return client.post(f"/hooks/telegram/{token}/", data=data, content_type="application/json", **headers)
-
-
 def test_a_telegram_message_becomes_a_standard_message(client, telegram_channel):
-    response = post_telegram(client, update())
+    response = post_telegram(client, telegram_update())
     assert (response.status_code, response.json()) == (200, {"ok": True})
     [message] = Message.objects.filter(channel=telegram_channel)
     assert message.identity == "tg:1001"
@@ -269,15 +246,15 @@ def test_a_telegram_message_becomes_a_standard_message(client, telegram_channel)
     assert raw.get_body(("plain",)).get_content().strip() == "Hi there. Lunch?"
 
 
-BOT_TOKEN = "123456:AAE-bot-token"
+CHANNEL_BOT_TOKEN = "123456:AAE-bot-token"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
 
 
 @pytest.fixture
 def telegram_bot(alice, clean_http_sink):
     """A channel with the bot token, its Bot API played by a local HTTP server."""
-    make_channel(alice, "telegram", {"secret_token": "tg-secret_1", "bot_token": BOT_TOKEN}, token="tg-bot",
-                 api_base=clean_http_sink.base_url)
+    make_channel(alice, "telegram", {"secret_token": "tg-secret_1", "bot_token": CHANNEL_BOT_TOKEN},
+                 token="tg-bot", api_base=clean_http_sink.base_url)
     return clean_http_sink
 
 
@@ -286,19 +263,19 @@ def text_of(raw) -> str:
 
 
 def photo_update(update_id=2001):
-    return update(update_id, text="", caption="Our whiteboard", photo=[
+    return telegram_update(update_id, text="", caption="Our whiteboard", photo=[
         {"file_id": "small-id", "file_unique_id": "AQADsmall", "width": 90, "height": 60, "file_size": 900},
         {"file_id": "big-id", "file_unique_id": "AQADbig", "width": 1280, "height": 960, "file_size": len(JPEG)}])
 
 
 def test_a_photo_sent_to_the_bot_is_downloaded_attached_and_stored(client, telegram_bot):
-    telegram_bot.respond(f"/bot{BOT_TOKEN}/getFile", Response(json={"ok": True, "result": {
+    telegram_bot.respond(f"/bot{CHANNEL_BOT_TOKEN}/getFile", Response(json={"ok": True, "result": {
         "file_id": "big-id", "file_unique_id": "AQADbig", "file_size": len(JPEG), "file_path": "photos/file_7.jpg"}}))
-    telegram_bot.respond(f"/file/bot{BOT_TOKEN}/photos/file_7.jpg", Response(body=JPEG))
+    telegram_bot.respond(f"/file/bot{CHANNEL_BOT_TOKEN}/photos/file_7.jpg", Response(body=JPEG))
 
     assert post_telegram(client, photo_update(), token="tg-bot").status_code == 200
     assert post_telegram(client, photo_update(), token="tg-bot").status_code == 200  # Telegram's retry
-    [get_file] = telegram_bot.wait_for(1, path=f"/bot{BOT_TOKEN}/getFile")
+    [get_file] = telegram_bot.wait_for(1, path=f"/bot{CHANNEL_BOT_TOKEN}/getFile")
     assert get_file.json() == {"file_id": "big-id"}  # the largest size, fetched once
 
     [message] = Message.objects.filter(identity="tg:2001")
@@ -314,18 +291,19 @@ def test_a_photo_sent_to_the_bot_is_downloaded_attached_and_stored(client, teleg
 
 
 def test_a_file_that_cannot_be_downloaded_is_named_and_the_message_still_arrives(client, telegram_bot):
-    telegram_bot.respond(f"/bot{BOT_TOKEN}/getFile", Response(400, json={
+    telegram_bot.respond(f"/bot{CHANNEL_BOT_TOKEN}/getFile", Response(400, json={
         "ok": False, "error_code": 400, "description": "Bad Request: file is too big"}))
     document = {"file_id": "doc-id", "file_unique_id": "AQADdoc", "file_name": "report.pdf",
                 "mime_type": "application/pdf", "file_size": 30_000_000}
-    assert post_telegram(client, update(2002, text="", document=document), token="tg-bot").status_code == 200
+    response = post_telegram(client, telegram_update(2002, text="", document=document), token="tg-bot")
+    assert response.status_code == 200
     [message] = Message.objects.filter(identity="tg:2002")
     raw = parsed(message)
     text = text_of(raw)
     assert text.startswith("[document: report.pdf; not downloaded: 127.0.0.1 answered HTTP 400:")
     assert "file is too big" in text
     assert list(raw.iter_attachments()) == []
-    assert BOT_TOKEN not in read_raw(message).decode()  # the token-bearing URL is never quoted
+    assert CHANNEL_BOT_TOKEN not in read_raw(message).decode()  # the token-bearing URL is never quoted
 
 
 def test_without_a_bot_token_the_photo_is_noted_not_fetched(client, telegram_channel):
@@ -350,14 +328,14 @@ def test_a_telegram_api_base_must_be_https(alice, api_base, error):
 
 
 def test_the_same_update_id_twice_stores_one_message(client, telegram_channel):
-    assert post_telegram(client, update()).status_code == 200
-    assert post_telegram(client, update()).status_code == 200
+    assert post_telegram(client, telegram_update()).status_code == 200
+    assert post_telegram(client, telegram_update()).status_code == 200
     assert Message.objects.filter(channel=telegram_channel).count() == 1
 
 
 @pytest.mark.parametrize("secret", [None, "", "tg-secret_2", "tg-secret_1x"])
 def test_a_wrong_or_missing_telegram_secret_is_refused(client, telegram_channel, secret):
-    assert post_telegram(client, update(), secret=secret).status_code == 403
+    assert post_telegram(client, telegram_update(), secret=secret).status_code == 403
     assert not Message.objects.exists()
 
 
@@ -380,20 +358,8 @@ def generic_channel(alice):
     return make_channel(alice, "generic", {"current": "new-secret", "previous": "old-secret"}, token="gen-abc")
 
 
-def post_signed(client, payload, secret="new-secret", timestamp=None, token="gen-abc", signature=None):
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    timestamp = str(int(time.time())) if timestamp is None else timestamp
-    signature = signatures.sign(secret, timestamp, body) if signature is None else signature
-    return client.post(f"/hooks/generic/{token}/", data=body, content_type="application/json",
-                       HTTP_X_MAILGATE_TIMESTAMP=timestamp, HTTP_X_MAILGATE_SIGNATURE=signature)
-
-
-PAYLOAD = {"id": "evt-1", "from": "ada@example.test", "from_name": "Ada", "subject": "Build failed",
-           "text": "Job 42 failed.", "html": "<p>Job <b>42</b> failed.</p>"}
-
-
 def test_a_signed_json_call_is_accepted_with_the_new_message_id(client, generic_channel):
-    response = post_signed(client, PAYLOAD)
+    response = post_signed(client, GENERIC_PAYLOAD)
     assert response.status_code == 202
     [message] = Message.objects.filter(channel=generic_channel)
     assert response.json() == {"ok": True, "message_id": str(message.pk), "duplicate": False}
@@ -404,14 +370,14 @@ def test_a_signed_json_call_is_accepted_with_the_new_message_id(client, generic_
 
 
 def test_the_previous_secret_still_works_while_it_rotates(client, generic_channel):
-    assert post_signed(client, PAYLOAD, secret="old-secret").status_code == 202
-    assert post_signed(client, {**PAYLOAD, "id": "evt-2"}, secret="older-secret").status_code == 403
+    assert post_signed(client, GENERIC_PAYLOAD, secret="old-secret").status_code == 202
+    assert post_signed(client, {**GENERIC_PAYLOAD, "id": "evt-2"}, secret="older-secret").status_code == 403
 
 
 def test_a_replayed_signature_has_no_effect(client, generic_channel):
     timestamp = str(int(time.time()))
-    first = post_signed(client, PAYLOAD, timestamp=timestamp)
-    again = post_signed(client, PAYLOAD, timestamp=timestamp)
+    first = post_signed(client, GENERIC_PAYLOAD, timestamp=timestamp)
+    again = post_signed(client, GENERIC_PAYLOAD, timestamp=timestamp)
     assert first.status_code == 202
     assert again.status_code == 200
     assert again.json() == {"ok": True, "duplicate": True, "message_id": first.json()["message_id"]}
@@ -424,7 +390,7 @@ def test_a_timestamp_outside_five_minutes_is_refused(client, generic_channel, of
     # is at least 301 s off when the server reads its clock, whatever the fraction.
     now = time.time()
     timestamp = math.ceil(now) + offset if offset > 0 else math.floor(now) + offset
-    assert post_signed(client, PAYLOAD, timestamp=str(timestamp)).status_code == 403
+    assert post_signed(client, GENERIC_PAYLOAD, timestamp=str(timestamp)).status_code == 403
 
 
 def test_a_bad_signature_is_refused_before_anything_is_stored(client, generic_channel):

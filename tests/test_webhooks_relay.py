@@ -16,9 +16,8 @@ from inbound.models import InboundChannel
 from outgoing import ratelimit, signatures
 from pipeline import clock, tasks
 from pipeline.models import Delivery, Message
+from tests.builders import BOT_TOKEN, eml, make_service, route_everything, run_stages, subscribe
 from tests.servers.http import Response
-from tests.test_outgoing import BOT_TOKEN, make_service
-from tests.test_pipeline import eml, route_everything, run_stages, subscribe
 
 pytestmark = pytest.mark.django_db
 
