@@ -19,7 +19,7 @@ def has_owner(model) -> bool:
     return any(field.name == "owner" for field in model._meta.fields)
 
 
-def _scoped_choices(db_field, request, kwargs) -> dict:
+def scoped_choices(db_field, request, kwargs) -> dict:
     """A non-superuser picks only among their own accounts, channels, services (never another
     owner's, whose ids would otherwise show in the form)."""
     model = db_field.remote_field.model
@@ -51,7 +51,7 @@ class OwnerScopedAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        return super().formfield_for_foreignkey(db_field, request, **_scoped_choices(db_field, request, kwargs))
+        return super().formfield_for_foreignkey(db_field, request, **scoped_choices(db_field, request, kwargs))
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
-        return super().formfield_for_manytomany(db_field, request, **_scoped_choices(db_field, request, kwargs))
+        return super().formfield_for_manytomany(db_field, request, **scoped_choices(db_field, request, kwargs))

@@ -4,7 +4,7 @@ routes, subscribers with their subscriptions, and queue depth per stage on the a
 from django.contrib import admin, messages as flash
 from django.db.models import Q
 
-from mailgate.admin_scope import OwnerScopedAdmin
+from mailgate.admin_scope import OwnerScopedAdmin, scoped_choices
 from pipeline import history, sending
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
                              Thread)
@@ -132,7 +132,7 @@ class SubscriptionInline(admin.TabularInline):
     fields = ("service", "address", "active", "mode", "window_start", "window_end", "timezone", "digest_time")
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        return super().formfield_for_foreignkey(db_field, request, **_scoped_choices(db_field, request, kwargs))
+        return super().formfield_for_foreignkey(db_field, request, **scoped_choices(db_field, request, kwargs))
 
 
 @admin.register(Subscriber)

@@ -15,10 +15,13 @@ import itertools
 import json
 import os
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 from django.core.files.base import ContentFile
 from django.utils import timezone
@@ -33,6 +36,7 @@ from outgoing.models import Service
 from pipeline import clock, tasks
 from pipeline.ingest import ingest_raw
 from pipeline.models import Attachment, Delivery, Message, Route, Subscriber, Subscription
+from tests.servers.procs import ROOT
 
 # One counter for every builder, so identities, names and UIDs never collide within a test.
 _numbers = itertools.count(1)
@@ -293,3 +297,25 @@ def sync(account, **kwargs):
     report = sync_account_now(account, ignore_backoff=True, **kwargs)
     assert report.errors == []
     return report
+
+
+# ---------------------------------------------------------------- a fresh laptop install
+
+# The child must see a fresh laptop install, not this test run's configuration.
+FRESH_INSTALL_CLEARED = {"DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "MAILGATE_FERNET_KEYS",
+                         "MAILGATE_FERNET_KEYS_FILE", "DATABASE_URL", "REDIS_URL", "MAILGATE_CHANNEL_LAYER",
+                         "ALLOWED_HOSTS", "MAILGATE_USE_TEST_DB", "MAILGATE_DATA_DIR", "MAILGATE_ADMIN_PASSWORD",
+                         "PORT"}
+
+
+def fresh_env(data_dir: Path, **extra) -> dict:
+    """The environment of a fresh laptop install with its data in `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if k not in FRESH_INSTALL_CLEARED}
+    env.update(MAILGATE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def manage(data_dir: Path, *args, **extra) -> subprocess.CompletedProcess:
+    """`manage.py ARGS` as a fresh laptop install would run it."""
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=fresh_env(data_dir, **extra),
+                          capture_output=True, text=True, timeout=120)

@@ -10,7 +10,6 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from frontend import access
 from mailgate.realtime import current_seq, publish_for_account, publish_for_message
 from tests.builders import PNG, account_row, failed_delivery, lease_and_connect, make_attachment, stored_message
 

@@ -86,3 +86,16 @@ def test_a_superuser_still_chooses_owners_and_members(admin_client, alice, bob):
     assert response.status_code == 302, response.content.decode()[:2000]
     account = Account.objects.get(username="team")
     assert account.owner == alice and list(account.members.all()) == [bob]
+
+
+@pytest.mark.django_db
+def test_bobs_subscriber_form_offers_only_his_services(client, alice, bob):
+    Service.objects.create(owner=alice, kind="smtp", name="Alice relay")
+    Service.objects.create(owner=bob, kind="smtp", name="Bob relay")
+    bob.is_staff = True
+    bob.save()
+    bob.user_permissions.add(*Permission.objects.filter(content_type__app_label="pipeline"))
+    client.force_login(bob)
+    page = client.get(reverse("admin:pipeline_subscriber_add"))
+    assert page.status_code == 200
+    assert "Bob relay" in page.content.decode() and "Alice relay" not in page.content.decode()

@@ -20,7 +20,7 @@ from tests.servers.leftovers import processes_naming
 from tests.servers.ports import pid_alive
 from tests.servers.procs import ROOT
 from tests.servers.waiting import eventually
-from tests.test_foundation import manage
+from tests.builders import manage
 
 # Stopping takes GRACE after the last user, one watchdog poll, and redis-server's own shutdown.
 GONE_WITHIN = embedded_redis.GRACE + 5

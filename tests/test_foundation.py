@@ -8,36 +8,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from mailgate import embedded_redis
+from tests.builders import fresh_env, manage
 from tests.servers.leftovers import processes_naming
 from tests.servers.ports import free_port
 from tests.servers.procs import ROOT
 from tests.servers.waiting import eventually
-
-# The child must see a fresh laptop install, not this test run's configuration.
-CLEARED = {"DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "MAILGATE_FERNET_KEYS",
-           "MAILGATE_FERNET_KEYS_FILE", "DATABASE_URL", "REDIS_URL", "MAILGATE_CHANNEL_LAYER", "ALLOWED_HOSTS",
-           "MAILGATE_USE_TEST_DB", "MAILGATE_DATA_DIR", "MAILGATE_ADMIN_PASSWORD", "PORT"}
-
-
-def fresh_env(data_dir: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
-    env.update(MAILGATE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-def manage(data_dir: Path, *args, **extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=fresh_env(data_dir, **extra),
-                          capture_output=True, text=True, timeout=120)
-
 
 def test_the_migrations_match_the_models(tmp_path):
     result = manage(tmp_path, "makemigrations", "--check", "--dry-run")

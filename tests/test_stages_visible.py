@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.ingest import ingest_raw
 from pipeline.models import Event, Message
-from tests.test_sync import make_account, make_message, sync
+from tests.builders import dovecot_account, raw_message, sync
 
 
 @pytest.fixture
@@ -19,8 +19,8 @@ def published(monkeypatch):
 def test_a_sync_announces_new_mail_at_phase_one_and_records_fetched_and_received(
         alice, bob, dovecot, mail_user, published):
     for n in range(3):
-        dovecot.append(mail_user.name, "INBOX", make_message(n))
-    account = make_account(alice, dovecot, mail_user)
+        dovecot.append(mail_user.name, "INBOX", raw_message(n))
+    account = dovecot_account(alice, dovecot, mail_user)
     account.members.add(bob)
     sync(account)
     messages = Message.objects.filter(account=account)

@@ -563,7 +563,7 @@ def test_the_fetch_tokenizer_keeps_brackets_escapes_and_nil():
 def test_a_wrong_non_ascii_password_stops_like_any_wrong_password(alice, dovecot, mail_user, settings):
     # Sent with AUTHENTICATE PLAIN (LOGIN is ASCII only), whose refusal imaplib reports differently.
     settings.MAILGATE_AUTH_FAILURE_LIMIT = 2
-    account = make_account(alice, dovecot, mail_user)
+    account = dovecot_account(alice, dovecot, mail_user)
     account.set_password("fälsch-pässwörd")
     account.save()
     for _ in range(2):
