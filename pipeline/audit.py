@@ -15,9 +15,7 @@ def event(kind, message=None, delivery=None, detail: str = "") -> Event:
     if message is None and delivery is not None:
         message = delivery.message
     owner_id = message.owner_id if message is not None else None
-    summary = ""
-    if message is not None:
-        summary = f"{message.sender_address or '?'}: {(message.subject or '(no subject)')[:200]}"
+    summary = _summary(message.sender_address, message.subject) if message is not None else ""
     return Event(
         kind=kind, owner_id=owner_id, message=message, delivery=delivery, worker=worker_name(),
         detail=str(detail)[:10000], summary=summary[:500],
@@ -27,7 +25,15 @@ def event(kind, message=None, delivery=None, detail: str = "") -> Event:
 def event_for(kind, message_id, owner_id, *, sender: str = "", subject: str = "", detail: str = "") -> Event:
     """An unsaved audit row for a message known by id only (the bulk stages: sync's phase 1 and 2)."""
     return Event(kind=kind, owner_id=owner_id, message_id=message_id, worker=worker_name(),
-                 detail=str(detail)[:10000], summary=f"{sender or '?'}: {(subject or '(no subject)')[:200]}"[:500])
+                 detail=str(detail)[:10000], summary=_summary(sender, subject))
+
+
+def _summary(sender: str, subject: str) -> str:
+    """The line an event keeps after retention purges its message. Empty while neither is known
+    (raw bytes not parsed yet): retention fills it from the standardized message."""
+    if not sender and not subject:
+        return ""
+    return f"{sender or '?'}: {(subject or '(no subject)')[:200]}"[:500]
 
 
 def record(kind, message=None, delivery=None, detail: str = "") -> Event:
