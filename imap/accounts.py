@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from imap import account_state, errors
+from imap import account_state, errors, queue
 from imap.connection import open_mailbox
 from imap.models import Account
 
@@ -147,7 +147,16 @@ def create_account(*, owner, email: str, host: str, password: str, port: int | N
     account.set_password(password)
     account.full_clean()
     account.save()
+    first_sync(account)
     return account
+
+
+def first_sync(account: Account) -> None:
+    """Start the new account's first sync of every folder once it is committed (the IDLE manager
+    only watches the push folders, and the periodic sync may be minutes away). What the folders
+    hold then is history: kept, never relayed."""
+    if account.enabled:
+        transaction.on_commit(lambda: queue.enqueue_account_sync(account.pk))
 
 
 def set_account_password(account: Account, password: str) -> None:

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from imap.accounts import check_connection, connection_changed
+from imap.accounts import check_connection, connection_changed, first_sync
 from imap.models import Account, Folder, IdleSession
 from mailgate.admin_scope import OwnerScopedAdmin, owned
 
@@ -102,6 +102,11 @@ class AccountAdmin(OwnerScopedAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "IDLE"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            first_sync(obj)
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))

@@ -14,6 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.db import connection
 
 from imap.accounts import check_connection, create_account
@@ -329,3 +330,25 @@ def test_the_account_commands_work_from_a_shell(alice, dovecot, mail_user):
     tested = manage("test_account", str(account_id))
     assert (tested.returncode, tested.stdout.strip()) == (0, f"{mail_user.name}@example.test: ok, 1 folders")
     assert mail_user.password not in added.stdout + added.stderr + tested.stdout + tested.stderr
+
+
+@pytest.mark.django_db
+def test_a_new_account_starts_its_first_sync_of_every_folder(alice, admin_client, tmp_path,
+                                                               django_capture_on_commit_callbacks):
+    from django_q.models import OrmQ
+
+    (tmp_path / "pw").write_text("pw\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("add_account", "--owner", "alice", "--email", "a@example.test", "--host", "127.0.0.1",
+                     "--security", "none", "--password-file", str(tmp_path / "pw"), stdout=io.StringIO())
+    account = Account.objects.get(email="a@example.test")
+    assert [task.name() for task in OrmQ.objects.all()] == [f"sync-account:{account.pk}"]
+
+    with django_capture_on_commit_callbacks(execute=True):  # the same from the admin's add form
+        response = admin_client.post(reverse("admin:imap_account_add"), {
+            "display_name": "B", "email": "b@example.test", "owner": alice.pk, "host": "127.0.0.1", "port": "143",
+            "security": "none", "username": "b", "password": "pw", "folders_include": "[]",
+            "folders_exclude": "[]", "push_folders": "[]", "enabled": "on"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    second = Account.objects.get(email="b@example.test")
+    assert f"sync-account:{second.pk}" in [task.name() for task in OrmQ.objects.all()]
