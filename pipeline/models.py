@@ -46,7 +46,7 @@ class Message(models.Model):
         SUPPRESSED = "suppressed", "Not relayed (loop, auto-reply or bounce)"  # final
         # In the mailbox before it was connected (Arrival.HISTORY): stored, searchable, never
         # distributed unless the owner relays it (pipeline/history.py). Final otherwise.
-        HISTORY = "history", "Not relayed (history)"
+        HISTORY = "history", "Not relayed"  # shown with its reason: "history: in the mailbox before ..."
         DEAD = "dead", "Gave up after repeated crashes"  # final; retry from admin
 
     class Arrival(models.TextChoices):

@@ -23,6 +23,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='message',
             name='status',
-            field=models.CharField(choices=[('headers', 'Headers stored, body pending'), ('too_large', 'Too large: metadata only, body not downloaded'), ('gone', 'Deleted on the server before its body was downloaded'), ('received', 'Raw bytes stored, waiting to standardize'), ('standardized', 'Standardized, waiting to distribute'), ('distributed', 'Routed and queued to subscribers'), ('suppressed', 'Not relayed (loop, auto-reply or bounce)'), ('history', 'Not relayed (history)'), ('dead', 'Gave up after repeated crashes')], default='received', max_length=16),
+            field=models.CharField(choices=[('headers', 'Headers stored, body pending'), ('too_large', 'Too large: metadata only, body not downloaded'), ('gone', 'Deleted on the server before its body was downloaded'), ('received', 'Raw bytes stored, waiting to standardize'), ('standardized', 'Standardized, waiting to distribute'), ('distributed', 'Routed and queued to subscribers'), ('suppressed', 'Not relayed (loop, auto-reply or bounce)'), ('history', 'Not relayed'), ('dead', 'Gave up after repeated crashes')], default='received', max_length=16),
         ),
     ]
