@@ -19,9 +19,10 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 # who sends a bad Host header. scripts/run needs no DEBUG; tests/settings.py turns it on.
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("127.0.0.1", "localhost", "[::1]"))
-# "" on a loopback-only install (a laptop), else the reason it is not: then keys must be configured
-# and the HTTPS protections default on.
+# "" on a loopback-only install (a laptop), else the reason it is not: then keys must be configured.
 EXPOSED = keys.exposure(ALLOWED_HOSTS, env_str("DATABASE_URL"))
+# Browsers reach it by a name other than loopback: the HTTPS protections default on.
+SERVED_PUBLICLY = bool(keys.exposure(ALLOWED_HOSTS, ""))
 SECRET_KEY = keys.secret_key(env_secret("SECRET_KEY"), exposed=EXPOSED, data_dir=DATA_DIR)
 # Old keys stay valid for sessions while SECRET_KEY rotates. (django-q2 signs queued tasks with
 # SECRET_KEY alone: the pipeline sweeper re-enqueues whatever a key change drops.)
@@ -172,13 +173,13 @@ WHITENOISE_USE_FINDERS = True  # static works before (or without) collectstatic 
 
 # --- Security (check --deploy is clean when DEBUG is off and HTTPS is in front) -----------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("MAILGATE_BEHIND_PROXY") else None
-SECURE_SSL_REDIRECT = env_bool("MAILGATE_SSL_REDIRECT", bool(EXPOSED))
+SECURE_SSL_REDIRECT = env_bool("MAILGATE_SSL_REDIRECT", SERVED_PUBLICLY)
 # /healthz is probed by load balancers over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-SESSION_COOKIE_SECURE = env_bool("MAILGATE_SECURE_COOKIES", bool(EXPOSED))
+SESSION_COOKIE_SECURE = env_bool("MAILGATE_SECURE_COOKIES", SERVED_PUBLICLY)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = env_int("MAILGATE_HSTS_SECONDS", 31536000 if EXPOSED else 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MAILGATE_HSTS_INCLUDE_SUBDOMAINS", bool(EXPOSED))
+SECURE_HSTS_SECONDS = env_int("MAILGATE_HSTS_SECONDS", 31536000 if SERVED_PUBLICLY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MAILGATE_HSTS_INCLUDE_SUBDOMAINS", SERVED_PUBLICLY)
 # Error reports (DEBUG pages, mailed 500s) hide connection strings as well as keys and passwords.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "mailgate.reporting.ConnectionStringsHiddenFilter"
 SECURE_HSTS_PRELOAD = env_bool("MAILGATE_HSTS_PRELOAD", False)
