@@ -252,6 +252,9 @@ MAILGATE_INSTANCE_ID = env_str("MAILGATE_INSTANCE_ID", "mailgate")
 # Webhooks
 MAILGATE_PUBLIC_BASE_URL = env_str("MAILGATE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 MAILGATE_WEBHOOK_MAX_BYTES = env_int("MAILGATE_WEBHOOK_MAX_BYTES", 1024 * 1024)
+# Every request body, any URL: daphne answers 413 past this (or past the webhook limit, if higher)
+# before buffering anything (mailgate/request_limits.py). Forms and the JSON API need a few KB.
+MAILGATE_MAX_REQUEST_BYTES = env_int("MAILGATE_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
 # Health: an IDLE manager that has not written its heartbeat for this long counts as down.
 MAILGATE_HEALTH_IDLE_STALE = env_int("MAILGATE_HEALTH_IDLE_STALE", 60)
 
