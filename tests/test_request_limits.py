@@ -9,7 +9,7 @@ import socket
 import pytest
 from django.conf import settings
 
-from tests.test_webhooks import make_channel
+from inbound.models import InboundChannel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,7 +78,9 @@ def test_just_over_the_limit_gets_the_413_answer(live_web):
 
 
 def test_a_webhook_over_its_own_limit_still_gets_the_webhooks_413(live_web, alice):
-    channel = make_channel(alice, "generic", {"current": "s3cret"}, token="tok-limit")
+    channel = InboundChannel(owner=alice, kind="generic", name="limit", token="tok-limit")
+    channel.set_secrets({"current": "s3cret"})
+    channel.save()
     over = settings.MAILGATE_WEBHOOK_MAX_BYTES + 1
     assert over <= settings.MAILGATE_MAX_REQUEST_BYTES  # so the view, not daphne, answers
     with connect(live_web) as sock:
