@@ -3,8 +3,9 @@ signed and expiring, at /hooks/files/<token>/, for subscribers who have no login
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404, HttpResponseNotAllowed
+from django.http import Http404, HttpResponseNotAllowed
 
+from frontend import downloads
 from outgoing import formatting
 from pipeline.models import Attachment
 
@@ -16,5 +17,6 @@ def attachment(request, token: str):
     item = Attachment.objects.filter(pk=pk).first() if pk else None
     if item is None or not item.file:
         raise Http404("no such attachment")
-    return FileResponse(item.file.open("rb"), as_attachment=True, filename=item.filename,
-                        content_type=item.content_type or "application/octet-stream")
+    # The type and name come from the message's sender: the same locked-down download as the
+    # logged-in one, so no client renders attacker HTML on mailgate's origin.
+    return downloads.attachment_response(item)

@@ -61,6 +61,8 @@ def decode_cursor(text: str) -> tuple[datetime | None, uuid.UUID]:
         parsed = parse_datetime(date) if date is not None else None
         if date is not None and parsed is None:
             raise ValueError(date)
+        if not isinstance(ident, str):  # uuid.UUID(123) raises AttributeError, not ValueError
+            raise TypeError(ident)
         return parsed, uuid.UUID(ident)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise BadFilter("invalid cursor") from None
@@ -81,9 +83,14 @@ def _date_param(params, name, end_of_day=False):
     value = params.get(name, "")
     if not value:
         return None
-    parsed = parse_datetime(value)
+    # parse_datetime/parse_date answer None to a malformed text but raise ValueError on a
+    # well-formed impossible one (2024-02-30, month 13): both are the user's mistake.
+    try:
+        parsed = parse_datetime(value)
+        day = parse_date(value) if parsed is None and len(value) == 10 else None
+    except ValueError:
+        parsed = day = None
     if parsed is None:
-        day = parse_date(value) if len(value) == 10 else None
         if day is None:
             raise BadFilter(f"{name} must be a date (YYYY-MM-DD) or an ISO 8601 date-time")
         parsed = datetime.combine(day, time.max if end_of_day else time.min)

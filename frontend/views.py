@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
-from frontend import access, serializers
+from frontend import access, downloads, serializers
 from mailgate.realtime import current_seq
 from pipeline.parsing.sanitize import enable_remote_images
 
@@ -38,8 +38,6 @@ INLINE_TOKEN_MAX_AGE = 3600  # seconds; the body frame (no-store) mints fresh on
 # when opened on its own, so like the sanitizer's data: URLs it is not served inline.
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif",
                       "image/x-icon", "image/vnd.microsoft.icon"}
-# Types a browser shows without running anything; everything else is sent as opaque bytes.
-SAFE_DOWNLOAD_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
 
 # sanitize_html output (nh3) writes every attribute as name="value", so this is exact on it.
 _CID_SRC = re.compile(r'(<img\b[^>]*?\ssrc=")cid:([^"]*)(")', re.IGNORECASE)
@@ -145,18 +143,9 @@ def message_inline(request, message_id, token):
     content_type = part.content_type.split(";")[0].strip().lower() if part else ""
     if part is None or content_type not in INLINE_IMAGE_TYPES:
         raise Http404("not found")
-    response = _locked_down(FileResponse(part.file.open("rb"), content_type=content_type))
+    response = downloads.locked_down(FileResponse(part.file.open("rb"), content_type=content_type))
     response["Content-Disposition"] = "inline"
     response["Referrer-Policy"] = "no-referrer"
-    return response
-
-
-def _locked_down(response):
-    """Headers for bytes that came from a message: never sniffed into something executable and,
-    opened directly anyway (e.g. a PDF viewer tab), unable to run anything or reach anywhere."""
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["Cache-Control"] = "private, no-store"
     return response
 
 
@@ -164,11 +153,7 @@ def _locked_down(response):
 @require_GET
 def attachment(request, attachment_id):
     item = access.get_or_404(access.attachments(request.user), pk=attachment_id)
-    content_type = item.content_type.split(";")[0].strip().lower()
-    if content_type not in SAFE_DOWNLOAD_TYPES:
-        content_type = "application/octet-stream"
-    return _locked_down(FileResponse(item.file.open("rb"), as_attachment=True,
-                                     filename=item.filename or "attachment", content_type=content_type))
+    return downloads.attachment_response(item)
 
 
 @login_required

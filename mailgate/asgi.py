@@ -13,9 +13,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from frontend.routing import websocket_urlpatterns  # noqa: E402
+from mailgate import request_limits  # noqa: E402
 from mailgate.realtime import ensure_embedded_redis  # noqa: E402
 
 ensure_embedded_redis()
+# Bodies over MAILGATE_MAX_REQUEST_BYTES are refused by daphne itself, before either daphne or
+# Django buffers them (mailgate/request_limits.py).
+request_limits.install()
 
 application = ProtocolTypeRouter(
     {

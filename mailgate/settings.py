@@ -4,6 +4,7 @@ Every value has a default that runs on a laptop (SQLite and an embedded Redis in
 switches by environment variables only. README lists every variable.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_q",
+    "axes",  # login throttling: mailgate/login_throttle.py
     "mailgate",
     "imap",
     "inbound",
@@ -59,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a refused login into the 429 lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mailgate.urls"
@@ -172,7 +176,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # static works before (or without) collectstatic on a laptop
 
 # --- Security (check --deploy is clean when DEBUG is off and HTTPS is in front) -----------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("MAILGATE_BEHIND_PROXY") else None
+MAILGATE_BEHIND_PROXY = env_bool("MAILGATE_BEHIND_PROXY")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if MAILGATE_BEHIND_PROXY else None
 SECURE_SSL_REDIRECT = env_bool("MAILGATE_SSL_REDIRECT", SERVED_PUBLICLY)
 # /healthz is probed by load balancers over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
@@ -193,6 +198,22 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
+
+# Login throttling (django-axes, see mailgate/login_throttle.py): a user name and client address
+# pair is locked after this many failures, for the cool-off; each refused try during the lock
+# starts it again. Counted in the database, so every web process sees the same count.
+AUTHENTICATION_BACKENDS = [
+    "mailgate.login_throttle.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("MAILGATE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("MAILGATE_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "mailgate.login_throttle.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Failures are kept (AccessAttempt, until their cool-off ends); a row per successful login is not.
+AXES_DISABLE_ACCESS_LOG = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -232,6 +253,9 @@ MAILGATE_INSTANCE_ID = env_str("MAILGATE_INSTANCE_ID", "mailgate")
 # Webhooks
 MAILGATE_PUBLIC_BASE_URL = env_str("MAILGATE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 MAILGATE_WEBHOOK_MAX_BYTES = env_int("MAILGATE_WEBHOOK_MAX_BYTES", 1024 * 1024)
+# Every request body, any URL: daphne answers 413 past this (or past the webhook limit, if higher)
+# before buffering anything (mailgate/request_limits.py). Forms and the JSON API need a few KB.
+MAILGATE_MAX_REQUEST_BYTES = env_int("MAILGATE_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
 # Health: an IDLE manager that has not written its heartbeat for this long counts as down.
 MAILGATE_HEALTH_IDLE_STALE = env_int("MAILGATE_HEALTH_IDLE_STALE", 60)
 

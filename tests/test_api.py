@@ -3,8 +3,11 @@ the message body frame and its CSP, stats and delivery retry."""
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -72,6 +75,22 @@ def test_a_tampered_cursor_is_a_clear_400(alice_client):
     response = alice_client.get(reverse("frontend:api_messages"), {"cursor": "not-a-cursor"})
     assert response.status_code == 400
     assert response.json() == {"error": "invalid cursor"}
+
+
+@pytest.mark.parametrize("params", [
+    {"after": "2024-13-45T00:00:00"},  # well-formed, but no such month or day
+    {"before": "2024-02-30"},
+    {"after": "2024-02-29T25:61:00"},
+    {"cursor": base64.urlsafe_b64encode(json.dumps([None, 123]).encode()).decode()},
+    {"cursor": base64.urlsafe_b64encode(json.dumps(["2024-13-45T00:00:00", str(uuid.uuid4())]).encode()).decode()},
+    {"cursor": base64.urlsafe_b64encode(json.dumps({"a": 1}).encode()).decode()},
+])
+def test_impossible_dates_and_odd_cursors_are_clear_400s_not_500s(alice_client, params):
+    response = alice_client.get(reverse("frontend:api_messages"), params)
+    assert response.status_code == 400, response.content
+    assert set(response.json()) == {"error"}
+    name = next(iter(params))
+    assert name in response.json()["error"]
 
 
 def test_filters_narrow_by_account_folder_unread_flagged_attachment_and_date(alice_client, alice, account):

@@ -7,6 +7,8 @@ facts the manager relies on.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import ssl
 import time
 
@@ -168,3 +170,43 @@ def test_a_server_that_never_answers_times_out(dovecot):
         assert time.monotonic() - started < 2
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_sasl_ir():
+    """A second private Dovecot whose capabilities lack SASL-IR, so the client logs in with LOGIN
+    (the path aioimaplib's own scrub got wrong for quoted passwords)."""
+    from tests.servers.dovecot import Dovecot
+
+    server = Dovecot.start(extra_config="protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ IDLE\n}\n")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("server", ["dovecot_without_sasl_ir", "dovecot"])
+def test_no_log_record_at_debug_holds_a_password_with_quotes_and_backslashes(request, server, caplog):
+    dovecot = request.getfixturevalue(server)
+    password = 'pa"ss\\word-SECRET'
+    user = dovecot.add_user(f"idle-quoted-{time.monotonic_ns()}", password)
+    caplog.set_level(logging.DEBUG, logger="aioimaplib")
+
+    async def scenario():
+        client = client_for(dovecot, "none")
+        await client.open(user.name, password, "INBOX")  # logs in: the password went over the wire
+        await client.close(TIMEOUT)
+        wrong = client_for(dovecot, "none")
+        try:
+            with pytest.raises(errors.AuthenticationFailed):
+                await wrong.open(user.name, password + '"\\-WRONG', "INBOX")
+        finally:
+            wrong.abort()
+
+    asyncio.run(scenario())
+    sent = [r.getMessage() for r in caplog.records if r.name.startswith("aioimaplib")]
+    command = "LOGIN" if server == "dovecot_without_sasl_ir" else "AUTHENTICATE"
+    assert sum(f" {command} " in text for text in sent) == 2, sent  # the path under test was taken
+    assert not [text for text in caplog.text.splitlines() if "SECRET" in text or "ss\\" in text]
+    tokens = [base64.b64encode(f"\0{user.name}\0{pw}".encode()).decode() for pw in (password, password + '"\\-WRONG')]
+    assert not [text for text in sent if "SECRET" in text or "WRONG" in text or any(t in text for t in tokens)]

@@ -208,6 +208,24 @@ def test_an_attachment_link_downloads_the_file_and_a_forged_one_is_not_found(ali
     assert client.get(path[:-2] + "x/").status_code == 404
 
 
+def test_an_attachment_link_to_hostile_html_is_an_opaque_sandboxed_download(alice, client):
+    message = make_message(alice)
+    hostile = add_attachment(message, "invoice.html", b"<script>alert(document.cookie)</script>",
+                             content_type="text/html; charset=utf-8")
+    response = client.get(urlsplit(formatting.attachment_url(hostile)).path)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"] == 'attachment; filename="invoice.html"'
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Cache-Control"] == "private, no-store"
+    picture = add_attachment(message, "photo.png", b"\x89PNG", content_type="image/png")
+    response = client.get(urlsplit(formatting.attachment_url(picture)).path)
+    assert response["Content-Type"] == "image/png"  # on the safe list: still an attachment, sandboxed
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert response["Content-Security-Policy"] == "default-src 'none'; sandbox"
+
+
 def test_slack_errors_are_its_plain_text_answers(alice, slack, clean_http_sink):
     clean_http_sink.respond("/services/T000/B000/XXXX", Response(404, body=b"no_service"))
     with pytest.raises(TransportError) as failed:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import re
 import socket
 import ssl
 import sys
@@ -36,6 +38,24 @@ SSL_READ_SIZE = 2 * 1024
 # Dead peers (NAT timeouts, pulled cables) are noticed within ~2 minutes instead of at the
 # next IDLE renewal, 25 minutes later.
 KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 15, "TCP_KEEPCNT": 4}
+
+
+class _HideCredentials(logging.Filter):
+    """A second guard on aioimaplib's logger (MAILGATE_LOG_LEVEL=DEBUG logs every command sent):
+    whatever record names a LOGIN or AUTHENTICATE command (the "Sending" line, or a pending
+    command shown in a continuation or error line) keeps the command name, never its arguments."""
+
+    COMMAND = re.compile(r"(\b[A-Z]+\d+ (?:LOGIN|AUTHENTICATE)) .*", re.DOTALL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        hidden = self.COMMAND.sub(r"\1 [credentials hidden]", text)
+        if hidden != text:
+            record.msg, record.args = hidden, ()
+        return True
+
+
+logging.getLogger(aioimaplib.aioimaplib.__name__).addFilter(_HideCredentials())
 
 
 class ConnectionLost(errors.ProtocolError):
@@ -182,16 +202,19 @@ class IdleClient(aioimaplib.IMAP4):
         proto = self.protocol
         caps = proto.capabilities
         if "AUTH=PLAIN" in caps and "SASL-IR" in caps:
-            token = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode()).decode()
-            response = await self.call(proto.execute(
-                Command("AUTHENTICATE", proto.new_tag(), "PLAIN", token, loop=proto.loop), scrub=token))
-            if response.result == "OK":
-                async with proto.state_condition:
-                    proto.state = AUTH
-                    proto.state_condition.notify_all()
+            secret = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode()).decode()
+            command = Command("AUTHENTICATE", proto.new_tag(), "PLAIN", secret, loop=proto.loop)
         else:
-            response = await self.call(proto.login(quoted(username), password))
-        if response.result != "OK":
+            # Not aioimaplib's login(): it scrubs the raw password from its DEBUG log of the
+            # command, but the wire carries the quoted form (\" and \\ escaped), which it missed.
+            secret = quoted(password)
+            command = Command("LOGIN", proto.new_tag(), quoted(username), secret, loop=proto.loop)
+        response = await self.call(proto.execute(command, scrub=secret))
+        if response.result == "OK":
+            async with proto.state_condition:
+                proto.state = AUTH
+                proto.state_condition.notify_all()
+        else:
             text = _text(response)
             raise throttle_from_text(text) or errors.AuthenticationFailed(
                 f"authentication failed for {username} at {self.host}:{self.port}")

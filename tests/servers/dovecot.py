@@ -177,10 +177,11 @@ class Dovecot:
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, tmp_root: str | None = None, timeout: float = 10.0) -> "Dovecot":
+    def start(cls, tmp_root: str | None = None, timeout: float = 10.0, extra_config: str = "") -> "Dovecot":
         """Create a fresh temp dir under ``tmp_root`` (default: the system temp
         dir), write config/cert/passwd-file, start Dovecot and wait until both
-        listeners accept connections."""
+        listeners accept connections. ``extra_config`` is appended to the
+        config (e.g. ``imap_capability = ...`` for a server that lacks SASL-IR)."""
         parent = tmp_root or tempfile.gettempdir()
         _reap_stale_instances(parent)
         _check_traversable(parent)
@@ -198,7 +199,7 @@ class Dovecot:
                 os.makedirs(d, mode=0o755)
             cert = make_self_signed_cert(root, "dovecot")
             self.cafile = cert.cafile
-            self._write_config(cert.cert_path, cert.key_path)
+            self._write_config(cert.cert_path, cert.key_path, extra_config)
             self._launch(timeout)
         except BaseException:
             self.stop()
@@ -311,7 +312,7 @@ class Dovecot:
 
     # ------------------------------------------------------------ config
 
-    def _write_config(self, cert: str, key: str) -> None:
+    def _write_config(self, cert: str, key: str, extra: str = "") -> None:
         dh = f"ssl_dh = <{DH_PARAMS}" if os.path.exists(DH_PARAMS) else ""
         config = f"""\
 # Private test instance written by tests/servers/dovecot.py (not the system config).
@@ -405,7 +406,7 @@ service imap {{
 }}
 """
         with open(self.config_path, "w") as f:
-            f.write(config)
+            f.write(config + extra)
 
     # ------------------------------------------------------------ users
 
