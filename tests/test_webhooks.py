@@ -21,7 +21,7 @@ from pipeline import tasks
 from pipeline.ingest import read_raw
 from pipeline.models import Message
 from pipeline.senders import sender_ids
-from tests.servers.http import Response
+from tests.servers.http import HttpSink, Response
 
 pytestmark = pytest.mark.django_db
 
@@ -126,6 +126,7 @@ def post_mms(client, media_urls, token="tw-mms"):
 @pytest.fixture
 def mms_channel(alice, settings):
     settings.MAILGATE_PUBLIC_BASE_URL = "https://gate.example.test"
+    settings.MAILGATE_TWILIO_MEDIA_HOSTS = ["api.twilio.com", HttpSink.host]  # the local server plays Twilio
     return make_channel(alice, "twilio", {"auth_token": "tok"}, token="tw-mms")
 
 
