@@ -9,6 +9,7 @@ waiting is needed to see that none came.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import pytest
@@ -65,6 +66,12 @@ def listener():
 
 
 @pytest.fixture
+def admin_client_(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
 def private_refused(settings):
     settings.MAILGATE_ALLOW_PRIVATE_TARGETS = False
 
@@ -86,8 +93,7 @@ def resolver(monkeypatch):
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port or 0))]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    resolver.names, resolver.lookups = names, lookups
-    return resolver
+    return SimpleNamespace(names=names, lookups=lookups)
 
 
 def unchecked_service(owner, kind, config, secrets, name=None) -> Service:
@@ -347,8 +353,3 @@ def test_an_unexpected_error_is_recorded_by_its_type_and_a_redacted_message(alic
     assert (ok, text) == (False, "Test message not sent: unexpected error: RuntimeError: failed for … with …")
     assert Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RETRYING).exists()
 
-
-@pytest.fixture
-def admin_client_(client, admin_user):
-    client.force_login(admin_user)
-    return client
