@@ -352,4 +352,3 @@ def test_an_unexpected_error_is_recorded_by_its_type_and_a_redacted_message(alic
     ok, text = sending.send_test(spaced_token_service, "7")
     assert (ok, text) == (False, "Test message not sent: unexpected error: RuntimeError: failed for … with …")
     assert Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RETRYING).exists()
-
