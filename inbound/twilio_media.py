@@ -5,13 +5,20 @@ Twilio waits 15 s for the answer, so all downloads of one call share MAILGATE_WE
 
 Twilio lists them as MediaUrl0..N with MediaContentType0..N. A GET of the URL (with HTTP Basic
 auth as AccountSid + auth token, which Twilio requires when media authentication is on) answers
-with a redirect to its storage; outgoing.http.get_file follows it without the credentials. A
-failed download never loses the SMS: its text keeps the link and says why it was not attached.
+with a redirect to its storage; outgoing.http.get_file follows that one without the credentials.
+A failed download never loses the SMS: its text keeps the link and says why it was not attached.
+
+The URLs come from the call, so only Twilio's own media hosts (MAILGATE_TWILIO_MEDIA_HOSTS) are
+fetched, and the credentials sent are those of the token that signed the call: whoever signs with
+a previous (perhaps leaked) token cannot point mailgate, and the current token, at their server.
 """
 
 from __future__ import annotations
 
 import mimetypes
+from urllib.parse import urlsplit
+
+from django.conf import settings
 
 from outgoing import http
 from outgoing.errors import TransportError
@@ -22,8 +29,20 @@ MAX_FILES = 10  # Twilio's own limit per message
 TIMEOUT = 15.0
 
 
+def media_url_problem(url: str) -> str | None:
+    """Why `url` is not fetched (checked before any connection, without DNS), or None."""
+    error = http.url_problem(url, "MediaUrl")
+    if error:
+        return error
+    hosts = {host.lower() for host in settings.MAILGATE_TWILIO_MEDIA_HOSTS}
+    if (urlsplit(url).hostname or "").lower() not in hosts:
+        return "not a Twilio media URL"
+    return None
+
+
 def fetch_all(fields: dict, auth_token: str) -> tuple[list[tuple[str, str, bytes]], list[str]]:
-    """(attachments as (filename, content type, bytes), lines for the text) of one webhook call."""
+    """(attachments as (filename, content type, bytes), lines for the text) of one webhook call.
+    `auth_token`: the token that signed the call."""
     count = fields.get("NumMedia") or "0"
     count = min(int(count), MAX_FILES) if count.isdigit() else 0
     headers = {"Accept": "*/*"}
@@ -38,10 +57,11 @@ def fetch_all(fields: dict, auth_token: str) -> tuple[list[tuple[str, str, bytes
         content_type = fields.get(f"MediaContentType{index}") or "application/octet-stream"
         name = f"media-{index + 1}{mimetypes.guess_extension(content_type) or ''}"
         try:
-            error = http.validate_url(url, "MediaUrl")
+            error = media_url_problem(url)
             if error:
                 raise TransportError(error, permanent=True)
-            data = http.get_file(url, headers, max_bytes=MAX_FILE_BYTES, timeout=budget.timeout(TIMEOUT))
+            data = http.get_file(url, headers, max_bytes=MAX_FILE_BYTES, timeout=budget.timeout(TIMEOUT),
+                                 follow_redirect=True)
         except TransportError as exc:
             lines.append(f"- {content_type}: {url} (not downloaded: {exc.message})")
             continue

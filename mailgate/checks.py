@@ -1,7 +1,7 @@
 """System checks: `manage.py check` fails when settings could lose or endlessly retry work."""
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.compatibility)
@@ -52,5 +52,19 @@ def check_webhook_media_budget(app_configs=None, **kwargs):
             hint="Webhook media are downloaded while the provider waits, and Twilio gives up after 15 s; "
                  "below 1 s nothing could be downloaded.",
             id="mailgate.E006",
+        )]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_private_targets(app_configs=None, **kwargs):
+    exposed = getattr(settings, "EXPOSED", "")
+    if settings.MAILGATE_ALLOW_PRIVATE_TARGETS and exposed:
+        return [Warning(
+            f"MAILGATE_ALLOW_PRIVATE_TARGETS is on, and this install is reachable by others ({exposed}).",
+            hint="Every owner of a service or webhook channel can then make mailgate connect to this machine "
+                 "and its private network (local admin APIs, cloud metadata). Turn it off unless all of them "
+                 "are trusted with that.",
+            id="mailgate.W001",
         )]
     return []

@@ -291,5 +291,11 @@ MAILGATE_WEBHOOK_TOLERANCE = env_int("MAILGATE_WEBHOOK_TOLERANCE", 300)
 MAILGATE_WEBHOOK_MEDIA_SECONDS = env_float("MAILGATE_WEBHOOK_MEDIA_SECONDS", 10.0)
 # Attachment links sent to SMS, Slack and webhook targets stop working after this many days.
 MAILGATE_ATTACHMENT_LINK_DAYS = env_int("MAILGATE_ATTACHMENT_LINK_DAYS", 7)
+# Outbound connections (outgoing/egress.py): service URLs and SMTP hosts are typed in by service
+# owners and media URLs come in webhook calls, so loopback, private, link-local, multicast and
+# reserved addresses are refused unless this is on (the test suite's servers are on loopback).
+MAILGATE_ALLOW_PRIVATE_TARGETS = env_bool("MAILGATE_ALLOW_PRIVATE_TARGETS", False)
+# The only hosts MMS media are fetched from (with the credentials of the token that signed the call).
+MAILGATE_TWILIO_MEDIA_HOSTS = env_list("MAILGATE_TWILIO_MEDIA_HOSTS", ("api.twilio.com",))
 # IDLE manager (imap/idle/): how often it looks for added, changed, disabled or deleted accounts.
 MAILGATE_IDLE_POLL = env_float("MAILGATE_IDLE_POLL", 2.0)

@@ -1,4 +1,6 @@
-"""The one HTTP client the API transports share: stdlib http.client, a timeout, no redirects.
+"""The one HTTP client mailgate has (transports, webhook media): stdlib http.client, a timeout, no
+redirects, a cap on every body read, and every connection opened by outgoing.egress, which refuses
+loopback and private addresses on the address it actually connects to.
 
 Why not urllib.request: it follows redirects (turning a POST into a GET that silently drops the
 message) and honours proxy variables from the environment; http.client does neither, and one
@@ -30,6 +32,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from mailgate.net import is_loopback
+from outgoing import egress
 from outgoing.errors import TransportError
 
 DEFAULT_TIMEOUT = 15.0
@@ -54,17 +57,31 @@ class HttpResponse:
             return None
 
 
-def validate_url(value, label: str) -> str | None:
-    """An error text for a bad API or webhook URL, or None. Plain http only to loopback (tests):
+def url_problem(value, label: str) -> str | None:
+    """An error text for a malformed URL, or None; no DNS. Plain http only to loopback (tests):
     anywhere else it would carry tokens in clear text."""
     if not isinstance(value, str) or not value:
         return f"{label}: must be a URL"
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return f"{label}: not a valid URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{label}: must be an http(s) URL with a host"
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return f"{label}: plain http is only allowed to a loopback host; use https"
     return None
+
+
+def validate_url(value, label: str) -> str | None:
+    """An error text for a bad API or webhook URL, or None: malformed, or its host is (or resolves
+    to) an address egress refuses. Saving early with a clear error; each connection checks again."""
+    problem = url_problem(value, label)
+    if problem:
+        return problem
+    problem = egress.host_problem(urlsplit(value).hostname)
+    return f"{label}: {problem}" if problem else None
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -140,14 +157,17 @@ def webhook_media_budget() -> TimeBudget:
                       "this webhook call's MAILGATE_WEBHOOK_MEDIA_SECONDS are used up")
 
 
-def get_file(url: str, headers: dict, *, max_bytes: int, timeout=None) -> bytes:
-    """GET a file, following one redirect (media APIs answer with one to their storage), and
-    raise a permanent TransportError when it is bigger than `max_bytes`. The redirect target must
-    pass validate_url, and gets no Authorization header: credentials stay with the API's host."""
+def get_file(url: str, headers: dict, *, max_bytes: int, timeout=None, follow_redirect: bool = False) -> bytes:
+    """GET a file and raise a permanent TransportError when it is bigger than `max_bytes`.
+
+    A redirect is an error unless `follow_redirect` (Twilio's media API answers with one to its
+    storage; the caller has checked that the URL is Twilio's): then one is followed, to an http(s)
+    URL that connects like any other, and without the Authorization header: credentials stay
+    with the API's host."""
     response = _exchange("GET", url, b"", headers, timeout=timeout, max_bytes=max_bytes + 1)
-    if response.status in REDIRECTS and response.headers.get("location"):
+    if follow_redirect and response.status in REDIRECTS and response.headers.get("location"):
         url = urljoin(url, response.headers["location"])
-        error = validate_url(url, "redirect")
+        error = url_problem(url, "redirect")
         if error:
             raise TransportError(error, permanent=True)
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -158,35 +178,69 @@ def get_file(url: str, headers: dict, *, max_bytes: int, timeout=None) -> bytes:
     return body
 
 
+class _CheckedConnection:
+    """Opens its socket with egress.connect: http.client's connect() (plain and TLS alike) makes
+    its socket with self._create_connection((host, port), timeout, source_address), and the TLS
+    layer wraps that socket with the host name for SNI and certificate checks."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = self._open
+
+    @staticmethod
+    def _open(address, timeout, source_address=None):
+        return egress.connect(address[0], address[1], timeout, source_address)
+
+
+class CheckedHTTPConnection(_CheckedConnection, http.client.HTTPConnection):
+    pass
+
+
+class CheckedHTTPSConnection(_CheckedConnection, http.client.HTTPSConnection):
+    pass
+
+
 def _exchange(method: str, url: str, body: bytes, headers: dict, *, timeout, max_bytes: int) -> HttpResponse:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced [ in the host
+        raise TransportError("invalid URL", permanent=True) from None
     host = parts.hostname or "?"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=ssl.create_default_context())
-    elif parts.scheme == "http":
-        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
-    else:
-        raise TransportError(f"unsupported URL scheme {parts.scheme!r}", permanent=True)
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+    conn = None
     try:
+        if parts.scheme == "https":
+            conn = CheckedHTTPSConnection(host, parts.port, timeout=timeout, context=ssl.create_default_context())
+        elif parts.scheme == "http":
+            conn = CheckedHTTPConnection(host, parts.port, timeout=timeout)
+        else:
+            raise TransportError(f"unsupported URL scheme {parts.scheme!r}", permanent=True)
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
-        data = resp.read(max_bytes)
+        data = resp.read(max_bytes)  # never more, whatever Content-Length or chunking says
         response = HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(f"TLS certificate of {host} not trusted: {exc.verify_message}", permanent=True) from None
+    except (http.client.InvalidURL, ValueError):
+        # http.client's InvalidURL (a space or control character in the path, a bad port) quotes
+        # the whole path, and Telegram and Discord keep their tokens there: name the host only.
+        raise TransportError(f"invalid URL or header for {host}", permanent=True) from None
     except (OSError, socket.timeout, http.client.HTTPException) as exc:
         raise TransportError(f"network error talking to {host}: {_describe(exc)}") from None
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
     return response
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
+    if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
+        # Its text quotes what the server sent (BadStatusLine: a non-HTTP service's banner).
+        return f"not an HTTP answer ({type(exc).__name__})"
     return str(exc) or type(exc).__name__
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from mailgate.crypto import CredentialsUnreadable
 from outgoing import ratelimit
-from outgoing.errors import TransportError
+from outgoing.errors import TransportError, unexpected
 from outgoing.models import Service
 from outgoing.registry import transport_for
 
@@ -125,9 +125,18 @@ def send_test(service, address: str = "") -> tuple[bool, str]:
     try:
         remote_id = send(delivery, message=message, service=service)
     except TransportError as error:
-        wait = f" (the service asks to wait {error.retry_after:.0f} s)" if error.retry_after else ""
-        return False, f"Test message not sent: {error.message}{wait}"
+        return False, _not_sent(error)
+    except Exception as exc:  # a bug or a library's surprise: an answer on the page, not a 500
+        log.exception("send test through service %s raised", service.pk)
+        error = unexpected(exc)
+        record_failure(service, error)
+        return False, _not_sent(error)
     finally:
         service.enabled = enabled
     target = f" to {address}" if address else ""
     return True, f"Test message sent{target}" + (f" (remote id {remote_id})" if remote_id else "") + "."
+
+
+def _not_sent(error: TransportError) -> str:
+    wait = f" (the service asks to wait {error.retry_after:.0f} s)" if error.retry_after else ""
+    return f"Test message not sent: {error.message}{wait}"

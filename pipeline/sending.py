@@ -17,7 +17,7 @@ from django.db import transaction
 from mailgate import backoff
 from outgoing import ratelimit, sending as outgoing_sending
 from outgoing.models import Service
-from outgoing.errors import TransportError
+from outgoing.errors import TransportError, unexpected
 from pipeline import audit, claims, clock, digest, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
 from pipeline.queue import Stage
@@ -112,7 +112,9 @@ def _send_group(group: list[Delivery]) -> str:
         error = exc
     except Exception as exc:  # a bug or an unexpected library error: retry, it may be transient
         log.exception("transport %s raised for delivery %s", service.kind, first.pk)
-        error = TransportError(f"unexpected error: {exc!r}"[:1000])
+        # Shown to the service's owner and the account's members: the type and a redacted message,
+        # never repr(), which can quote a URL with the service's token in it.
+        error = unexpected(exc)
         outgoing_sending.record_failure(service, error)
     else:
         now = clock.now()

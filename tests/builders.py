@@ -10,6 +10,8 @@ name: `stored_message` (a standardized row), `import_message` (a plain imported 
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import itertools
 import json
@@ -33,8 +35,9 @@ from imap.sync import sync_account_now
 from inbound.models import InboundChannel
 from outgoing import signatures
 from outgoing.models import Service
+from outgoing.registry import transport_for
 from pipeline import clock, tasks
-from pipeline.ingest import ingest_raw
+from pipeline.ingest import ingest_raw, read_raw
 from pipeline.models import Attachment, Delivery, Message, Route, Subscriber, Subscription
 from tests.servers.procs import ROOT
 
@@ -319,3 +322,30 @@ def manage(data_dir: Path, *args, **extra) -> subprocess.CompletedProcess:
     """`manage.py ARGS` as a fresh laptop install would run it."""
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=fresh_env(data_dir, **extra),
                           capture_output=True, text=True, timeout=120)
+
+
+# ---------------------------------------------------------------- sending and reading back
+
+def send(service, message, address=""):
+    """Send `message` through `service` straight with its transport (no pipeline)."""
+    delivery = due_delivery(service, message, address)
+    return transport_for(service).send(message, delivery), delivery
+
+
+def queued_delivery(owner, service, address="bob@example.test", **subscription) -> Delivery:
+    """A delivery to `address` of a fresh message, standardized and distributed, waiting to send."""
+    subscribe(service, address.split("@")[0], address, **subscription)
+    message = ingest(owner, eml())
+    tasks.standardize(str(message.pk))
+    tasks.distribute(str(message.pk))
+    return Delivery.objects.get(message=message, address=address)
+
+
+def parsed(message):
+    """The stored raw bytes of `message`, parsed."""
+    return email.message_from_bytes(read_raw(message), policy=email.policy.default)
+
+
+def text_of(raw) -> str:
+    """The plain-text body of a parsed message."""
+    return raw.get_body(("plain",)).get_content().replace("\r\n", "\n").strip()

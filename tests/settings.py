@@ -15,6 +15,9 @@ os.environ.setdefault("DEBUG", "1")
 # the install is not loopback-only and start-up rightly refuses generated keys.
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(60))
 os.environ.setdefault("MAILGATE_FERNET_KEYS", base64.urlsafe_b64encode(os.urandom(32)).decode())
+# The test servers listen on loopback, which mailgate refuses to connect to by default; in the
+# environment, so the worker and daphne subprocesses allow it too. Tests of the refusal turn it off.
+os.environ.setdefault("MAILGATE_ALLOW_PRIVATE_TARGETS", "1")
 # Unit tests use the in-memory layer unless a real Redis is given (CI's second pass sets
 # REDIS_URL); acceptance tests that cross processes start their own Redis.
 if not os.environ.get("REDIS_URL"):

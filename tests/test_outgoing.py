@@ -14,7 +14,7 @@ from outgoing import formatting, signatures
 from outgoing.registry import transport_for
 from outgoing.errors import TransportError
 from pipeline.models import Attachment
-from tests.builders import BOT_TOKEN, due_delivery, import_message, make_service
+from tests.builders import BOT_TOKEN, due_delivery, import_message, make_service, send
 from tests.servers.http import Response
 from tests.servers.smtp import SmtpSink
 
@@ -28,11 +28,6 @@ def add_attachment(message, filename, data: bytes, content_type="application/pdf
                             content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     attachment.file.save(filename, ContentFile(data), save=True)
     return attachment
-
-
-def send(service, message, address=""):
-    delivery = due_delivery(service, message, address)
-    return transport_for(service).send(message, delivery), delivery
 
 
 def form(request) -> dict[str, list[str]]:
@@ -209,7 +204,7 @@ def test_an_attachment_link_downloads_the_file_and_a_forged_one_is_not_found(ali
 
 
 def test_an_attachment_link_to_hostile_html_is_an_opaque_sandboxed_download(alice, client):
-    message = make_message(alice)
+    message = import_message(alice)
     hostile = add_attachment(message, "invoice.html", b"<script>alert(document.cookie)</script>",
                              content_type="text/html; charset=utf-8")
     response = client.get(urlsplit(formatting.attachment_url(hostile)).path)

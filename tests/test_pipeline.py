@@ -17,7 +17,7 @@ from outgoing.models import Service
 from outgoing.relay import relay_header_value
 from pipeline import clock, loops, sending, sweeper, tasks
 from pipeline.models import Attachment, Delivery, Event, Message, Route, Subscriber, Thread
-from tests.builders import eml, ingest, route_everything, run_stages, smtp_service, subscribe
+from tests.builders import eml, ingest, queued_delivery, route_everything, run_stages, smtp_service, subscribe
 
 pytestmark = pytest.mark.django_db
 
@@ -184,14 +184,6 @@ def test_a_route_with_an_invalid_regex_is_rejected_with_a_clear_message(alice):
 
 
 # --- send -----------------------------------------------------------------------------------------
-
-def queued_delivery(owner, service, address="bob@example.test", **subscription) -> Delivery:
-    subscribe(service, address.split("@")[0], address, **subscription)
-    message = ingest(owner, eml())
-    tasks.standardize(str(message.pk))
-    tasks.distribute(str(message.pk))
-    return Delivery.objects.get(message=message, address=address)
-
 
 def test_a_sent_delivery_records_the_remote_id_and_the_services_success(alice, clean_smtp_sink):
     service = smtp_service(alice, clean_smtp_sink)

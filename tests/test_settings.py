@@ -22,7 +22,7 @@ from tests.servers.procs import ROOT
 # Variables that would leak the test process's configuration into the child.
 CLEARED = {"DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "MAILGATE_FERNET_KEYS",
            "MAILGATE_FERNET_KEYS_FILE", "DATABASE_URL", "REDIS_URL", "MAILGATE_CHANNEL_LAYER", "ALLOWED_HOSTS",
-           "MAILGATE_USE_TEST_DB", "MAILGATE_DATA_DIR"}
+           "MAILGATE_USE_TEST_DB", "MAILGATE_DATA_DIR", "MAILGATE_ALLOW_PRIVATE_TARGETS"}
 
 
 def fernet_key() -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import io
 import json
 import math
@@ -21,15 +19,11 @@ from pipeline import tasks
 from pipeline.ingest import read_raw
 from pipeline.models import Message
 from pipeline.senders import sender_ids
-from tests.builders import (GENERIC_PAYLOAD, TWILIO_PARAMS, TWILIO_SIGNATURE, make_channel, post_signed,
-                            post_telegram, telegram_update)
-from tests.servers.http import Response
+from tests.builders import (GENERIC_PAYLOAD, TWILIO_PARAMS, TWILIO_SIGNATURE, make_channel, parsed, post_signed,
+                            post_telegram, telegram_update, text_of)
+from tests.servers.http import HttpSink, Response
 
 pytestmark = pytest.mark.django_db
-
-
-def parsed(message):
-    return email.message_from_bytes(read_raw(message), policy=email.policy.default)
 
 
 # ------------------------------------------------------------------ Twilio
@@ -116,6 +110,7 @@ def post_mms(client, media_urls, token="tw-mms"):
 @pytest.fixture
 def mms_channel(alice, settings):
     settings.MAILGATE_PUBLIC_BASE_URL = "https://gate.example.test"
+    settings.MAILGATE_TWILIO_MEDIA_HOSTS = ["api.twilio.com", HttpSink.host]  # the local server plays Twilio
     return make_channel(alice, "twilio", {"auth_token": "tok"}, token="tw-mms")
 
 
@@ -256,10 +251,6 @@ def telegram_bot(alice, clean_http_sink):
     make_channel(alice, "telegram", {"secret_token": "tg-secret_1", "bot_token": CHANNEL_BOT_TOKEN},
                  token="tg-bot", api_base=clean_http_sink.base_url)
     return clean_http_sink
-
-
-def text_of(raw) -> str:
-    return raw.get_body(("plain",)).get_content().replace("\r\n", "\n").strip()
 
 
 def photo_update(update_id=2001):

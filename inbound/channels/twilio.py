@@ -44,9 +44,10 @@ class TwilioChannel(Channel):
             raise Reject(400, "not a form-encoded body") from None
         tokens = [self.secrets.get("auth_token"), self.secrets.get("previous_auth_token")]
         signature = request.headers.get("X-Twilio-Signature", "")
-        if not signatures.twilio_valid(self.signed_url(request), params, signature, tokens):
+        signer = signatures.twilio_signer(self.signed_url(request), params, signature, tokens)
+        if signer is None:
             raise Reject(403, "bad signature")
-        self.receive(params)
+        self.receive(params, signer)
         return HttpResponse(TWIML_EMPTY, content_type="text/xml")
 
     def refused(self, reject):
@@ -66,9 +67,11 @@ class TwilioChannel(Channel):
         query = request.META.get("QUERY_STRING", "")
         return f"{url}?{query}" if query and "?" not in url else url
 
-    def receive(self, params: list[tuple[str, str]]):
+    def receive(self, params: list[tuple[str, str]], auth_token: str):
         """Twilio's messaging webhook parameters → (Message, created). MMS media are downloaded
-        and attached (inbound/twilio_media.py)."""
+        and attached (inbound/twilio_media.py) with `auth_token`: the token that signed the call.
+        A call signed with the previous token (still accepted while rotating, perhaps because it
+        leaked) must never make mailgate send the current one."""
         channel = self.channel
         fields = dict(params)
         # Messaging webhooks carry MessageSid; a voice webhook pointed here carries CallSid (and
@@ -87,7 +90,7 @@ class TwilioChannel(Channel):
         identity = f"twilio:{sid}"
         if (known := receive.stored(channel, identity)) is not None:
             return known, False
-        attachments, media = twilio_media.fetch_all(fields, self.secrets.get("auth_token") or "")
+        attachments, media = twilio_media.fetch_all(fields, auth_token)
         if media:
             text += "\n\nMedia:\n" + "\n".join(media)
         raw = receive.build_raw(

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from mailgate.net import is_loopback
-from outgoing import formatting
+from outgoing import egress, formatting
 from outgoing.errors import TransportError
 from outgoing.relay import relay_header_value
 from outgoing.transports.base import Transport
@@ -36,18 +36,32 @@ def tls_context(cafile: str | None = None) -> ssl.SSLContext:
     """The verifying client context for `cafile` (None: the system store), built once. A CA file
     is keyed by its modification time too, so a renewed file is picked up without a restart."""
     key: tuple = ("",)
-    if cafile:
-        try:
+    try:
+        if cafile:
             key = (cafile, os.stat(cafile).st_mtime_ns)
-        except OSError:
-            return ssl.create_default_context(cafile=cafile)  # raises the clear error for a missing file
-    context = _contexts.get(key)
-    if context is None:
-        with _contexts_lock:
-            context = _contexts.get(key)
-            if context is None:
-                context = _contexts[key] = ssl.create_default_context(cafile=cafile or None)
+        context = _contexts.get(key)
+        if context is None:
+            with _contexts_lock:
+                context = _contexts.get(key)
+                if context is None:
+                    context = _contexts[key] = ssl.create_default_context(cafile=cafile or None)
+    except (OSError, ssl.SSLError):
+        # One text for a missing, unreadable or malformed file: the error must not tell a service
+        # owner which paths exist on this server.
+        raise TransportError("config.cafile: not a readable CA bundle (PEM)", permanent=True) from None
     return context
+
+
+class CheckedSMTP(smtplib.SMTP):
+    """smtplib's client, its socket opened by outgoing.egress (refusing private addresses on the
+    address it connects to). STARTTLS still checks the certificate against the host name."""
+
+    def _get_socket(self, host, port, timeout):
+        return egress.connect(host, port, timeout, self.source_address)
+
+
+class CheckedSMTPSSL(smtplib.SMTP_SSL, CheckedSMTP):
+    """SMTP_SSL wraps the socket its parent's _get_socket makes: CheckedSMTP's, by this order."""
 
 
 class SmtpTransport(Transport):
@@ -77,6 +91,10 @@ class SmtpTransport(Transport):
         if (security == "none" and config.get("username") and config.get("host")
                 and not is_loopback(str(config["host"]))):
             yield "config", "config.security: a password is only sent unencrypted to a loopback host"
+        if isinstance(config.get("host"), str) and config["host"]:
+            problem = egress.host_problem(config["host"])
+            if problem:
+                yield "config", f"config.host: {problem}"
         for key, value in config.items():
             if isinstance(value, str) and ("\r" in value or "\n" in value):
                 yield "config", f"config.{key}: must not contain a line break"
@@ -156,9 +174,9 @@ class SmtpTransport(Transport):
         # Only TLS needs a context; security "none" never loads the CA store.
         context = tls_context(self.config.get("cafile")) if security in ("ssl", "starttls") else None
         if security == "ssl":
-            smtp = smtplib.SMTP_SSL(host, port, timeout=self.timeout, context=context)
+            smtp = CheckedSMTPSSL(host, port, timeout=self.timeout, context=context)
         else:
-            smtp = smtplib.SMTP(host, port, timeout=self.timeout)
+            smtp = CheckedSMTP(host, port, timeout=self.timeout)
         try:
             if security == "starttls":
                 smtp.starttls(context=context)

@@ -1,5 +1,6 @@
 """Telegram Bot API: sendMessage (MarkdownV2, split at 4,096 characters), then sendDocument per file."""
 
+import re
 from functools import partial
 
 from outgoing import formatting, http
@@ -12,6 +13,9 @@ TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 # Bots may upload files up to 50 MB; bigger ones go as links in the text.
 FILE_LIMIT = 50 * 1024 * 1024
+# What @BotFather hands out: the bot's id, a colon, a URL-safe secret. The token goes into every
+# URL path, so nothing else (a space, a slash, a query) may get there with it.
+BOT_TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
 
 
 def _measure(run) -> int:
@@ -31,7 +35,7 @@ class TelegramTransport(Transport):
         if chat not in (None, "") and not isinstance(chat, (int, str)):
             yield "config", "config.chat_id: a number or @channelusername"
         token = secrets.get("bot_token") or ""
-        if token and (":" not in token or "/" in token):
+        if token and not BOT_TOKEN.match(token):
             yield "bot_token", "secrets.bot_token: looks like 123456:ABC-DEF… (from @BotFather)"
 
     def _url(self, method: str) -> str:
