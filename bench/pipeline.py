@@ -43,7 +43,8 @@ def main() -> None:
 
     data_dir = tempfile.mkdtemp(prefix="mailgate-bench-")
     os.environ.update(DJANGO_SETTINGS_MODULE="mailgate.settings", MAILGATE_DATA_DIR=data_dir, DEBUG="1",
-                      MAILGATE_CHANNEL_LAYER="memory", MAILGATE_LOG_LEVEL="WARNING")
+                      MAILGATE_CHANNEL_LAYER="memory", MAILGATE_LOG_LEVEL="WARNING",
+                      MAILGATE_ALLOW_PRIVATE_TARGETS="1")  # the SMTP sink is on loopback
     import django
     from django.conf import settings
 
