@@ -88,9 +88,10 @@ def inbox(request):
 def message(request, message_id):
     item = access.get_or_404(access.messages(request.user).select_related("account"), pk=message_id)
     detail = serializers.message_detail(item, request.user)
-    deliveries = item.deliveries.select_related("service").order_by("created_at")
+    deliveries = [serializers.delivery(d, request.user)
+                  for d in item.deliveries.select_related("service", "message").order_by("created_at")]
     return _page(request, "frontend/message.html", message=item, detail=detail,
-                 timeline=serializers.timeline(item), deliveries=deliveries)
+                 timeline=serializers.timeline(item, request.user), deliveries=deliveries)
 
 
 @login_required
