@@ -202,6 +202,22 @@ def test_the_idle_renewal_is_refused_past_29_minutes(settings):
     assert {e.id for e in checks.check_task_queue()} == {"mailgate.E005"}
 
 
+def test_the_stage_deadline_must_outlast_the_task_timeout(settings):
+    assert checks.check_stage_deadline() == []
+    for deadline, timeout in ((600, 900), (300, 300)):
+        settings.MAILGATE_STAGE_DEADLINE = deadline
+        settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": timeout}
+        [error] = checks.check_stage_deadline()
+        assert error.id == "mailgate.E007"
+        assert f"MAILGATE_STAGE_DEADLINE ({deadline}) must be greater than MAILGATE_TASK_TIMEOUT ({timeout})" in error.msg
+
+
+def test_a_task_timeout_past_the_stage_deadline_stops_start_up(tmp_path):
+    result = manage(tmp_path, "check", MAILGATE_TASK_TIMEOUT="900", MAILGATE_TASK_RETRY="960")
+    assert result.returncode == 1
+    assert "mailgate.E007" in result.stderr
+
+
 def test_the_webhook_media_budget_must_fit_inside_twilios_15_seconds(settings):
     for seconds, expected in ((0, {"mailgate.E006"}), (15, {"mailgate.E006"}), (10, set()), (1, set())):
         settings.MAILGATE_WEBHOOK_MEDIA_SECONDS = seconds
