@@ -66,6 +66,23 @@ def test_a_laptop_install_generates_each_secret_once_privately_and_warns(tmp_pat
     assert (data / "fernet.key").read_text() == fernet
 
 
+def test_the_data_dir_and_the_mail_stored_in_it_are_readable_by_this_user_only(tmp_path):
+    files = tmp_path / "elsewhere" / "files"  # MAILGATE_FILES_DIR outside the data dir, too
+    result = manage(tmp_path, "shell", "-c",
+                    "from django.core.files.base import ContentFile\n"
+                    "from django.core.files.storage import default_storage\n"
+                    "from pipeline.ingest import store_raw\n"
+                    "print(default_storage.path(store_raw(b'Subject: hi\\r\\n\\r\\nbody')[0]))\n"
+                    "print(default_storage.path(default_storage.save('attachments/x/report.pdf', ContentFile(b'%PDF'))))",
+                    MAILGATE_FILES_DIR=str(files))
+    assert result.returncode == 0, result.stderr
+    raw, attachment = result.stdout.splitlines()[-2:]
+    mode = lambda path: stat.S_IMODE(os.stat(path).st_mode)  # noqa: E731
+    assert (mode(tmp_path / "data"), mode(files)) == (0o700, 0o700)
+    assert (mode(raw), mode(attachment)) == (0o600, 0o600)
+    assert raw.startswith(str(files)) and attachment.startswith(str(files))
+
+
 def test_the_default_database_is_sqlite_in_wal_mode_in_the_data_dir(tmp_path):
     result = manage(tmp_path, "shell", "-c",
                     "from django.db import connection\n"
