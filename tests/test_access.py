@@ -380,3 +380,33 @@ def test_a_delivery_update_tells_members_its_status_but_not_its_address_or_error
     assert heard["bob"]["data"]["status"] == "failed" and heard["bob"]["data"]["id"] == str(delivery.pk)
     assert "address" not in heard["bob"]["data"] and "error" not in heard["bob"]["data"]
     assert charlie_heard_nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_logging_out_closes_the_sockets_of_that_session_and_no_other(alice):
+    from mailgate.asgi import application
+
+    def socket_and_session():
+        session = Client()
+        session.force_login(alice)
+        cookie = f"{settings.SESSION_COOKIE_NAME}={session.cookies[settings.SESSION_COOKIE_NAME].value}"
+        return WebsocketCommunicator(application, "/ws/events/", headers=[
+            (b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie.encode())]), session
+
+    (laptop, laptop_session), (phone, _) = socket_and_session(), socket_and_session()
+    account = make_account(alice)
+
+    async def scenario():
+        assert (await laptop.connect())[0] and (await phone.connect())[0]
+        logout = await sync_to_async(laptop_session.post)(reverse("logout"))
+        closed = await laptop.receive_output(timeout=5)
+        # The other session's socket still streams.
+        await sync_to_async(publish_for_account)(account, "account.status", {"account_id": account.pk})
+        event = await phone.receive_json_from(timeout=5)
+        await phone.disconnect()
+        return logout.status_code, closed, event
+
+    status, closed, event = async_to_sync(scenario)()
+    assert status == 200  # the "logged out" page
+    assert closed == {"type": "websocket.close", "code": 4401}
+    assert event["type"] == "account.status"
