@@ -410,3 +410,20 @@ def test_logging_out_closes_the_sockets_of_that_session_and_no_other(alice):
     assert status == 200  # the "logged out" page
     assert closed == {"type": "websocket.close", "code": 4401}
     assert event["type"] == "account.status"
+
+
+@pytest.mark.django_db
+def test_there_is_no_password_reset_form_to_make_the_host_send_mail(client, alice):
+    from django.urls import NoReverseMatch
+
+    for path in ("/accounts/password_reset/", "/accounts/password_reset/done/", "/accounts/reset/done/",
+                 "/accounts/reset/MQ/set-password/"):
+        assert client.get(path).status_code == 404, path
+    assert client.post("/accounts/password_reset/", {"email": "alice@example.test"}).status_code == 404
+    with pytest.raises(NoReverseMatch):
+        reverse("password_reset")
+    # Login, logout and a logged-in password change are where they were.
+    assert reverse("login") == settings.LOGIN_URL
+    client.force_login(alice)
+    assert client.get("/accounts/password_change/").status_code == 200
+    assert client.post(reverse("logout")).status_code == 200
