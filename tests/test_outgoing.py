@@ -374,6 +374,22 @@ def test_smtp_relays_text_html_and_attachments_with_the_loop_marking_header(alic
     assert remote_id == email["Message-ID"]
 
 
+def test_every_attempt_of_one_delivery_has_the_same_message_id(alice, smtp, clean_smtp_sink):
+    message = make_message(alice)
+    delivery = make_delivery(smtp, message, address="carol@example.test")
+    clean_smtp_sink.fail_next(1, 451)  # the first attempt fails after the message was built
+    with pytest.raises(TransportError):
+        transport_for(smtp).send(message, delivery)
+    first = transport_for(smtp).send(message, delivery)
+    second = transport_for(smtp).send(message, delivery)  # as after a lost answer to DATA
+    received = clean_smtp_sink.wait_for(2, timeout=5)
+    assert first == second == f"<{delivery.pk}@mailgate.example.test>"
+    assert [r.message["Message-ID"] for r in received] == [first, first]
+    # Another delivery of the same message is another Message-ID.
+    other, _ = send(smtp, message, address="dan@example.test")
+    assert other != first
+
+
 def test_a_line_break_in_a_header_value_is_refused_and_nothing_is_sent(alice, smtp, clean_smtp_sink):
     with pytest.raises(TransportError) as failed:
         send(smtp, make_message(alice, subject="Hi\r\nBcc: everyone@example.test"), address="carol@example.test")

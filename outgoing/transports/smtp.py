@@ -109,7 +109,10 @@ class SmtpTransport(Transport):
             if value:
                 email[name] = value
         email["Date"] = format_datetime(message.date or timezone.now())
-        email["Message-ID"] = make_msgid(domain=self.config["from_address"].rpartition("@")[2] or None)
+        # From the delivery's id, so every attempt of one delivery has the same Message-ID: a retry
+        # after an unknown outcome (the connection lost after DATA) is a recognisable duplicate.
+        domain = self.config["from_address"].rpartition("@")[2]
+        email["Message-ID"] = f"<{delivery.pk}@{domain}>" if domain and delivery.pk else make_msgid()
         template = self.config.get("template") or formatting.EMAIL_TEMPLATE
         text = formatting.plain(formatting.runs(template, values))
         attachments = formatting.attachments_of(message)
