@@ -18,7 +18,7 @@ from django.utils.text import slugify
 from mailgate.net import is_loopback
 from outgoing import formatting
 from outgoing.errors import TransportError
-from outgoing.relay import relay_header_value
+from outgoing.relay import prior_marks, relay_header_value
 from outgoing.transports.base import Transport
 
 SECURITY = ("ssl", "starttls", "none")
@@ -94,7 +94,8 @@ class SmtpTransport(Transport):
             "Subject": (self.config.get("subject_prefix") or "") + (message.subject or "(no subject)"),
             "Reply-To": self.config.get("reply_to") or message.sender_address or "",
             "List-Id": f"{self.service.name} <{list_id}>",
-            settings.MAILGATE_RELAY_HEADER: relay_header_value(delivery.pk),
+            # Earlier installs' marks first, then ours: loops between installs are caught too.
+            settings.MAILGATE_RELAY_HEADER: ", ".join([*prior_marks(message), relay_header_value(delivery.pk)]),
             # Threads the relayed copies in the subscriber's mail client like the original.
             "References": message.message_id if (message.message_id or "").startswith("<") else "",
         }
