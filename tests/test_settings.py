@@ -73,7 +73,8 @@ def test_the_data_dir_and_the_mail_stored_in_it_are_readable_by_this_user_only(t
                     "from django.core.files.storage import default_storage\n"
                     "from pipeline.ingest import store_raw\n"
                     "print(default_storage.path(store_raw(b'Subject: hi\\r\\n\\r\\nbody')[0]))\n"
-                    "print(default_storage.path(default_storage.save('attachments/x/report.pdf', ContentFile(b'%PDF'))))",
+                    "saved = default_storage.save('attachments/x/report.pdf', ContentFile(b'%PDF'))\n"
+                    "print(default_storage.path(saved))",
                     MAILGATE_FILES_DIR=str(files))
     assert result.returncode == 0, result.stderr
     raw, attachment = result.stdout.splitlines()[-2:]
@@ -226,7 +227,8 @@ def test_the_stage_deadline_must_outlast_the_task_timeout(settings):
         settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": timeout}
         [error] = checks.check_stage_deadline()
         assert error.id == "mailgate.E007"
-        assert f"MAILGATE_STAGE_DEADLINE ({deadline}) must be greater than MAILGATE_TASK_TIMEOUT ({timeout})" in error.msg
+        assert error.msg == (f"MAILGATE_STAGE_DEADLINE ({deadline}) must be greater than "
+                             f"MAILGATE_TASK_TIMEOUT ({timeout}).")
 
 
 def test_a_task_timeout_past_the_stage_deadline_stops_start_up(tmp_path):
