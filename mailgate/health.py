@@ -72,7 +72,7 @@ CHECKS = {
 
 # Text a load balancer or a passer-by may read. Everything else that is text (IDLE manager names,
 # which are host:pid, the embedded Redis socket path, exception messages naming hosts) is for staff.
-PUBLIC_TEXT = ("backend", "vendor")
+PUBLIC_TEXT = ("backend", "vendor", "kind")
 
 
 def _public(part: dict) -> dict:
@@ -80,10 +80,12 @@ def _public(part: dict) -> dict:
     type only; other text is left out."""
     shown = {}
     for key, value in part.items():
-        if isinstance(value, (bool, int, float)):
+        if value is None or isinstance(value, (bool, int, float)):
             shown[key] = value
         elif isinstance(value, (list, tuple)):
             shown[key] = len(value)
+        elif isinstance(value, dict):  # e.g. which Redis: its kind, not its socket path
+            shown[key] = _public(value)
         elif key == "error":
             shown[key] = str(value).split(":", 1)[0]
         elif key in PUBLIC_TEXT:
