@@ -3,6 +3,13 @@
 A user sees the accounts they own or are a member of, the messages they own or that belong to
 such an account, the deliveries of those messages, and the services they own. Anything else is
 answered as if it did not exist (404), so ids cannot be probed.
+
+Seeing is not managing. An account's members read its mail and change its flags (read, flagged:
+the shared state a team works with, undone with one click); moving and deleting on the owner's
+server, with the owner's password, stay the owner's (owned_messages). A delivery goes through a
+service and to an address its owner chose and pays for: everyone who sees the message sees that it
+was sent, but the address and the error texts, and a retry, are the service owner's
+(manages_delivery). Refusals of what a user can see but not do are NotAllowed (403).
 """
 
 from django.db.models import Q
@@ -39,6 +46,18 @@ def messages(user):
     return Message.objects.filter(message_filter(user))
 
 
+class NotAllowed(Exception):
+    """`user` sees the object but may not do this to it: a 403 with this text."""
+
+
+def owned_messages(user):
+    """Messages `user` may move and delete on their server: the mail of the accounts they own, and
+    their own mail that has no account (members of an account only read it and change its flags)."""
+    if not user.is_authenticated:
+        return Message.objects.none()
+    return Message.objects.filter(Q(account__owner=user) | Q(account__isnull=True, owner=user))
+
+
 def message_scopes(user) -> list[Q]:
     """message_filter split into its OR branches, for queries that run one index walk per branch
     and merge (frontend/listing.py): an OR across two indexes makes both planners sort everything."""
@@ -57,6 +76,17 @@ def attachments(user):
 
 def deliveries(user):
     return Delivery.objects.filter(message__in=messages(user).values("pk"))
+
+
+def manages_delivery(user, delivery) -> bool:
+    """Whether `user` sees the delivery's address and errors and may retry it: the owner of the
+    service it goes through (`delivery.service` should be loaded: lists select_related it)."""
+    return user.is_authenticated and delivery.service.owner_id == user.pk
+
+
+def managed_delivery_ids(user, message) -> set:
+    """The deliveries of `message` whose details `user` may see (see manages_delivery)."""
+    return set(message.deliveries.filter(service__owner_id=user.pk).values_list("pk", flat=True))
 
 
 def services(user):

@@ -17,6 +17,8 @@ from mailgate.realtime import publish_for_message
 from imap import writeback
 
 MAX_IDS = 1000
+# Changes to the owner's server beyond flags: the account's owner only (see frontend.access).
+OWNER_ACTIONS = ("move", "delete")
 
 
 class BadAction(Exception):
@@ -51,6 +53,9 @@ def apply(user, ids, action, folder_id=None) -> Result:
     found = {m.pk: m for m in access.messages(user).filter(pk__in=wanted)}
     if len(found) != len(wanted):
         raise Http404("not found")
+    if action in OWNER_ACTIONS and access.owned_messages(user).filter(pk__in=wanted).count() != len(wanted):
+        # Refused whole, before any connection is opened with the owner's password.
+        raise access.NotAllowed(f"only the account's owner can {action} its messages")
     target = None
     if action == "move":
         if folder_id in (None, ""):

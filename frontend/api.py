@@ -29,6 +29,8 @@ def api_view(view):
             return view(request, *args, **kwargs)
         except Http404:
             return JsonResponse({"error": "not found"}, status=404)
+        except access.NotAllowed as exc:
+            return JsonResponse({"error": str(exc)}, status=403)
         except (BadRequest, listing.BadFilter, actions.BadAction) as exc:
             log.info("bad API request from user %s: %s", request.user.pk, exc)
             return JsonResponse({"error": str(exc)}, status=400)
@@ -81,7 +83,7 @@ def message_thread(request, message_id):
 @api_view
 def message_events(request, message_id):
     message = access.get_or_404(access.messages(request.user), pk=message_id)
-    return JsonResponse({"results": serializers.timeline(message)})
+    return JsonResponse({"results": serializers.timeline(message, request.user)})
 
 
 @require_POST
@@ -126,7 +128,7 @@ def deliveries(request):
     if request.GET.get("message"):
         rows = rows.filter(message_id=access.get_or_404(access.messages(request.user), pk=request.GET["message"]).pk)
     rows = rows.order_by("-updated_at", "-id")[:limit]
-    return JsonResponse({"results": [serializers.delivery(d) for d in rows]})
+    return JsonResponse({"results": [serializers.delivery(d, request.user) for d in rows]})
 
 
 @require_POST
@@ -135,13 +137,15 @@ def delivery_retry(request, delivery_id):
     """A failed or dead delivery goes back to the queue, due now, with a fresh attempt count."""
     from pipeline import sending
 
-    delivery = access.get_or_404(access.deliveries(request.user), pk=delivery_id)
+    delivery = access.get_or_404(access.deliveries(request.user).select_related("service"), pk=delivery_id)
+    if not access.manages_delivery(request.user, delivery):
+        raise access.NotAllowed("only the service's owner can retry its deliveries")
     if delivery.status not in (Delivery.Status.FAILED, Delivery.Status.DEAD):
         return JsonResponse({"error": f"only failed or dead deliveries can be retried (this one is "
                                       f"{delivery.get_status_display().lower()})"}, status=409)
     moved = sending.retry_deliveries(Delivery.objects.filter(pk=delivery.pk))
     delivery.refresh_from_db()
-    return JsonResponse({"requeued": bool(moved), "delivery": serializers.delivery(delivery)})
+    return JsonResponse({"requeued": bool(moved), "delivery": serializers.delivery(delivery, request.user)})
 
 
 @require_GET

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from imap.models import IdleSession
 
+from frontend import access
 from frontend.listing import FLAGGED, SEEN
 
 
@@ -69,11 +70,16 @@ def message_detail(message, user) -> dict:
         "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags}
                       for loc in locations],
         "parse_warnings": message.parse_warnings,
+        "can_move_or_delete": access.owned_messages(user).filter(pk=message.pk).exists(),
     }
 
 
-def timeline(message) -> list[dict]:
-    return [{"at": _iso(e.at), "kind": e.kind, "label": e.get_kind_display(), "detail": e.detail,
+def timeline(message, user) -> list[dict]:
+    """The message's audit rows. A delivery's rows name its address and error texts: their
+    detail is blank for a reader who does not own the delivery's service (access.manages_delivery)."""
+    managed = access.managed_delivery_ids(user, message)
+    return [{"at": _iso(e.at), "kind": e.kind, "label": e.get_kind_display(),
+             "detail": e.detail if not e.delivery_id or e.delivery_id in managed else "",
              "delivery": str(e.delivery_id) if e.delivery_id else None, "worker": e.worker}
             for e in message.events.order_by("at", "id")[:1000]]
 
@@ -120,20 +126,24 @@ def account(item, *, staff: bool = False) -> dict:
     }
 
 
-def delivery(item) -> dict:
+def delivery(item, user) -> dict:
+    """A delivery; its address and last error only for the service's owner (access.manages_delivery),
+    who alone may retry it (`retryable`)."""
+    manages = access.manages_delivery(user, item)
     return {
         "id": str(item.pk),
         "message": str(item.message_id),
         "subject": item.message.subject,
         "service": item.service.name,
-        "address": item.address,
+        "address": item.address if manages else "",
         "status": item.status,
         "status_label": item.get_status_display(),
         "attempts": item.attempts,
-        "last_error": item.last_error,
+        "last_error": item.last_error if manages else "",
         "not_before": _iso(item.not_before),
         "sent_at": _iso(item.sent_at),
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
-        "retryable": item.status in ("failed", "dead"),
+        "retryable": manages and item.status in ("failed", "dead"),
+        "managed": manages,
     }

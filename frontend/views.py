@@ -27,7 +27,10 @@ from pipeline.parsing.sanitize import enable_remote_images
 # because the sandboxed frame's origin is opaque, and it admits no other URL of ours.
 BODY_CSP = "default-src 'none'; img-src data: {inline}; style-src 'unsafe-inline'"
 BODY_CSP_REMOTE = "default-src 'none'; img-src data: {inline} https: http:; style-src 'unsafe-inline'"
-BODY_CSP_TAIL = "; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+# sandbox: the frame's own sandbox attribute, again in the response, so the body opened on its own
+# (top-level, or framed without the attribute) also gets an opaque origin and runs nothing.
+BODY_CSP_TAIL = ("; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+                 "; sandbox allow-popups allow-popups-to-escape-sandbox")
 # The frame is sandboxed without allow-same-origin, so its origin is opaque and the browser sends
 # its image requests cross-site: the SameSite=Lax session cookie does not go with them. The
 # inline URL therefore carries a signed token naming the message and the reader, minted only by
@@ -86,9 +89,10 @@ def inbox(request):
 def message(request, message_id):
     item = access.get_or_404(access.messages(request.user).select_related("account"), pk=message_id)
     detail = serializers.message_detail(item, request.user)
-    deliveries = item.deliveries.select_related("service").order_by("created_at")
+    deliveries = [serializers.delivery(d, request.user)
+                  for d in item.deliveries.select_related("service", "message").order_by("created_at")]
     return _page(request, "frontend/message.html", message=item, detail=detail,
-                 timeline=serializers.timeline(item), deliveries=deliveries)
+                 timeline=serializers.timeline(item, request.user), deliveries=deliveries)
 
 
 @login_required

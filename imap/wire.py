@@ -182,13 +182,19 @@ def uid_set(uids) -> str:
     return ",".join(parts)
 
 
-def expand_uid_set(text: str) -> list[int]:
-    """'1:3,7' -> [1, 2, 3, 7] (as in COPYUID responses)."""
-    out = []
+def expand_uid_set(text: str, limit: int) -> list[int]:
+    """'1:3,7' -> [1, 2, 3, 7] (as in COPYUID responses). The set comes from the server, so a
+    range is counted before it is expanded: more than `limit` UIDs (the caller knows how many it
+    sent) is a ValueError, never a list of four billion."""
+    out: list[int] = []
     for part in text.split(","):
         if ":" in part:
-            low, high = (int(x) for x in part.split(":"))
-            out.extend(range(min(low, high), max(low, high) + 1))
+            low, high = sorted(int(x) for x in part.split(":"))
+            if high - low + 1 > limit - len(out):
+                raise ValueError(f"UID set names more than {limit} UIDs")
+            out.extend(range(low, high + 1))
         else:
+            if len(out) >= limit:
+                raise ValueError(f"UID set names more than {limit} UIDs")
             out.append(int(part))
     return out

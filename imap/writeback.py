@@ -121,12 +121,19 @@ def _check(result, what: str):
 _COPYUID = re.compile(r"(\d+)\s+([\d:,]+)\s+([\d:,]+)")
 
 
-def _copyuid(mailbox) -> tuple[int, dict[int, int]] | None:
+def _copyuid(mailbox, count: int) -> tuple[int, dict[int, int]] | None:
+    """The server's COPYUID answer for the `count` UIDs we moved, or None when it sent none (or
+    one naming more UIDs than we moved: the next sync finds the new locations instead)."""
     values = mailbox.client.untagged_responses.pop("COPYUID", None) or []
     for value in values:
         match = _COPYUID.search(value.decode() if isinstance(value, bytes) else str(value))
         if match:
-            source, dest = wire.expand_uid_set(match.group(2)), wire.expand_uid_set(match.group(3))
+            try:
+                source = wire.expand_uid_set(match.group(2), limit=count)
+                dest = wire.expand_uid_set(match.group(3), limit=count)
+            except ValueError:
+                log.warning("ignoring a COPYUID answer naming more than the %d UIDs moved", count)
+                continue
             if len(source) == len(dest):
                 return int(match.group(1)), dict(zip(source, dest))
     return None
@@ -171,7 +178,7 @@ def _apply_in_folder(mailbox, capabilities, account, locs, action, target) -> se
     if target.pk == folder.pk:
         return {loc.message_id for loc in live}
     _move(mailbox, capabilities, uids, target)
-    mapping = _copyuid(mailbox)
+    mapping = _copyuid(mailbox, len(live))
     _retire(live)
     if mapping:
         _record_new_locations(live, target, *mapping)

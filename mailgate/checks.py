@@ -68,3 +68,17 @@ def check_private_targets(app_configs=None, **kwargs):
             id="mailgate.W001",
         )]
     return []
+
+
+@register(Tags.compatibility)
+def check_stage_deadline(app_configs=None, **kwargs):
+    deadline = settings.MAILGATE_STAGE_DEADLINE
+    timeout = getattr(settings, "Q_CLUSTER", {}).get("timeout") or 0
+    if deadline <= timeout:
+        return [Error(
+            f"MAILGATE_STAGE_DEADLINE ({deadline}) must be greater than MAILGATE_TASK_TIMEOUT ({timeout}).",
+            hint="A claimed stage or send is taken over once its lease (the stage deadline) passes; the task "
+                 "timeout must end a hung send first, or another worker sends it again while it still runs.",
+            id="mailgate.E007",
+        )]
+    return []

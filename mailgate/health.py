@@ -70,8 +70,34 @@ CHECKS = {
 }
 
 
+# Text a load balancer or a passer-by may read. Everything else that is text (IDLE manager names,
+# which are host:pid, the embedded Redis socket path, exception messages naming hosts) is for staff.
+PUBLIC_TEXT = ("backend", "vendor", "kind")
+
+
+def _public(part: dict) -> dict:
+    """What anyone may see of a part: its flags and numbers, a list as its length, an error as its
+    type only; other text is left out."""
+    shown = {}
+    for key, value in part.items():
+        if value is None or isinstance(value, (bool, int, float)):
+            shown[key] = value
+        elif isinstance(value, (list, tuple)):
+            shown[key] = len(value)
+        elif isinstance(value, dict):  # e.g. which Redis: its kind, not its socket path
+            shown[key] = _public(value)
+        elif key == "error":
+            shown[key] = str(value).split(":", 1)[0]
+        elif key in PUBLIC_TEXT:
+            shown[key] = value
+    return shown
+
+
 def view(**app_checks):
-    """The /healthz view over CHECKS plus `app_checks` (name -> function returning {"ok": ...})."""
+    """The /healthz view over CHECKS plus `app_checks` (name -> function returning {"ok": ...}).
+
+    Anonymous: the status code, each part's `ok`, counts and error types (enough for a load
+    balancer or an uptime probe); staff users also get names, paths and error texts."""
     checks = {**CHECKS, **app_checks}
 
     @never_cache
@@ -83,6 +109,8 @@ def view(**app_checks):
             except Exception as exc:  # a health probe reports every failure instead of raising
                 body[name] = {"ok": False, "error": _error(exc)}
         healthy = all(part["ok"] for part in body.values())
+        if not request.user.is_staff:
+            body = {name: _public(part) for name, part in body.items()}
         body["status"] = "ok" if healthy else "down"
         return JsonResponse(body, status=200 if healthy else 503)
 

@@ -19,6 +19,7 @@ a new thread per event.
 """
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
+
+
+def session_group(session_key: str) -> str:
+    """The group of one login session's sockets (closed at logout). Hashed: the key itself is a
+    credential and would otherwise sit in Redis key names."""
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
 # The channel layer --------------------------------------------------------------------------------
@@ -206,6 +213,19 @@ def _send(user_ids: list[int], event_type: str, data: dict) -> None:
         if isinstance(result, BaseException):
             _layer_checked = False
             log.warning("could not publish %s to user %s", event_type, uid, exc_info=result)
+
+
+def end_session(session_key: str | None) -> None:
+    """Close the live sockets opened under this login session, now (called at logout). A failure is
+    logged: the logout itself has happened either way."""
+    global _layer_checked
+    if not session_key:
+        return
+    try:
+        _run(_group_send_all, _layer(), [(session_group(session_key), {"type": "mailgate.session_ended"})])
+    except Exception:
+        _layer_checked = False
+        log.warning("could not close the sockets of a session that logged out", exc_info=True)
 
 
 def publish(user_ids, event_type: str, data: dict) -> None:

@@ -13,8 +13,18 @@ from mailgate import keys
 from mailgate.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("MAILGATE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def private_dir(path: Path) -> Path:
+    """`path`, created 0700 when missing: the data dir holds the database, keys and every stored
+    mail, which no other local user may read. An existing directory keeps the mode it was given."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+    return path
+
+
+DATA_DIR = private_dir(Path(env_str("MAILGATE_DATA_DIR", str(BASE_DIR / "var"))).resolve())
 
 # Off unless asked for: a deploy that forgets it must not show settings and frame locals to anyone
 # who sends a bad Host header. scripts/run needs no DEBUG; tests/settings.py turns it on.
@@ -165,7 +175,9 @@ Q_CLUSTER = {
 }
 
 # --- Files ----------------------------------------------------------------------------------
-MEDIA_ROOT = Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "files")))
+MEDIA_ROOT = private_dir(Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "files"))))
+# Raw mail and attachments, for this user only (pipeline/ingest.py's fast path applies it too).
+FILE_UPLOAD_PERMISSIONS = 0o600
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing

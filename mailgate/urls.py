@@ -1,6 +1,7 @@
 """The composition root's URLs: the one place (with asgi.py) that names every app."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from frontend import links
@@ -10,7 +11,14 @@ from mailgate import health
 urlpatterns = [
     path("healthz", health.view(idle_manager=imap_health.idle_manager), name="healthz"),
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Django's auth URLs without the password-reset ones: mailgate sends no mail of its own (no
+    # EMAIL_* settings), and a reset form would let anyone make the host's local MTA mail users.
+    # Staff reset passwords in the admin or with `manage.py changepassword`.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(),
+         name="password_change_done"),
     path("imap/", include("imap.urls")),
     # Before the hooks: "files" is not a channel kind. Named here, at the root, because outgoing
     # makes these links (outgoing.formatting.attachment_url) and the frontend serves them.

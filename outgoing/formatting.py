@@ -25,6 +25,8 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
+from outgoing.errors import TransportError
+
 FIELDS = {
     "sender": "the sender's name, else address",
     "sender_name": "the sender's display name",
@@ -42,6 +44,12 @@ TRUNCATION_NOTE = "[truncated: {n} more characters]"
 ATTACHMENT_LINK_SALT = "outgoing.attachment-link"
 
 Run = tuple[str, bool]
+# Widths and precisions in format specs ("{sender:>20}", "{subject:.80}") are for layout: a few
+# hundred at most. "{text:>300000000}" would allocate that many characters on save and again on
+# every send, so a number above this in a spec is refused when the template is checked and when
+# it is rendered.
+MAX_FORMAT_WIDTH = 1000
+_SPEC_NUMBER = re.compile(r"\d+")
 
 
 class _Formatter(string.Formatter):
@@ -52,6 +60,12 @@ class _Formatter(string.Formatter):
             raise KeyError(field_name)
         return kwargs[field_name], field_name
 
+    def format_field(self, value, format_spec):
+        # Every digit run of a spec is a fill, a width or a precision: bound them all.
+        if any(len(n) > 6 or int(n) > MAX_FORMAT_WIDTH for n in _SPEC_NUMBER.findall(format_spec)):
+            raise ValueError(f"a format width or precision above {MAX_FORMAT_WIDTH}")
+        return super().format_field(value, format_spec)
+
 
 _formatter = _Formatter()
 
@@ -61,9 +75,13 @@ def template_error(template) -> str | None:
     if not isinstance(template, str) or not template.strip():
         return "must be a non-empty string"
     try:
-        names = [name for _, name, _, _ in _formatter.parse(template) if name is not None]
+        fields = [(name, spec) for _, name, spec, _ in _formatter.parse(template) if name is not None]
     except ValueError as exc:
         return f"{exc} (write {{{{ and }}}} for literal braces)"
+    names = [name for name, _ in fields]
+    if any("{" in (spec or "") for _, spec in fields):
+        # "{text:>{sender}}" would take its width from the message: it could not be checked here.
+        return "a format spec cannot contain another field"
     unknown = sorted({n for n in names if n not in FIELDS})
     if unknown:
         return f"unknown field {{{unknown[0]}}}; known: {', '.join('{%s}' % f for f in FIELDS)}"
@@ -103,7 +121,10 @@ def runs(template: str, values: dict[str, str]) -> list[Run]:
     line in a row, no leading or trailing whitespace, whitespace moved out of bold runs."""
     out: list[Run] = []
     for index, segment in enumerate(template.split("**")):
-        text = _formatter.vformat(segment, (), values)
+        try:
+            text = _formatter.vformat(segment, (), values)
+        except ValueError as exc:  # a template saved before its checks were as strict as now
+            raise TransportError(f"config.template: {exc}", permanent=True) from None
         bold = index % 2 == 1
         if bold:
             stripped = text.strip()

@@ -18,13 +18,23 @@ def message_updated(message) -> None:
     realtime.publish_for_message(message, "message.updated", _message_data(message))
 
 
+# What only the owner of the delivery's service sees (frontend/access.py manages_delivery).
+_SERVICE_OWNERS_ONLY = ("address", "error")
+
+
 def delivery_updated(delivery) -> None:
-    realtime.publish_for_message(delivery.message, "delivery.updated", {
+    """To everyone who sees the message; the address and error to the service's owner only."""
+    data = {
         "id": str(delivery.pk), "message": str(delivery.message_id), "status": delivery.status,
         "service": delivery.service_id, "address": delivery.address, "attempts": delivery.attempts,
         "not_before": delivery.not_before.isoformat() if delivery.not_before else None,
         "error": (delivery.last_error or "")[:300],
-    })
+    }
+    viewers = delivery.message.viewer_ids()
+    manager = delivery.service.owner_id
+    realtime.publish([uid for uid in viewers if uid == manager], "delivery.updated", data)
+    realtime.publish([uid for uid in viewers if uid != manager], "delivery.updated",
+                     {k: v for k, v in data.items() if k not in _SERVICE_OWNERS_ONLY})
 
 
 # A page refreshes up to this many messages by id; for more (a first sync's batch) it reloads.

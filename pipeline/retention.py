@@ -56,17 +56,42 @@ def _tombstone(message: Message, now=None) -> None:
                                            ignore_conflicts=True)
 
 
-def purge(dry_run: bool = False, now=None) -> dict:
-    """Remove expired messages with their files; returns counts (what would go, if dry_run)."""
+def _still_expired(message) -> bool:
+    """Whether `message` may still go, re-read inside the deleting transaction with its rows
+    locked: an admin retry of one of its deliveries (or of the dead message itself) may have
+    committed since the selection, and deleting it now would cascade the requeued work away.
+
+    Deliveries first, then the message: a retry updates its delivery, then inserts an audit row
+    whose foreign key locks the message, so locking in the same order cannot deadlock with it.
+    A retry that comes after our locks waits for the commit and then finds nothing to requeue."""
+    statuses = list(Delivery.objects.select_for_update().filter(message_id=message.pk)
+                    .values_list("status", flat=True))
+    if any(status in _PENDING_DELIVERY for status in statuses):
+        return False
+    return bool(list(Message.objects.select_for_update().filter(pk=message.pk).exclude(status__in=_UNFINISHED)
+                     .values_list("pk", flat=True)))
+
+
+def purge(dry_run: bool = False, now=None, selected=None) -> dict:
+    """Remove expired messages with their files; returns counts (what would go, if dry_run).
+
+    `selected`: the messages to work through, default expired(now); tests pass a selection made
+    earlier to replay what happens when work is requeued between the selection and the delete."""
     counts = {"messages": 0, "attachments": 0, "raw_files": 0, "bytes": 0}
-    for message in expired(now).iterator(chunk_size=200):
+    for message in (expired(now).iterator(chunk_size=200) if selected is None else selected):
         files = list(Attachment.objects.filter(message=message).values_list("file", "size"))
-        counts["messages"] += 1
-        counts["attachments"] += len(files)
-        counts["bytes"] += message.size
         if dry_run:
+            counts["messages"] += 1
+            counts["attachments"] += len(files)
+            counts["bytes"] += message.size
             continue
         with transaction.atomic():
+            if not _still_expired(message):
+                log.info("retention: message %s was requeued since it was selected; kept", message.pk)
+                continue
+            counts["messages"] += 1
+            counts["attachments"] += len(files)
+            counts["bytes"] += message.size
             summary = f"{message.sender_address or '?'}: {(message.subject or '(no subject)')[:200]}"[:500]
             Event.objects.filter(message=message, summary="").update(summary=summary)
             audit.record(Event.Kind.PURGED, message, detail=f"received {message.received_at:%Y-%m-%d}, "

@@ -290,3 +290,135 @@ def test_an_account_handed_to_bob_takes_its_mail_with_it_and_alice_keeps_none(al
                               content_type="application/json")
     assert batch.status_code == 404
     assert message.viewer_ids() == [bob.pk]
+
+
+# What a member may do with the owner's mail ------------------------------------------------------
+
+@pytest.mark.django_db
+def test_a_member_sees_that_the_owners_delivery_failed_but_not_where_it_went_or_why(
+        alice, bob, charlie, alices_mail):
+    from pipeline import audit
+    from pipeline.models import Event
+
+    account, message, _, delivery = alices_mail
+    account.members.add(bob)
+    audit.record(Event.Kind.FAILED, message, delivery, detail="to ops@example.test: 550 mailbox unavailable")
+    bob_client = logged_in(bob)
+    [row] = bob_client.get(reverse("frontend:api_deliveries")).json()["results"]
+    assert (row["service"], row["status"], row["attempts"]) == ("Ops email", "failed", 3)
+    assert (row["address"], row["last_error"], row["retryable"], row["managed"]) == ("", "", False, False)
+    [event] = [e for e in bob_client.get(reverse("frontend:api_message_events", args=[message.pk])).json()["results"]
+               if e["delivery"]]
+    assert event["detail"] == ""
+    page = bob_client.get(reverse("frontend:message", args=[message.pk])).content.decode()
+    assert "Ops email" in page
+    assert "ops@example.test" not in page and "550" not in page
+    # The owner of the service sees it all.
+    alice_client = logged_in(alice)
+    [row] = alice_client.get(reverse("frontend:api_deliveries")).json()["results"]
+    assert (row["address"], row["last_error"], row["retryable"]) == ("ops@example.test", "550 mailbox unavailable",
+                                                                      True)
+    assert "ops@example.test" in alice_client.get(reverse("frontend:message", args=[message.pk])).content.decode()
+    # Charlie, who is nobody here, sees nothing at all.
+    assert logged_in(charlie).get(reverse("frontend:api_deliveries")).json()["results"] == []
+
+
+@pytest.mark.django_db
+def test_a_member_cannot_resend_the_owners_failed_delivery_and_the_owner_can(alice, bob, charlie, alices_mail):
+    from pipeline.models import Delivery
+
+    account, _, _, delivery = alices_mail
+    account.members.add(bob)
+    url = reverse("frontend:api_delivery_retry", args=[delivery.pk])
+    refused = logged_in(bob).post(url)
+    assert (refused.status_code, refused.json()) == (403, {"error": "only the service's owner can retry its "
+                                                                    "deliveries"})
+    assert logged_in(charlie).post(url).status_code == 404
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.FAILED
+    assert logged_in(alice).post(url).json()["requeued"] is True
+
+
+@pytest.mark.django_db
+def test_the_message_page_offers_delete_to_the_owner_only(alice, bob, alices_mail):
+    account, message, _, _ = alices_mail
+    account.members.add(bob)
+    url = reverse("frontend:message", args=[message.pk])
+    assert b'data-action="delete"' in logged_in(alice).get(url).content
+    bob_page = logged_in(bob).get(url).content
+    assert b'data-action="delete"' not in bob_page and b'data-action="read"' in bob_page
+    assert logged_in(bob).get(reverse("frontend:api_message", args=[message.pk])).json()["can_move_or_delete"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_update_tells_members_its_status_but_not_its_address_or_error(alice, bob, charlie):
+    from pipeline import events
+    from tests.test_api import make_delivery
+
+    account = make_account(alice, members=[bob])
+    message = make_message(alice, account, subject="For Alice")
+    delivery = make_delivery(alice, message, status="failed")
+    sockets = {user.username: _socket_for(user) for user in (alice, bob, charlie)}
+
+    async def scenario():
+        for socket in sockets.values():
+            assert (await socket.connect())[0]
+        await sync_to_async(events.delivery_updated)(delivery)
+        heard = {name: await sockets[name].receive_json_from(timeout=5) for name in ("alice", "bob")}
+        charlie_heard_nothing = await sockets["charlie"].receive_nothing(timeout=0.3)
+        for socket in sockets.values():
+            await socket.disconnect()
+        return heard, charlie_heard_nothing
+
+    heard, charlie_heard_nothing = async_to_sync(scenario)()
+    assert heard["alice"]["data"]["address"] == "ops@example.test"
+    assert heard["alice"]["data"]["error"] == "550 mailbox unavailable"
+    assert heard["bob"]["data"]["status"] == "failed" and heard["bob"]["data"]["id"] == str(delivery.pk)
+    assert "address" not in heard["bob"]["data"] and "error" not in heard["bob"]["data"]
+    assert charlie_heard_nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_logging_out_closes_the_sockets_of_that_session_and_no_other(alice):
+    from mailgate.asgi import application
+
+    def socket_and_session():
+        session = Client()
+        session.force_login(alice)
+        cookie = f"{settings.SESSION_COOKIE_NAME}={session.cookies[settings.SESSION_COOKIE_NAME].value}"
+        return WebsocketCommunicator(application, "/ws/events/", headers=[
+            (b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie.encode())]), session
+
+    (laptop, laptop_session), (phone, _) = socket_and_session(), socket_and_session()
+    account = make_account(alice)
+
+    async def scenario():
+        assert (await laptop.connect())[0] and (await phone.connect())[0]
+        logout = await sync_to_async(laptop_session.post)(reverse("logout"))
+        closed = await laptop.receive_output(timeout=5)
+        # The other session's socket still streams.
+        await sync_to_async(publish_for_account)(account, "account.status", {"account_id": account.pk})
+        event = await phone.receive_json_from(timeout=5)
+        await phone.disconnect()
+        return logout.status_code, closed, event
+
+    status, closed, event = async_to_sync(scenario)()
+    assert status == 200  # the "logged out" page
+    assert closed == {"type": "websocket.close", "code": 4401}
+    assert event["type"] == "account.status"
+
+
+@pytest.mark.django_db
+def test_there_is_no_password_reset_form_to_make_the_host_send_mail(client, alice):
+    from django.urls import NoReverseMatch
+
+    for path in ("/accounts/password_reset/", "/accounts/password_reset/done/", "/accounts/reset/done/",
+                 "/accounts/reset/MQ/set-password/"):
+        assert client.get(path).status_code == 404, path
+    assert client.post("/accounts/password_reset/", {"email": "alice@example.test"}).status_code == 404
+    with pytest.raises(NoReverseMatch):
+        reverse("password_reset")
+    # Login, logout and a logged-in password change are where they were.
+    assert reverse("login") == settings.LOGIN_URL
+    client.force_login(alice)
+    assert client.get("/accounts/password_change/").status_code == 200
+    assert client.post(reverse("logout")).status_code == 200

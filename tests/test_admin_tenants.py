@@ -99,3 +99,28 @@ def test_bobs_subscriber_form_offers_only_his_services(client, alice, bob):
     page = client.get(reverse("admin:pipeline_subscriber_add"))
     assert page.status_code == 200
     assert "Bob relay" in page.content.decode() and "Alice relay" not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_django_qs_schedules_and_task_results_are_for_superusers_only(bob, client, admin_client):
+    # A Schedule runs any importable function as the worker: not even a granted permission opens it.
+    bob.is_staff = True
+    bob.save()
+    bob.user_permissions.add(*Permission.objects.filter(content_type__app_label="django_q"))
+    client.force_login(bob)
+    pages = [reverse(f"admin:django_q_{model}_{view}") for model in ("schedule", "success", "failure", "ormq")
+             for view in ("changelist", "add")]
+    for url in pages:
+        assert client.get(url).status_code == 403, url
+    index = client.get(reverse("admin:index")).content.decode()
+    assert "django_q" not in index and "Scheduled tasks" not in index
+    posted = client.post(reverse("admin:django_q_schedule_add"), {
+        "func": "os.system", "args": "'touch /tmp/owned'", "schedule_type": "O", "repeats": "-1"})
+    assert posted.status_code == 403
+    from django_q.models import Schedule
+    assert not Schedule.objects.filter(func="os.system").exists()
+    # A superuser keeps django_q's pages as they were (the queue admin still offers no "add").
+    for model in ("schedule", "success", "failure", "ormq"):
+        assert admin_client.get(reverse(f"admin:django_q_{model}_changelist")).status_code == 200
+    assert admin_client.get(reverse("admin:django_q_schedule_add")).status_code == 200
+    assert admin_client.get(reverse("admin:django_q_ormq_add")).status_code == 403

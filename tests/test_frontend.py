@@ -223,3 +223,16 @@ def test_an_inline_cid_image_shows_in_the_body_frame_and_remote_ones_still_wait(
     assert logo.evaluate("img => img.naturalWidth") == 1
     assert not [r for r in clean_http_sink.requests if r.path == "/remote.png"]
     page.screenshot(path=str(screenshot_path(request)), full_page=True)
+
+
+def test_the_body_opened_on_its_own_is_still_sandboxed(page, live_web, alice):
+    account = make_account(alice)
+    message = make_message(alice, account, subject="Opened alone", html="<p>Plain body</p>")
+    login(page, alice)
+    page.goto(f"{live_web.url}/messages/{message.pk}/body/")
+    page.wait_for_selector("text=Plain body")
+    # Top-level, with no iframe sandbox attribute: the response's CSP sandbox alone gives the
+    # document an opaque origin, so nothing in it could reach mailgate's cookies or pages.
+    assert page.evaluate("self.origin") == "null"
+    assert page.evaluate("(() => { try { return document.cookie; } catch (e) { return e.name; } })()") \
+        == "SecurityError"

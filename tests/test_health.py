@@ -31,15 +31,33 @@ def healthz(client):
     return response.status_code, response.json()
 
 
-def test_it_is_green_when_every_part_is_up(client):
+def test_it_is_green_when_every_part_is_up(admin_client):
     an_idle_manager_is_alive()
-    status, body = healthz(client)
+    status, body = healthz(admin_client)
     assert status == 200, body
     assert body["status"] == "ok"
     assert {name: body[name]["ok"] for name in ("database", "queue", "channel_layer", "idle_manager")} == {
         "database": True, "queue": True, "channel_layer": True, "idle_manager": True}
     assert body["queue"]["queued"] == 0 and body["queue"]["oldest_age_seconds"] == 0
     assert body["idle_manager"]["managers"] == [f"test-host:{os.getpid()}:1"]
+
+
+def test_anonymous_probes_get_the_status_and_counts_but_no_names_paths_or_error_texts(client, admin_client,
+                                                                                       settings):
+    an_idle_manager_is_alive()
+    status, body = healthz(client)
+    assert status == 200 and body["status"] == "ok"
+    assert body["idle_manager"] == {"ok": True, "managers": 1, "accounts_enabled": 0, "accounts_connected": 0}
+    assert body["channel_layer"]["ok"] is True
+    assert body["channel_layer"]["redis"] in (None, {"kind": "REDIS_URL", "started_by_this_process": False})
+    assert "test-host" not in json.dumps(body)
+    # A part that is down says which kind of error, not its text (which names hosts and ports).
+    port = free_port()
+    settings.CHANNEL_LAYERS = redis_layer(f"redis://127.0.0.1:{port}/0")
+    status, body = healthz(client)
+    assert status == 503 and body["status"] == "down" and body["channel_layer"]["ok"] is False
+    assert body["channel_layer"]["error"] and str(port) not in json.dumps(body)
+    assert str(port) in healthz(admin_client)[1]["channel_layer"]["error"]
 
 
 def test_it_is_503_when_no_idle_manager_has_a_fresh_heartbeat(client, settings):
@@ -63,13 +81,13 @@ def test_it_reports_queued_work_and_is_503_when_nobody_consumes_it(client, setti
     assert status == 503 and body["queue"]["ok"] is False and body["queue"]["queued"] == 2
 
 
-def test_it_is_503_naming_the_channel_layer_when_redis_is_unreachable(client, settings):
+def test_it_is_503_naming_the_channel_layer_when_redis_is_unreachable(admin_client, settings):
     an_idle_manager_is_alive()
     settings.CHANNEL_LAYERS = {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {"hosts": [{"address": f"redis://127.0.0.1:{free_port()}/0"}]},
     }}
-    status, body = healthz(client)
+    status, body = healthz(admin_client)
     assert status == 503
     assert body["channel_layer"]["ok"] is False and "Connect" in body["channel_layer"]["error"]
     assert body["channel_layer"]["redis"] == {"kind": "REDIS_URL", "started_by_this_process": False}
@@ -82,7 +100,8 @@ def redis_layer(address: str) -> dict:
 
 
 def test_it_says_which_redis_the_channel_layer_uses_and_whether_this_process_started_it(
-        client, settings, tmp_path, redis_server):
+        admin_client, settings, tmp_path, redis_server):
+    client = admin_client  # which Redis, and its socket path, are shown to staff
     an_idle_manager_is_alive()
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     assert healthz(client)[1]["channel_layer"]["redis"] is None

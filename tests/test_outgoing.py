@@ -358,6 +358,47 @@ def test_smtp_relays_text_html_and_attachments_with_the_loop_marking_header(alic
     assert remote_id == email["Message-ID"]
 
 
+def test_every_attempt_of_one_delivery_has_the_same_message_id(alice, smtp, clean_smtp_sink):
+    message = make_message(alice)
+    delivery = make_delivery(smtp, message, address="carol@example.test")
+    clean_smtp_sink.fail_next(1, 451)  # the first attempt fails after the message was built
+    with pytest.raises(TransportError):
+        transport_for(smtp).send(message, delivery)
+    first = transport_for(smtp).send(message, delivery)
+    second = transport_for(smtp).send(message, delivery)  # as after a lost answer to DATA
+    received = clean_smtp_sink.wait_for(2, timeout=5)
+    assert first == second == f"<{delivery.pk}@mailgate.example.test>"
+    assert [r.message["Message-ID"] for r in received] == [first, first]
+    # Another delivery of the same message is another Message-ID.
+    other, _ = send(smtp, message, address="dan@example.test")
+    assert other != first
+
+
+def test_relay_marks_of_earlier_installs_travel_on_so_a_loop_between_two_installs_is_caught(
+        alice, smtp, clean_smtp_sink, settings):
+    from pipeline import tasks
+    from pipeline.ingest import store_raw
+    from tests.test_pipeline import ingest
+
+    # Gate B relayed a message into a mailbox gate A reads; gate A relays it on by SMTP.
+    settings.MAILGATE_INSTANCE_ID = "gate-a"
+    arrived = (b"From: Carol <carol@example.test>\r\nTo: team@example.test\r\nSubject: Hello\r\n"
+               b"X-Mailgate-Relay: gate-b;11111111-1111-1111-1111-111111111111\r\n\r\nHi\r\n")
+    name, sha = store_raw(arrived)
+    message = make_message(alice, raw=name, raw_sha256=sha)
+    _, delivery = send(smtp, message, address="team-b@example.test")
+    [received] = clean_smtp_sink.wait_for(1, timeout=5)
+    assert received.message["X-Mailgate-Relay"] == (f"gate-b;11111111-1111-1111-1111-111111111111, "
+                                                     f"gate-a;{delivery.pk}")
+    # Back at gate B, the mail is recognised as its own and not relayed a second time.
+    settings.MAILGATE_INSTANCE_ID = "gate-b"
+    back = ingest(alice, received.message.as_bytes())
+    tasks.standardize(str(back.pk))
+    back.refresh_from_db()
+    assert back.status == "suppressed"
+    assert back.suppressed_reason.startswith("loop: relayed by this mailgate")
+
+
 def test_a_line_break_in_a_header_value_is_refused_and_nothing_is_sent(alice, smtp, clean_smtp_sink):
     with pytest.raises(TransportError) as failed:
         send(smtp, import_message(alice, subject="Hi\r\nBcc: everyone@example.test"), address="carol@example.test")

@@ -55,6 +55,36 @@ def test_a_message_with_a_pending_delivery_is_kept(alice, clean_smtp_sink):
     assert purge()["messages"] == 1
 
 
+def test_a_delivery_retried_after_the_purge_picked_its_message_keeps_the_message(alice, clean_smtp_sink):
+    from pipeline import retention, sending
+
+    service = smtp_service(alice, clean_smtp_sink)
+    route_everything(alice, service)
+    subscribe(service, "bob", "bob@example.test")
+    message = old_message(alice)
+    Delivery.objects.filter(message=message).update(status=Delivery.Status.FAILED)
+    selected = list(retention.expired())
+    assert [m.pk for m in selected] == [message.pk]
+    # An admin's retry commits between the purge's selection and its delete.
+    assert sending.retry_deliveries(Delivery.objects.filter(message=message)) == 1
+    assert purge(selected=selected)["messages"] == 0
+    assert Message.objects.filter(pk=message.pk).exists()
+    assert Delivery.objects.get(message=message).status == Delivery.Status.SCHEDULED
+    assert not PurgedIdentity.objects.exists()
+    assert default_storage.exists(message.raw.name)
+
+
+def test_a_dead_message_retried_after_the_purge_picked_it_is_kept(alice):
+    from pipeline import retention, sending
+
+    message = old_message(alice)
+    Message.objects.filter(pk=message.pk).update(status=Message.Status.DEAD)
+    selected = list(retention.expired())
+    assert sending.retry_messages(Message.objects.filter(pk=message.pk)) == 1
+    assert purge(selected=selected)["messages"] == 0
+    assert Message.objects.get(pk=message.pk).status == Message.Status.RECEIVED
+
+
 def test_recent_messages_are_kept(alice):
     old_message(alice, days=29)
     assert purge()["messages"] == 0

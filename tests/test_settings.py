@@ -66,6 +66,24 @@ def test_a_laptop_install_generates_each_secret_once_privately_and_warns(tmp_pat
     assert (data / "fernet.key").read_text() == fernet
 
 
+def test_the_data_dir_and_the_mail_stored_in_it_are_readable_by_this_user_only(tmp_path):
+    files = tmp_path / "elsewhere" / "files"  # MAILGATE_FILES_DIR outside the data dir, too
+    result = manage(tmp_path, "shell", "-c",
+                    "from django.core.files.base import ContentFile\n"
+                    "from django.core.files.storage import default_storage\n"
+                    "from pipeline.ingest import store_raw\n"
+                    "print(default_storage.path(store_raw(b'Subject: hi\\r\\n\\r\\nbody')[0]))\n"
+                    "saved = default_storage.save('attachments/x/report.pdf', ContentFile(b'%PDF'))\n"
+                    "print(default_storage.path(saved))",
+                    MAILGATE_FILES_DIR=str(files))
+    assert result.returncode == 0, result.stderr
+    raw, attachment = result.stdout.splitlines()[-2:]
+    mode = lambda path: stat.S_IMODE(os.stat(path).st_mode)  # noqa: E731
+    assert (mode(tmp_path / "data"), mode(files)) == (0o700, 0o700)
+    assert (mode(raw), mode(attachment)) == (0o600, 0o600)
+    assert raw.startswith(str(files)) and attachment.startswith(str(files))
+
+
 def test_the_default_database_is_sqlite_in_wal_mode_in_the_data_dir(tmp_path):
     result = manage(tmp_path, "shell", "-c",
                     "from django.db import connection\n"
@@ -200,6 +218,23 @@ def test_the_queue_check_names_each_way_work_could_be_lost_or_loop():
 def test_the_idle_renewal_is_refused_past_29_minutes(settings):
     settings.MAILGATE_IDLE_RENEW = 1741
     assert {e.id for e in checks.check_task_queue()} == {"mailgate.E005"}
+
+
+def test_the_stage_deadline_must_outlast_the_task_timeout(settings):
+    assert checks.check_stage_deadline() == []
+    for deadline, timeout in ((600, 900), (300, 300)):
+        settings.MAILGATE_STAGE_DEADLINE = deadline
+        settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": timeout}
+        [error] = checks.check_stage_deadline()
+        assert error.id == "mailgate.E007"
+        assert error.msg == (f"MAILGATE_STAGE_DEADLINE ({deadline}) must be greater than "
+                             f"MAILGATE_TASK_TIMEOUT ({timeout}).")
+
+
+def test_a_task_timeout_past_the_stage_deadline_stops_start_up(tmp_path):
+    result = manage(tmp_path, "check", MAILGATE_TASK_TIMEOUT="900", MAILGATE_TASK_RETRY="960")
+    assert result.returncode == 1
+    assert "mailgate.E007" in result.stderr
 
 
 def test_the_webhook_media_budget_must_fit_inside_twilios_15_seconds(settings):

@@ -55,6 +55,37 @@ def test_templates_are_checked_for_unknown_fields_attribute_access_and_bad_brace
     assert formatting.template_error("") == "must be a non-empty string"
 
 
+def test_format_spec_widths_are_bounded_when_a_template_is_checked():
+    import tracemalloc
+
+    assert formatting.template_error("{sender:>20} {subject:.80}") is None
+    tracemalloc.start()
+    try:
+        # Without the bound this allocates 100 MB (and 300 MB for the reviewer's example).
+        problem = formatting.template_error("{text:>100000000}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problem == f"a format width or precision above {formatting.MAX_FORMAT_WIDTH}"
+    assert peak < 1_000_000
+    assert formatting.template_error("{subject:.1001}") is not None
+    assert formatting.template_error("{text:>" + "9" * 5000 + "}") is not None
+    # A width taken from the message itself could not be checked here at all.
+    assert formatting.template_error("{text:>{sender}}") == "a format spec cannot contain another field"
+    with pytest.raises(ValidationError, match="config.template: a format width"):
+        transport_class("slack").validate({"webhook_url": "https://hooks.slack.com/services/x",
+                                           "template": "{text:>300000000}"}, {})
+
+
+def test_a_stored_template_with_a_huge_width_fails_the_send_for_good_without_allocating_it():
+    from outgoing.errors import TransportError
+
+    with pytest.raises(TransportError) as failed:
+        formatting.runs("**{sender}** {text:>300000000}", VALUES)
+    assert failed.value.permanent
+    assert failed.value.message == f"config.template: a format width or precision above {formatting.MAX_FORMAT_WIDTH}"
+
+
 # ------------------------------------------------------------------ splitting
 
 

@@ -180,6 +180,27 @@ def test_uid_sets_are_compact():
     assert uid_set([5]) == "5"
 
 
+def test_a_servers_uid_set_is_expanded_only_up_to_the_uids_we_sent():
+    assert wire.expand_uid_set("1:3,7", limit=4) == [1, 2, 3, 7]
+    assert wire.expand_uid_set("9:7", limit=3) == [7, 8, 9]
+    # A hostile or broken server's COPYUID would otherwise be a list of four billion ints.
+    for hostile in ("1:4294967295", "1:3,7", "1,2,3,4,5", "1:2,4294967295:1"):
+        with pytest.raises(ValueError, match="more than 3 UIDs"):
+            wire.expand_uid_set(hostile, limit=3)
+
+
+def test_a_copyuid_answer_naming_more_uids_than_were_moved_is_ignored():
+    from types import SimpleNamespace
+
+    from imap.writeback import _copyuid
+
+    def mailbox(answer: bytes):
+        return SimpleNamespace(client=SimpleNamespace(untagged_responses={"COPYUID": [answer]}))
+
+    assert _copyuid(mailbox(b"7 1:4294967295 1:4294967295"), 2) is None
+    assert _copyuid(mailbox(b"7 4,9 20:21"), 2) == (7, {4: 20, 9: 21})
+
+
 def test_header_fields_decode_encoded_words_and_addresses():
     fields = header_fields(b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.test>\r\n"
                            b"To: a@example.test, \"B, b\" <b@example.test>\r\n"

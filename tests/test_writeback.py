@@ -97,3 +97,33 @@ def test_a_server_that_refuses_the_login_is_reported_per_message(synced, alice, 
     assert result.updated == []
     assert sorted(e["id"] for e in result.errors) == sorted(str(m.pk) for m in messages[:2])
     assert all("authentication failed" in e["error"] for e in result.errors)
+
+
+def test_a_member_marks_the_owners_mail_read_but_cannot_move_or_delete_it_and_charlie_nothing(
+        synced, alice, bob, charlie, dovecot, mail_user):
+    from django.http import Http404
+    from django.test import Client
+    from django.urls import reverse
+
+    account, messages, uids = synced
+    account.members.add(bob)
+    assert actions.apply(bob, [str(messages[0].pk)], "read").errors == []
+    assert dovecot.flags(mail_user.name, "INBOX")[uids[0]] == {"\\Seen"}
+
+    archive = Folder.objects.get(account=account, name="Archive")
+    bob_client = Client()
+    bob_client.force_login(bob)
+    for body in ({"action": "delete", "ids": [str(messages[1].pk)]},
+                 {"action": "move", "ids": [str(messages[1].pk)], "folder": archive.pk}):
+        refused = bob_client.post(reverse("frontend:api_batch"), body, content_type="application/json")
+        assert refused.status_code == 403
+        assert refused.json() == {"error": f"only the account's owner can {body['action']} its messages"}
+    with pytest.raises(Http404):
+        actions.apply(charlie, [str(messages[1].pk)], "read")
+    # The server is as it was: nothing moved, nothing marked.
+    assert set(dovecot.flags(mail_user.name, "INBOX")) == set(uids)
+    assert dovecot.flags(mail_user.name, "Archive") == {} and dovecot.flags(mail_user.name, "Trash") == {}
+    assert dovecot.flags(mail_user.name, "INBOX")[uids[1]] == set()
+    # The owner can.
+    assert actions.apply(alice, [str(messages[1].pk)], "delete").errors == []
+    assert set(dovecot.flags(mail_user.name, "INBOX")) == {uids[0], uids[2]}

@@ -18,7 +18,7 @@ from django.utils.text import slugify
 from mailgate.net import is_loopback
 from outgoing import egress, formatting
 from outgoing.errors import TransportError
-from outgoing.relay import relay_header_value
+from outgoing.relay import prior_marks, relay_header_value
 from outgoing.transports.base import Transport
 
 SECURITY = ("ssl", "starttls", "none")
@@ -112,7 +112,8 @@ class SmtpTransport(Transport):
             "Subject": (self.config.get("subject_prefix") or "") + (message.subject or "(no subject)"),
             "Reply-To": self.config.get("reply_to") or message.sender_address or "",
             "List-Id": f"{self.service.name} <{list_id}>",
-            settings.MAILGATE_RELAY_HEADER: relay_header_value(delivery.pk),
+            # Earlier installs' marks first, then ours: loops between installs are caught too.
+            settings.MAILGATE_RELAY_HEADER: ", ".join([*prior_marks(message), relay_header_value(delivery.pk)]),
             # Threads the relayed copies in the subscriber's mail client like the original.
             "References": message.message_id if (message.message_id or "").startswith("<") else "",
         }
@@ -127,7 +128,10 @@ class SmtpTransport(Transport):
             if value:
                 email[name] = value
         email["Date"] = format_datetime(message.date or timezone.now())
-        email["Message-ID"] = make_msgid(domain=self.config["from_address"].rpartition("@")[2] or None)
+        # From the delivery's id, so every attempt of one delivery has the same Message-ID: a retry
+        # after an unknown outcome (the connection lost after DATA) is a recognisable duplicate.
+        domain = self.config["from_address"].rpartition("@")[2]
+        email["Message-ID"] = f"<{delivery.pk}@{domain}>" if domain and delivery.pk else make_msgid()
         template = self.config.get("template") or formatting.EMAIL_TEMPLATE
         text = formatting.plain(formatting.runs(template, values))
         attachments = formatting.attachments_of(message)
