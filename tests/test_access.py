@@ -11,7 +11,8 @@ from django.test import Client
 from django.urls import reverse
 
 from mailgate.realtime import current_seq, publish_for_account, publish_for_message
-from tests.builders import PNG, account_row, failed_delivery, lease_and_connect, make_attachment, stored_message
+from tests.builders import (PNG, account_row, failed_delivery, lease_and_connect, make_attachment,
+                            stored_message)
 
 
 @pytest.fixture
@@ -352,11 +353,10 @@ def test_the_message_page_offers_delete_to_the_owner_only(alice, bob, alices_mai
 @pytest.mark.django_db(transaction=True)
 def test_a_delivery_update_tells_members_its_status_but_not_its_address_or_error(alice, bob, charlie):
     from pipeline import events
-    from tests.test_api import make_delivery
 
-    account = make_account(alice, members=[bob])
-    message = make_message(alice, account, subject="For Alice")
-    delivery = make_delivery(alice, message, status="failed")
+    account = account_row(alice, members=[bob])
+    message = stored_message(alice, account, subject="For Alice")
+    delivery = failed_delivery(alice, message, status="failed")
     sockets = {user.username: _socket_for(user) for user in (alice, bob, charlie)}
 
     async def scenario():
@@ -389,7 +389,7 @@ def test_logging_out_closes_the_sockets_of_that_session_and_no_other(alice):
             (b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie.encode())]), session
 
     (laptop, laptop_session), (phone, _) = socket_and_session(), socket_and_session()
-    account = make_account(alice)
+    account = account_row(alice)
 
     async def scenario():
         assert (await laptop.connect())[0] and (await phone.connect())[0]

@@ -226,8 +226,8 @@ def test_an_inline_cid_image_shows_in_the_body_frame_and_remote_ones_still_wait(
 
 
 def test_the_body_opened_on_its_own_is_still_sandboxed(page, live_web, alice):
-    account = make_account(alice)
-    message = make_message(alice, account, subject="Opened alone", html="<p>Plain body</p>")
+    account = account_row(alice)
+    message = stored_message(alice, account, subject="Opened alone", html="<p>Plain body</p>")
     login(page, alice)
     page.goto(f"{live_web.url}/messages/{message.pk}/body/")
     page.wait_for_selector("text=Plain body")

@@ -14,7 +14,7 @@ from outgoing import formatting, signatures
 from outgoing.registry import transport_for
 from outgoing.errors import TransportError
 from pipeline.models import Attachment
-from tests.builders import BOT_TOKEN, due_delivery, import_message, make_service, send
+from tests.builders import BOT_TOKEN, due_delivery, import_message, ingest, make_service, send
 from tests.servers.http import Response
 from tests.servers.smtp import SmtpSink
 
@@ -359,8 +359,8 @@ def test_smtp_relays_text_html_and_attachments_with_the_loop_marking_header(alic
 
 
 def test_every_attempt_of_one_delivery_has_the_same_message_id(alice, smtp, clean_smtp_sink):
-    message = make_message(alice)
-    delivery = make_delivery(smtp, message, address="carol@example.test")
+    message = import_message(alice)
+    delivery = due_delivery(smtp, message, address="carol@example.test")
     clean_smtp_sink.fail_next(1, 451)  # the first attempt fails after the message was built
     with pytest.raises(TransportError):
         transport_for(smtp).send(message, delivery)
@@ -378,14 +378,13 @@ def test_relay_marks_of_earlier_installs_travel_on_so_a_loop_between_two_install
         alice, smtp, clean_smtp_sink, settings):
     from pipeline import tasks
     from pipeline.ingest import store_raw
-    from tests.test_pipeline import ingest
 
     # Gate B relayed a message into a mailbox gate A reads; gate A relays it on by SMTP.
     settings.MAILGATE_INSTANCE_ID = "gate-a"
     arrived = (b"From: Carol <carol@example.test>\r\nTo: team@example.test\r\nSubject: Hello\r\n"
                b"X-Mailgate-Relay: gate-b;11111111-1111-1111-1111-111111111111\r\n\r\nHi\r\n")
     name, sha = store_raw(arrived)
-    message = make_message(alice, raw=name, raw_sha256=sha)
+    message = import_message(alice, raw=name, raw_sha256=sha)
     _, delivery = send(smtp, message, address="team-b@example.test")
     [received] = clean_smtp_sink.wait_for(1, timeout=5)
     assert received.message["X-Mailgate-Relay"] == (f"gate-b;11111111-1111-1111-1111-111111111111, "
