@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 
-from imap import account_state, errors, queue
+from imap import account_state, errors, queue, slots
 from imap.connection import open_mailbox
 from imap.models import Account
 
@@ -68,17 +68,69 @@ def _probe(account: Account, timeout: float) -> list[str]:
         return selectable_folders(mailbox.folder.list())
 
 
+def _claim_slot(account: Account, timeout: float) -> slots.Slot | None:
+    """The connection slot a test holds; raises errors.ImapError if it must not log in now."""
+    if account.pk is None:
+        return None  # not saved: nothing else connects to it, and slot rows need the account row
+    if account.state in account_state.STOPPED_STATES:
+        # Another try with the password the server refused MAILGATE_AUTH_FAILURE_LIMIT times gets
+        # the account locked by the provider; a new password clears the state (connection_changed).
+        stopped = (errors.AuthenticationFailed if account.state == Account.State.AUTH_FAILED
+                   else errors.CredentialsNeedReentry)
+        raise stopped(account.last_error or Account.State(account.state).label)
+    return slots.claim_slot(account, "test connection", wait=min(settings.MAILGATE_SLOT_WAIT, timeout / 2))
+
+
+class _Handover:
+    """Who releases the slot: the caller if the probe ended in time, else the probe's thread when
+    its connection finally closes (the slot counts for as long as the connection is open)."""
+
+    def __init__(self, slot: slots.Slot | None):
+        self.slot = slot
+        self.lock = threading.Lock()
+        self.finished = self.abandoned = False
+
+    def probe_finished(self) -> None:
+        with self.lock:
+            self.finished = True
+            release = self.abandoned
+        if release:
+            try:
+                self.slot.release()
+            except DatabaseError:  # it expires by itself
+                log.warning("could not release connection slot of account %s", self.slot.account_id, exc_info=True)
+            finally:
+                connections.close_all()  # this thread's own database connection
+
+    def caller_done(self) -> None:
+        with self.lock:
+            self.abandoned = not self.finished
+            release = self.finished
+        if release:
+            self.slot.release()  # here, in the caller's transaction, where the claim was made
+
+
 def check_connection(account: Account, *, timeout: float | None = None, record: bool = True) -> ConnectionReport:
     """Log in, list folders and log out, within `timeout` seconds in total.
 
-    The socket timeout bounds each operation, but a slow DNS lookup or a server that trickles
-    bytes could add several of them up; the probe therefore runs in a daemon thread and the
-    caller stops waiting at the deadline. With `record` the result is written to the account's
-    status (state, last error) so the owner sees it in admin and the UI.
+    Holds one of the account's connection slots like every other connection (waiting for one for
+    at most half the timeout); refused without a login for an account stopped after failed logins.
+    Neither refusal is recorded: the server said nothing. The socket timeout bounds each
+    operation, but a slow DNS lookup or a server that trickles bytes could add several of them
+    up; the probe therefore runs in a daemon thread and the caller stops waiting at the deadline.
+    With `record` the result is written to the account's status (state, last error) so the owner
+    sees it in admin and the UI.
     """
     timeout = float(timeout or settings.MAILGATE_IMAP_TIMEOUT)
     outcome: dict = {}
     started = time.monotonic()
+    try:
+        slot = _claim_slot(account, timeout)
+    except errors.ImapError as exc:
+        return ConnectionReport(False, error=exc, seconds=time.monotonic() - started)
+    handover = _Handover(slot)
+    if slot is not None:
+        slot.keep_alive()
 
     def run():
         try:
@@ -92,10 +144,15 @@ def check_connection(account: Account, *, timeout: float | None = None, record: 
                           account.host, account.port)
             outcome["error"] = errors.ProtocolError(f"unexpected error with {account.host}:{account.port}: "
                                                     f"{type(exc).__name__}")
+        finally:
+            if slot is not None:
+                handover.probe_finished()
 
     worker = threading.Thread(target=run, name=f"check-account-{account.pk}", daemon=True)
     worker.start()
-    worker.join(timeout)
+    worker.join(max(0.0, timeout - (time.monotonic() - started)))
+    if slot is not None:
+        handover.caller_done()
     seconds = time.monotonic() - started
     if "folders" in outcome:
         report = ConnectionReport(True, folders=outcome["folders"], seconds=seconds)

@@ -1,12 +1,13 @@
 """Connections to an account's server, with every failure classified (imap/errors.py).
 
 Two layers:
-  * open_mailbox: an authenticated imap-tools mailbox, used by `test_account` (imap/accounts.py),
-    UI write-back (imap/writeback.py) and connect below. A timeout applies to every socket
-    operation (imap-tools has none by default) and LOGOUT is always sent.
-  * connect: what batch sync holds - one of the account's connection slots (imap/slots.py), the
-    backoff check before and the account's status after (imap/account_state.py), the
-    capabilities as the server states them after login, CONDSTORE enabled when offered.
+  * open_mailbox: an authenticated imap-tools mailbox, and no more. A timeout applies to every
+    socket operation (imap-tools has none by default) and LOGOUT is always sent. It takes no
+    connection slot: its callers do (connect below, and `check_connection` in imap/accounts.py).
+  * connect: what batch sync and UI write-back (imap/writeback.py) hold - one of the account's
+    connection slots (imap/slots.py), the backoff check before and the account's status after
+    (imap/account_state.py), the capabilities as the server states them after login, CONDSTORE
+    enabled when offered.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class Connection:
     client: imaplib.IMAP4
     capabilities: frozenset
     slot: slots.Slot
+    mailbox: object = None  # the imap-tools MailBox around `client`, for callers that use its helpers
 
     @property
     def condstore(self) -> bool:
@@ -175,20 +177,21 @@ def capabilities(client) -> frozenset:
 
 
 @contextmanager
-def connect(account: Account, purpose: str = "sync", *, ignore_backoff: bool = False):
+def connect(account: Account, purpose: str = "sync", *, ignore_backoff: bool = False, wait: float = 0.0):
     """A logged-in Connection holding one of the account's connection slots.
 
-    Failures are classified (imap/errors.py), recorded on the account (backoff, AUTH_FAILED...)
-    and re-raised; a session that ends normally records success.
+    Waits up to `wait` seconds for a free slot, then raises errors.TooManyConnections (not recorded
+    on the account: the server said nothing). Failures are classified (imap/errors.py), recorded on
+    the account (backoff, AUTH_FAILED...) and re-raised; a session that ends normally records success.
     """
     reason = account_state.blocked_reason(account)
     if reason and not (ignore_backoff and account.enabled and account.state not in account_state.STOPPED_STATES):
         raise AccountBlocked(f"account {account.pk}: {reason}")
-    with slots.connection_slot(account, purpose) as slot:
+    with slots.connection_slot(account, purpose, wait=wait) as slot:
         try:
             with open_mailbox(account, timeout=settings.MAILGATE_IMAP_TIMEOUT) as mailbox:
                 client = mailbox.client
-                conn = Connection(account, client, capabilities(client), slot)
+                conn = Connection(account, client, capabilities(client), slot, mailbox)
                 if conn.condstore and "ENABLE" in conn.capabilities:
                     client._simple_command("ENABLE", "CONDSTORE")
                 yield conn

@@ -431,7 +431,7 @@ class FolderSync:
 def refresh_folder_list(account: Account, conn: Connection | None = None) -> list[Folder]:
     """LIST the account's folders, store them, return the ones to sync in sync order."""
     if conn is None:
-        with connect(account, "sync: list folders") as conn:
+        with connect(account, "sync: list folders", wait=settings.MAILGATE_SLOT_WAIT) as conn:
             return refresh_folder_list(account, conn)
     infos = folder_list.list_folders(conn.client, conn.capabilities)
     rows = {f.name: f for f in folder_list.store(account, infos)}
@@ -449,7 +449,8 @@ def sync_account_now(account: Account, *, folder_names=None, flags_only: bool = 
     report = Report(account.pk)
     started = time.monotonic()
     try:
-        with connect(account, "sync", ignore_backoff=ignore_backoff) as conn:
+        with connect(account, "sync", ignore_backoff=ignore_backoff,
+                     wait=settings.MAILGATE_SLOT_WAIT) as conn:
             folders = refresh_folder_list(account, conn)
             if folder_names is not None:
                 wanted = set(folder_names)

@@ -5,6 +5,12 @@ per account and one command per folder), then record what the server accepted on
 MessageLocation.flags and Message.flags. The caller (frontend/actions.py) checks who may do what
 and publishes message.updated for the messages we return.
 
+The connection is imap.connection.connect's, like sync's: it holds one of the account's connection
+slots (waiting up to MAILGATE_SLOT_WAIT for one, then "all N connections of this account are in
+use; try again in a moment"), is refused for a disabled account or one stopped after failed logins
+(a click must not get the account locked by the provider), and records a failed login on the
+account. Like a manual sync, a click does not wait out an error backoff.
+
 Never a bare EXPUNGE: it would also remove messages another client marked \\Deleted. Delete moves
 to the account's \\Trash folder, or, in Trash itself (or with no Trash), marks \\Deleted and runs
 UID EXPUNGE on exactly those UIDs, which needs UIDPLUS. imap-tools' delete() (bare EXPUNGE) and
@@ -19,13 +25,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from imap_tools.errors import ImapToolsError
 from imap_tools.utils import encode_folder
 
 from imap import errors, wire
-from imap.connection import capabilities as server_capabilities, open_mailbox
+from imap.connection import connect
 from imap.models import Folder, MessageLocation
 from pipeline.models import Message
 
@@ -87,11 +94,12 @@ def write_back(messages: dict, action: str, target: Folder | None = None) -> Out
             continue
         account = accounts[account_id]
         try:
-            with open_mailbox(account) as mailbox:
-                capabilities = server_capabilities(mailbox.client)
+            with connect(account, f"write-back: {action}", ignore_backoff=True,
+                         wait=settings.MAILGATE_SLOT_WAIT) as conn:
                 for locs in folders.values():
                     try:
-                        outcome.done.update(_apply_in_folder(mailbox, capabilities, account, locs, action, target))
+                        outcome.done.update(_in_folder(conn.mailbox, conn.capabilities, account, locs, action,
+                                                       target))
                     except _FolderError as exc:
                         outcome.errors.extend({"id": str(loc.message_id), "error": str(exc)} for loc in locs)
         except errors.ImapError as exc:
@@ -137,6 +145,17 @@ def _copyuid(mailbox, count: int) -> tuple[int, dict[int, int]] | None:
             if len(source) == len(dest):
                 return int(match.group(1)), dict(zip(source, dest))
     return None
+
+
+def _in_folder(mailbox, capabilities, account, locs, action, target) -> set:
+    try:
+        return _apply_in_folder(mailbox, capabilities, account, locs, action, target)
+    except imaplib.IMAP4.abort:
+        raise  # the connection is gone: connect() records it and every folder fails
+    except imaplib.IMAP4.error as exc:
+        # A BAD answer to one command (imaplib raises on BAD) is this folder's failure, not the
+        # account's: recording it would put the account into backoff and hold up its syncs.
+        raise _FolderError(f"the server refused the command: {str(exc)[:200]}") from None
 
 
 def _apply_in_folder(mailbox, capabilities, account, locs, action, target) -> set:

@@ -245,6 +245,11 @@ LOGGING = {
 # IMAP
 MAILGATE_IMAP_TIMEOUT = env_float("MAILGATE_IMAP_TIMEOUT", 30.0)
 MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT = env_int("MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT", 3)
+# Connection slots (imap/slots.py): a holder renews its slot every third of the TTL while connected,
+# so a dead holder frees it within the TTL (0: max(120, 4 x MAILGATE_IMAP_TIMEOUT)). SLOT_WAIT is how
+# long a sync, a UI batch action or "Test connection" waits for a free slot before giving up.
+MAILGATE_SLOT_TTL = env_float("MAILGATE_SLOT_TTL", 0.0)
+MAILGATE_SLOT_WAIT = env_float("MAILGATE_SLOT_WAIT", 5.0)
 MAILGATE_MAX_MESSAGE_BYTES = env_int("MAILGATE_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)
 MAILGATE_SYNC_INTERVAL = env_int("MAILGATE_SYNC_INTERVAL", 300)
 MAILGATE_SYNC_BATCH_SIZE = env_int("MAILGATE_SYNC_BATCH_SIZE", 200)

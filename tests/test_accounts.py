@@ -17,12 +17,14 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.db import connection
 
-from imap.accounts import check_connection, create_account
-from imap.models import Account
+from imap import slots
+from imap.accounts import check_connection, create_account, set_account_password
+from imap.models import Account, ConnectionSlot
 from mailgate import crypto
 from outgoing.models import Service
 from tests.servers import procs
 from tests.servers.ports import free_port
+from tests.servers.waiting import eventually
 
 pytestmark = pytest.mark.django_db
 
@@ -224,6 +226,44 @@ def test_an_unexpected_error_in_a_connection_test_is_logged_and_shown_as_its_typ
         f"unexpected error with 127.0.0.1:{alice_account.port}: RuntimeError")
     [record] = [r for r in caplog.records if r.name == "imap.accounts"]
     assert record.exc_info[0] is RuntimeError and f"account {alice_account.pk}" in record.getMessage()
+
+
+def test_a_connection_test_with_every_connection_in_use_says_so_records_nothing_and_does_not_log_in(
+        alice_account, dovecot, settings):
+    settings.MAILGATE_SLOT_WAIT = 0.5
+    held = [slots.claim_slot(alice_account, "busy") for _ in range(settings.MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT)]
+    attempts = dovecot.login_attempts(alice_account.username)
+    report = check_connection(alice_account, timeout=TIMEOUT)
+    assert not report.ok and report.error.reason == "no free connection slot"
+    assert report.message == (f"no free connection slot: all {len(held)} connections of this account are in use; "
+                              f"try again in a moment")
+    assert 0.5 <= report.seconds < TIMEOUT
+    alice_account.refresh_from_db()
+    assert (alice_account.state, alice_account.last_error) == (Account.State.NEW, "")
+
+    held[0].release()
+    assert check_connection(alice_account, timeout=TIMEOUT).ok
+    eventually(lambda: dovecot.login_attempts(alice_account.username) > attempts, 10, "the second test's login logged")
+    assert dovecot.login_attempts(alice_account.username) == attempts + 1  # the refused test made none
+    assert ConnectionSlot.objects.filter(account=alice_account).exclude(holder="").count() == len(held) - 1
+
+
+def test_a_connection_test_of_an_account_stopped_after_failed_logins_does_not_log_in_again(
+        alice_account, dovecot):
+    stopped = "authentication failed for x (stopped after 3 failed logins; enter the correct password)"
+    Account.objects.filter(pk=alice_account.pk).update(state=Account.State.AUTH_FAILED, auth_failures=3,
+                                                       last_error=stopped)
+    alice_account.refresh_from_db()
+    attempts = dovecot.login_attempts(alice_account.username)
+    code, out, err = run_test_account(alice_account.pk)
+    assert (code, err.strip()) == (1, f"{alice_account.email}: {stopped}")
+    alice_account.refresh_from_db()
+    assert (alice_account.state, alice_account.auth_failures) == (Account.State.AUTH_FAILED, 3)
+    # Re-entering the password clears the stop; that test is the first login since.
+    set_account_password(alice_account, alice_account.get_password())
+    assert check_connection(alice_account, timeout=TIMEOUT).ok
+    eventually(lambda: dovecot.login_attempts(alice_account.username) > attempts, 10, "the next test's login logged")
+    assert dovecot.login_attempts(alice_account.username) == attempts + 1
 
 
 def test_a_host_that_does_not_resolve_says_so(alice_account):

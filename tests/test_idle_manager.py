@@ -11,11 +11,15 @@ import itertools
 import signal
 import time
 
+from datetime import timedelta
+
 import pytest
 from django.db.models import Max
+from django.utils import timezone
 
+from imap import errors, slots
 from imap.accounts import create_account, set_account_password
-from imap.models import Account, Folder, IdleManager, IdleSession, MessageLocation
+from imap.models import Account, ConnectionSlot, Folder, IdleManager, IdleSession, MessageLocation
 from pipeline.models import Message
 from tests.servers import procs
 from tests.servers.dovecot import Dovecot
@@ -48,10 +52,14 @@ def processes():
     started.stop_all()
 
 
-def start_manager(processes, dovecot, name="idle"):
-    return processes.start(["manage.py", "idle"], name, MAILGATE_IDLE_LEASE_SECONDS=LEASE_SECONDS,
-                           MAILGATE_IDLE_POLL="0.5", MAILGATE_IMAP_TIMEOUT="5",
-                           MAILGATE_IMAP_CAFILE=dovecot.cafile)
+# What a manager needs in these tests, for `manage.py idle` and daphne with MAILGATE_IDLE=1 alike.
+def manager_env(dovecot) -> dict:
+    return {"MAILGATE_IDLE_LEASE_SECONDS": LEASE_SECONDS, "MAILGATE_IDLE_POLL": "0.5", "MAILGATE_IMAP_TIMEOUT": "5",
+            "MAILGATE_IMAP_CAFILE": dovecot.cafile}
+
+
+def start_manager(processes, dovecot, name="idle", **env):
+    return processes.start(["manage.py", "idle"], name, **{**manager_env(dovecot), **env})
 
 
 def start_worker(processes, dovecot):
@@ -148,6 +156,80 @@ def test_a_push_is_stored_and_mail_sent_while_disconnected_is_caught_up_exactly_
     finally:
         processes.stop_all()
         dovecot.stop()
+
+
+def test_the_manager_started_by_the_web_server_with_MAILGATE_IDLE_stores_a_push_and_logs_out_on_exit(
+        alice, dovecot, processes, start_web):
+    """The AppConfig.ready path (imap/idle_autostart.py): no `manage.py idle`, the manager runs
+    in a thread of daphne."""
+    user = new_user(dovecot, "webidle")
+    account = account_for(alice, dovecot, user)
+    start_worker(processes, dovecot)
+    web = start_web(MAILGATE_IDLE="1", **manager_env(dovecot))
+    eventually(lambda: connected(account), 20, "account idling")
+    assert int(session(account).lease_owner.split(":")[1]) == web.proc.pid  # daphne's own thread
+    eventually(lambda: Folder.objects.filter(account=account, name="INBOX").exists() and queue_drained(account),
+               20, "initial catch-up sync done")
+
+    appended = timezone.now()
+    dovecot.append(user.name, "INBOX", message("pushed-to-daphne"))
+    eventually(lambda: stored(account, "pushed-to-daphne"), 15, "pushed message stored")
+    assert session(account).last_push_at >= appended
+
+    # SIGTERM: daphne exits, and its atexit hook logs the manager out and releases the lease.
+    assert procs.stop(web.proc, signal.SIGTERM, timeout=10) == 0
+    assert session(account).lease_owner == "" and not session(account).connected
+    eventually(lambda: not sessions_on_server(dovecot, [user]), 5, "the IDLE session logged out")
+    assert "Traceback" not in web.log()
+
+
+def test_the_idle_connection_keeps_its_slot_alive_so_others_get_only_what_is_left(
+        alice, dovecot, processes, settings):
+    """Its slot is renewed for as long as it idles; without that it would expire after one TTL and
+    a sync plus a UI action would make three connections under a cap of two."""
+    settings.MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT = 2
+    ttl = 2
+    user = new_user(dovecot, "slot")
+    account = account_for(alice, dovecot, user)
+    start_manager(processes, dovecot, MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT="2", MAILGATE_SLOT_TTL=str(ttl))
+    eventually(lambda: connected(account), 20, "account idling")
+    reconnects = session(account).reconnect_count
+    idle_slot = ConnectionSlot.objects.exclude(holder="").get(account=account)
+    assert idle_slot.purpose == "idle INBOX"
+    first_expiry = idle_slot.expires_at
+
+    # Renewed after the claim's own expiry has passed: the same holder, still unexpired.
+    def renewed_past_first_expiry():
+        row = ConnectionSlot.objects.get(pk=idle_slot.pk)
+        return (row.holder == idle_slot.holder and row.expires_at > first_expiry + timedelta(seconds=ttl)
+                and row.expires_at > timezone.now())
+
+    eventually(renewed_past_first_expiry, 10 * ttl, "IDLE slot renewed past its first expiry")
+    sync_slot = slots.claim_slot(account, "sync", ttl=ttl)
+    with pytest.raises(errors.TooManyConnections):
+        slots.claim_slot(account, "write-back", ttl=ttl)
+    sync_slot.release()
+    assert connected(account) and session(account).reconnect_count == reconnects
+    assert sessions_on_server(dovecot, [user]) == {user.name: 1}
+
+
+def test_a_connection_whose_slot_was_taken_by_someone_else_reconnects_with_a_slot_of_its_own(
+        alice, dovecot, processes):
+    # As after a database outage longer than the TTL: the slot expired and another process took it.
+    user = new_user(dovecot, "slotlost")
+    account = account_for(alice, dovecot, user)
+    start_manager(processes, dovecot)
+    eventually(lambda: connected(account), 20, "account idling")
+    reconnects = session(account).reconnect_count
+    ConnectionSlot.objects.filter(account=account, purpose="idle INBOX").update(holder="elsewhere:1:taken")
+
+    def idling_on_a_new_slot():
+        return (connected(account) and session(account).reconnect_count > reconnects
+                and ConnectionSlot.objects.filter(account=account, purpose="idle INBOX")
+                .exclude(holder="elsewhere:1:taken").exists())
+
+    eventually(idling_on_a_new_slot, 20, "reconnected with its own slot")
+    eventually(lambda: sessions_on_server(dovecot, [user]) == {user.name: 1}, 5, "one IDLE session left")
 
 
 # ---------------------------------------------------------------- many managers

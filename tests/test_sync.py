@@ -477,6 +477,7 @@ def test_throttling_sets_the_state_and_honours_the_suggested_backoff(alice, dove
 @pytest.mark.django_db
 def test_connection_slots_are_limited_per_account_and_expire(alice, dovecot, mail_user, settings):
     settings.MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT = 2
+    settings.MAILGATE_SLOT_WAIT = 0.5  # how long the sync below waits for a slot before reporting
     account = dovecot_account(alice, dovecot, mail_user)
     first = slots.claim_slot(account, "a")
     second = slots.claim_slot(account, "b")
@@ -489,7 +490,7 @@ def test_connection_slots_are_limited_per_account_and_expire(alice, dovecot, mai
     assert fourth.slot == second.slot and not second.renew()
     assert {third.slot, fourth.slot} == {0, 1}
     report = sync_account_now(account, ignore_backoff=True)
-    assert "connection slots" in report.errors[0]
+    assert report.errors[0] == "all 2 connections of this account are in use; try again in a moment"
 
 
 # --------------------------------------------------------------------------- fast paths

@@ -6,13 +6,19 @@ then reads the server's own state back and compares it with what mailgate record
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connections
 
 from frontend import actions
-from imap.accounts import create_account
-from imap.models import Account, Folder, MessageLocation
+from imap import slots
+from imap.accounts import create_account, set_account_password
+from imap.models import Account, ConnectionSlot, Folder, MessageLocation
 from imap.sync import sync_account_now
 from pipeline.models import Message
+from tests.servers.waiting import eventually
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +133,78 @@ def test_a_member_marks_the_owners_mail_read_but_cannot_move_or_delete_it_and_ch
     # The owner can.
     assert actions.apply(alice, [str(messages[1].pk)], "delete").errors == []
     assert set(dovecot.flags(mail_user.name, "INBOX")) == {uids[0], uids[2]}
+
+
+# ---------------------------------------------------------------- connection slots and account state
+
+def hold_every_slot(account, settings) -> list:
+    return [slots.claim_slot(account, f"test holder {n}") for n in range(settings.MAILGATE_MAX_CONNECTIONS_PER_ACCOUNT)]
+
+
+def test_with_every_connection_in_use_a_batch_action_waits_briefly_then_says_so_without_logging_in(
+        synced, alice, dovecot, mail_user, settings):
+    account, messages, uids = synced
+    settings.MAILGATE_SLOT_WAIT = 0.5
+    held = hold_every_slot(account, settings)
+    attempts = dovecot.login_attempts(mail_user.name)
+    started = time.monotonic()
+    result = actions.apply(alice, [str(messages[0].pk)], "read")
+    assert time.monotonic() - started >= 0.5  # it waited for a slot before giving up
+    assert result.as_dict() == {"updated": [], "errors": [{
+        "id": str(messages[0].pk),
+        "error": f"all {len(held)} connections of this account are in use; try again in a moment"}]}
+    account.refresh_from_db()
+    assert account.state == Account.State.OK  # a busy account is not a failing one
+
+    held[0].release()
+    assert actions.apply(alice, [str(messages[0].pk)], "read").errors == []
+    # The log is in order: the second action's login is there, and it is the only one since.
+    eventually(lambda: dovecot.login_attempts(mail_user.name) > attempts, 10, "the second action's login logged")
+    assert dovecot.login_attempts(mail_user.name) == attempts + 1
+    assert dovecot.flags(mail_user.name, "INBOX")[uids[0]] == {"\\Seen"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_action_takes_a_slot_freed_while_it_waits(synced, alice, dovecot, mail_user, settings):
+    account, messages, uids = synced
+    settings.MAILGATE_SLOT_WAIT = 10
+    held = hold_every_slot(account, settings)
+    # Another holder (a sync, say) finishes half a second into the wait; committed, as it would be.
+    later = threading.Timer(0.5, lambda: (held[-1].release(), connections.close_all()))
+    later.start()
+    try:
+        started = time.monotonic()
+        result = actions.apply(alice, [str(messages[1].pk)], "flag")
+        waited = time.monotonic() - started
+    finally:
+        later.join()
+    assert result.errors == [] and result.updated == [str(messages[1].pk)]
+    assert 0.5 <= waited < 10
+    assert dovecot.flags(mail_user.name, "INBOX")[uids[1]] == {"\\Flagged"}
+    assert ConnectionSlot.objects.filter(account=account).exclude(holder="").count() == len(held) - 1
+
+
+def test_an_account_stopped_after_failed_logins_is_not_logged_into_by_a_click(synced, alice, dovecot, mail_user):
+    account, messages, uids = synced
+    Account.objects.filter(pk=account.pk).update(
+        state=Account.State.AUTH_FAILED, auth_failures=3,
+        last_error="authentication failed (stopped after 3 failed logins; enter the correct password)")
+    attempts = dovecot.login_attempts(mail_user.name)
+    result = actions.apply(alice, [str(messages[0].pk)], "read")
+    assert result.updated == []
+    assert [e["error"] for e in result.errors] == [
+        f"account {account.pk}: authentication failed (stopped after 3 failed logins; enter the correct password)"]
+    # A new password clears the state; the next click logs in, and is the first login since.
+    set_account_password(Account.objects.get(pk=account.pk), mail_user.password)
+    assert actions.apply(alice, [str(messages[0].pk)], "read").errors == []
+    eventually(lambda: dovecot.login_attempts(mail_user.name) > attempts, 10, "the login after the fix logged")
+    assert dovecot.login_attempts(mail_user.name) == attempts + 1
+
+
+def test_a_refused_login_from_a_click_counts_towards_stopping_the_account(synced, alice, dovecot, mail_user):
+    account, messages, uids = synced
+    dovecot.set_password(mail_user.name, "changed-elsewhere")
+    actions.apply(alice, [str(messages[0].pk)], "read")
+    account.refresh_from_db()
+    assert account.state == Account.State.ERROR and account.auth_failures == 1
+    assert account.last_error.startswith("authentication failed")

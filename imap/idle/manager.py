@@ -3,9 +3,11 @@
 Every MAILGATE_IDLE_POLL seconds it compares the accounts that should be idling with the ones it
 runs: it stops disabled, deleted and stopped accounts, restarts those whose config_version or push
 folders changed, and claims leases on unowned accounts up to its fair share (imap/leases.py).
-Every third of MAILGATE_IDLE_LEASE_SECONDS it writes its heartbeat and renews its leases; if it
-cannot (database unreachable) it drops its connections before the leases run out, so another
-manager can take over without two connections ever idling for one account.
+Every third of MAILGATE_IDLE_LEASE_SECONDS (or of the connection slot TTL, if shorter) it writes
+its heartbeat and renews its leases and the connection slots of all its connections (imap/slots.py);
+if it cannot (database unreachable) it drops its connections before the leases or slots run out,
+so another manager can take over without two connections ever idling for one account, and no
+sync or UI action is handed a slot whose connection is still open.
 
 ORM calls run in a small thread pool (`db`), never on the loop; an IDLE push is handed to that pool
 without waiting for it, so the loop goes straight back to reading the next push.
@@ -133,7 +135,7 @@ class Manager:
             log.info("IDLE manager %s stopped", self.name)
 
     async def _control_loop(self) -> None:
-        beat_every = max(0.2, self.lease / 3)
+        beat_every = max(0.2, self.hold / 3)
         next_beat = next_poll = next_prune = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -141,8 +143,9 @@ class Manager:
                 next_beat = now + beat_every
                 await self._heartbeat()
             if self.watchers and time.monotonic() > self.held_until:
-                # Heartbeats failed for most of a lease: another manager may claim these accounts
-                # any moment, and one account must never idle on two connections.
+                # Heartbeats failed for most of a lease (or slot TTL): another manager may claim
+                # these accounts any moment, and one account must never idle on two connections;
+                # or sync may take our expired slots, and the account must never exceed its cap.
                 log.error("IDLE manager %s cannot renew its leases; dropping %s accounts", self.name,
                           len(self.watchers))
                 await self._stop_watchers(list(self.watchers), release=False)
@@ -157,17 +160,27 @@ class Manager:
             except TimeoutError:
                 pass
 
+    @property
+    def hold(self) -> float:
+        """Seconds a heartbeat keeps our rows: leases and connection slots, whichever is shorter."""
+        return min(self.lease, self.slot_ttl)
+
     async def _heartbeat(self) -> None:
         started = time.monotonic()
+        renewed = {slot.holder for w in self.watchers.values() for slot in w.slots.values()}
         try:
             await self.db(leases.beat, self.name)
             held = await self.db(leases.renew, self.name)
+            kept = await self.db(slots.renew_all, renewed, self.slot_ttl)
         except Exception:  # noqa: BLE001 - the database may be briefly away; held_until decides
             log.warning("IDLE manager %s: heartbeat failed", self.name, exc_info=True)
             return
-        # Our rows now expire `lease` seconds after `started` at the latest; stop a safety margin
+        # Our rows now expire `hold` seconds after `started` at the latest; stop a safety margin
         # before that if no later heartbeat succeeds.
-        self.held_until = started + self.lease - max(1.0, self.lease / 4)
+        self.held_until = started + self.hold - max(1.0, self.hold / 4)
+        if len(kept) < len(renewed):
+            for w in self.watchers.values():
+                w.drop_unheld(renewed, kept)
         lost = [account_id for account_id in self.watchers if account_id not in held]
         if lost:
             log.warning("IDLE manager %s lost the leases of accounts %s", self.name, lost)

@@ -1,6 +1,7 @@
 """The IDLE connections of one account: one per push folder, each reconnecting on its own.
 
-A connection's life: claim a connection slot (imap/slots.py), connect, log in, SELECT, IDLE; once
+A connection's life: claim a connection slot (imap/slots.py; the manager renews it with every
+heartbeat for as long as the connection lives), connect, log in, SELECT, IDLE; once
 idling, queue a catch-up sync of the folder (mail that arrived while we were not listening); then
 turn every EXISTS push into `enqueue_folder_sync(...)` and every EXPUNGE/FETCH push into a
 flags-only one, renewing IDLE every MAILGATE_IDLE_RENEW seconds (DONE, NOOP, IDLE). Any failure
@@ -100,7 +101,16 @@ def _idling(owner: str, config: AccountConfig, folder: str, all_up: bool) -> Non
 
 
 def push(owner: str, account_id: int, folder: str, flags_only: bool, received_at=None) -> None:
-    """An IDLE push: queue the (coalesced) folder sync first, then note when the push arrived."""
+    """An IDLE push: note when it arrived, then queue the (coalesced) folder sync.
+
+    In that order, so whoever sees the synced message also sees the push that brought it (a worker
+    can store the message before a write queued after the sync would land). The note is best
+    effort: failing to write it must not cost the sync.
+    """
+    try:
+        leases.record_push(owner, account_id, received_at)
+    except DatabaseError:
+        log.warning("account %s: could not record the push time", account_id, exc_info=True)
     for attempt in range(3):
         try:
             enqueue_folder_sync(account_id, folder, flags_only=flags_only, reason="idle")
@@ -109,13 +119,12 @@ def push(owner: str, account_id: int, folder: str, flags_only: bool, received_at
             if attempt == 2:
                 raise
             time.sleep(0.2 * (attempt + 1))  # SQLite busy beyond its timeout, or a failover
-    leases.record_push(owner, account_id, received_at)
 
 
 class AccountWatcher:
     """Keeps one account's push folders idling until stopped (task cancellation)."""
 
-    __slots__ = ("config", "manager", "tasks", "up", "slots", "stopped_by_owner")
+    __slots__ = ("config", "manager", "tasks", "up", "slots", "clients", "stopped_by_owner")
 
     def __init__(self, config: AccountConfig, manager):
         self.config = config
@@ -123,6 +132,7 @@ class AccountWatcher:
         self.tasks: list[asyncio.Task] = []
         self.up: set[str] = set()
         self.slots: dict[str, slots.Slot] = {}
+        self.clients: dict[str, IdleClient] = {}
         self.stopped_by_owner = False  # the account is parked until the owner fixes its password
 
     @property
@@ -136,6 +146,16 @@ class AccountWatcher:
                         " keeps one connection for sync)", self.config.id, len(folders), len(self.config.folders))
         self.tasks = [asyncio.get_running_loop().create_task(self._watch(folder), name=f"idle:{self.config.id}:{folder}")
                       for folder in folders]
+
+    def drop_unheld(self, renewed: set[str], kept: set[str]) -> None:
+        """Drop every connection whose slot was `renewed` but is not `kept` (someone else took it
+        after it expired): it would be one connection too many. It reconnects with a new slot."""
+        for folder, slot in list(self.slots.items()):
+            if slot.holder in renewed and slot.holder not in kept:
+                log.warning("account %s %s: connection slot lost; reconnecting", self.config.id, folder)
+                client = self.clients.get(folder)
+                if client is not None:
+                    client.abort()
 
     async def stop(self, timeout: float) -> None:
         """Cancel every connection: each says DONE and LOGOUT (see IdleClient.close)."""
@@ -158,6 +178,7 @@ class AccountWatcher:
             try:
                 async with m.connect_gate:
                     client = await self._open(folder)
+                self.clients[folder] = client
                 idle_started = time.monotonic()
                 await self._idle(client, folder)
             except (errors.ImapError, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
@@ -166,6 +187,7 @@ class AccountWatcher:
                 log.exception("account %s %s: unexpected error", cfg.id, folder)
                 error = errors.ProtocolError(f"unexpected error: {type(exc).__name__}")
             finally:
+                self.clients.pop(folder, None)
                 if client is not None:
                     await client.close(m.close_timeout)
                 await self._release_slot(folder)

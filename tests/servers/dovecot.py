@@ -612,6 +612,13 @@ service imap {{
                 rows.append((fields[0], int(fields[1])))
         return rows
 
+    def login_attempts(self, user: str) -> int:
+        """How many times ``user`` tried to log in so far, by the log (auth_verbose is on): each
+        accepted login and each refused password is one line. The log is written in order, so once
+        a later attempt shows, every earlier one has too."""
+        text = self.log_text()
+        return text.count(f"Login: user=<{user}>,") + text.count(f"passwd-file({user},")
+
     def kick(self, user: str) -> None:
         """Disconnect all of ``user``'s sessions (doveadm kick)."""
         # Exit code 68 (EX_NOUSER-ish) just means nobody was connected.
