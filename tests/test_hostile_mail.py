@@ -136,7 +136,8 @@ def test_formatting_reopened_after_implicit_closes_stays_bounded():
     ("<ul><li>a<li>b</ul>", "<ul><li>a</li><li>b</li></ul>"),
     ("<table><tr><td>a<td>b<tr><td>c</table>", "<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>"),
     ("<b>bold <i>both</b> italic</i>", "<b>bold <i>both</i></b><i> italic</i>"),
-    ("<p title='a \"q\"' data-x=1>t<!-- <div> --><br/>1 < 2", '<p title="a &quot;q&quot;" data-x="1">t<br>1 &lt; 2</p>'),
+    ("<p title='a \"q\"' data-x=1>t<!-- <div> --><br/>1 < 2",
+     '<p title="a &quot;q&quot;" data-x="1">t<br>1 &lt; 2</p>'),
     ("<div><script>if (a</div>) {}</script>x</div>", "<div>x</div>"),
 ])
 def test_ordinary_markup_keeps_its_shape(markup, expected):
