@@ -10,6 +10,7 @@ falls back to a plainer decoding and records a short, human-readable warning. Re
     parts.py          MIME leaves -> body texts and attachments (.eml for attached messages)
     bodies.py         which texts become text_body / html_body / markdown_body, uuencode, snippet
     html_text.py      HTML -> markdown via html2text_child.py under a time limit; tag stripping
+    html_nesting.py   HTML rebuilt with bounded nesting (linear), before the sanitizer sees it
     sanitize.py       HTML made safe to show in mailgate's pages
     filenames.py      attachment names safe to show, store and download
     result.py         ParsedMessage, ParsedAttachment, Limits

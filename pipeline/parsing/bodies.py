@@ -22,7 +22,8 @@ def fill_bodies(bodies, limits, result):
         filename = safe_filename(name, fallback_filename(len(result.attachments) + 1, ctype))
         result.attachments.append(ParsedAttachment.of(filename, ctype, data))
     result.text_body = text
-    result.html_body = sanitize_html("\n".join(b.text for b in markup))
+    result.html_body = sanitize_html("\n".join(b.text for b in markup), limits.max_html_depth,
+                                     result.warnings.append)
     if result.html_body.strip():
         converted, problem = html_to_markdown(result.html_body, limits.html_to_text_seconds,
                                               limits.html_to_text_max_chars)

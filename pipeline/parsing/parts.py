@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
-from email.parser import BytesParser
 
 from .bodies import fill_bodies
 from .charsets import b64decode_loosely, decode_8bit, decode_bytes
 from .filenames import fallback_filename, safe_filename
 from .headers import charset, decode_header_text, disposition, raw_header
 from .result import ParsedAttachment
-from .structure import STRUCTURE_POLICY, record_defects, walk
+from .structure import STRUCTURE_POLICY, parse_structure, record_defects, walk
 from .text import clean
 
 _BODY_TYPES = ("text/plain", "text/html")
@@ -80,7 +79,7 @@ def _bodies_of_attached_message(leaves, limits, result):
     if leaf is None or eml is None:
         return []
     try:
-        inner = BytesParser(policy=STRUCTURE_POLICY).parsebytes(eml.payload)
+        inner = parse_structure(eml.payload, limits, [])
         bodies = _bodies(list(_leaves(inner, limits, [])), [])
     except Exception:  # RecursionError, mostly; the .eml attachment is still there
         return []

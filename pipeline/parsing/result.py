@@ -11,8 +11,14 @@ from datetime import datetime
 class Limits:
     max_parts: int = 500
     max_depth: int = 30
+    # The feedparser stops reading past this depth (structure.BoundedParser): each level costs
+    # every later line a generator frame. Deeper than max_depth, so that is a warning first.
+    max_parse_depth: int = 100
     max_header_bytes: int = 256 * 1024
     max_total_bytes: int = 50 * 1024 * 1024
+    # HTML is rebuilt with at most this many nested elements before nh3 (html_nesting.py).
+    # Browsers stop nesting at 512; mail rarely passes 40.
+    max_html_depth: int = 256
     html_to_text_seconds: float = 5.0
     # html2text manages about 0.5 MB/s on table-heavy mail: bigger HTML would only time out.
     html_to_text_max_chars: int = 1_000_000

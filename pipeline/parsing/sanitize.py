@@ -11,6 +11,9 @@ import re
 
 import nh3
 
+from .html_nesting import bound_nesting
+from .result import DEFAULT_LIMITS
+
 _TAGS = {
     "a", "abbr", "address", "article", "aside", "b", "bdi", "bdo", "big", "blockquote", "br",
     "caption", "center", "cite", "code", "col", "colgroup", "dd", "del", "details", "dfn", "div",
@@ -96,12 +99,19 @@ _CLEANER = nh3.Cleaner(
 )
 
 
-def sanitize_html(markup: str) -> str:
-    """Return `markup` with everything active removed and remote images parked (not loaded)."""
+def sanitize_html(markup: str, max_depth: int = DEFAULT_LIMITS.max_html_depth, warn=None) -> str:
+    """Return `markup` with everything active removed and remote images parked (not loaded).
+
+    The markup is first rebuilt with at most `max_depth` nested elements (html_nesting): nh3's
+    cost grows with depth times tags. `warn`, when given, receives a sentence if tags were dropped.
+    """
     if not markup:
         return ""
     # Lone surrogates (from undecodable bytes) cannot cross into Rust; NULs have no place in HTML.
     markup = markup.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    markup, problem = bound_nesting(markup, max_depth)
+    if problem and warn:
+        warn(problem)
     return _IMG_TAG.sub(_park_remote_image, _CLEANER.clean(markup))
 
 
