@@ -7,12 +7,20 @@ counts the refresh requests it gets, so the tests see what a real provider would
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import logging
+import re
 import threading
+import urllib.error
+import urllib.request
 from datetime import timedelta
+from io import StringIO
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.fernet import Fernet
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -282,8 +290,6 @@ def test_test_connection_names_an_unreachable_provider_and_keeps_retrying(alice,
 
 @pytest.mark.django_db
 def test_rotate_keys_re_encrypts_oauth_grants(alice, settings, provider, generic, oauth_user):
-    from cryptography.fernet import Fernet
-
     account = signed_in(alice, provider, generic, oauth_user)
     before = OAuthGrant.objects.get(pk=account.pk).tokens_encrypted
     settings.MAILGATE_FERNET_KEYS = [Fernet.generate_key().decode(), *settings.MAILGATE_FERNET_KEYS]
@@ -292,3 +298,68 @@ def test_rotate_keys_re_encrypts_oauth_grants(alice, settings, provider, generic
     grant = OAuthGrant.objects.get(pk=account.pk)
     assert grant.tokens_encrypted != before
     assert tokens.access_token(account.pk).value  # still readable with the new key
+
+
+def _approve(provider, authorize_url: str) -> str:
+    """What a person does on the provider's consent page: follow "Approve"; returns the callback URL."""
+    with urllib.request.urlopen(authorize_url, timeout=5) as page:
+        link = re.search(r'id="approve" href="([^"]+)"', page.read().decode()).group(1)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        urllib.request.build_opener(NoRedirect).open(provider.url(html.unescape(link)), timeout=5)
+    except urllib.error.HTTPError as answer:
+        assert answer.code == 302
+        return answer.headers["Location"]
+    raise AssertionError("the consent page did not redirect")
+
+
+@pytest.mark.django_db
+def test_connect_with_a_provider_creates_the_account_with_the_reported_address_and_starts_its_sync(
+        client, admin_user, settings, provider, oauth_dovecot, generic, oauth_user,
+        django_capture_on_commit_callbacks):
+    settings.MAILGATE_PUBLIC_BASE_URL = "http://testserver"
+    client.force_login(admin_user)
+    page = client.get("/admin/imap/account/add/")
+    assert b"Connect with another provider" in page.content
+    started = client.get("/imap/oauth/generic/start/")
+    assert started.status_code == 302
+    query = parse_qs(urlsplit(started["Location"]).query)
+    assert query["redirect_uri"] == ["http://testserver/imap/oauth/callback/"]
+    assert query["code_challenge_method"] == ["S256"] and query["state"]
+
+    provider.sign_in_as = oauth_user
+    callback = _approve(provider, started["Location"])
+    # A valid code with another state (a link forged for this browser) is refused before any exchange.
+    forged = client.get(re.sub(r"state=[^&]+", "state=forged", callback.replace("http://testserver", "")))
+    assert forged.status_code == 302 and forged["Location"] == "/admin/imap/account/add/"
+    assert not Account.objects.exists()
+    started = client.get("/imap/oauth/generic/start/")
+    callback = _approve(provider, started["Location"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        done = client.get(callback.replace("http://testserver", ""))
+    account = Account.objects.get()
+    assert done.status_code == 302 and done["Location"] == f"/admin/imap/account/{account.pk}/change/"
+    assert (account.email, account.username, account.auth_method) == (oauth_user, oauth_user, "oauth2")
+    assert account.owner == admin_user and account.port == oauth_dovecot.port
+    assert len(callbacks) == 1  # the first sync, queued after commit
+    change = client.get(done["Location"])
+    assert b"Reconnect" in change.content and b'name="password"' not in change.content
+
+
+@pytest.mark.django_db
+def test_add_account_with_oauth_takes_a_refresh_token_from_a_file(tmp_path, alice, provider, oauth_dovecot,
+                                                                   generic, oauth_user):
+    refresh, _ = provider.grant(oauth_user)
+    token_file = tmp_path / "refresh-token"
+    token_file.write_text(refresh + "\n")
+    out = StringIO()
+    call_command("add_account", "--owner", "alice", "--email", oauth_user, "--oauth", "generic",
+                 "--refresh-token-file", str(token_file), stdout=out)
+    account = Account.objects.get(pk=int(out.getvalue()))
+    assert refresh not in OAuthGrant.objects.get(pk=account.pk).tokens_encrypted
+    assert sync_account_now(account, ignore_backoff=True).errors == []  # refreshed first: no access token yet
+    assert provider.refresh_requests[oauth_user] == 1
