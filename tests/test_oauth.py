@@ -28,7 +28,7 @@ from frontend import actions
 from imap import accounts, errors
 from imap.idle.client import IdleClient, push_kinds
 from imap.models import Account, MessageLocation, OAuthGrant
-from imap.oauth import grants, providers, tokens
+from imap.oauth import grants, providers, sasl, tokens
 from imap.sync import sync_account_now
 from mailgate import rotation
 from tests.servers.dovecot import Dovecot
@@ -363,3 +363,35 @@ def test_add_account_with_oauth_takes_a_refresh_token_from_a_file(tmp_path, alic
     assert refresh not in OAuthGrant.objects.get(pk=account.pk).tokens_encrypted
     assert sync_account_now(account, ignore_backoff=True).errors == []  # refreshed first: no access token yet
     assert provider.refresh_requests[oauth_user] == 1
+
+
+@pytest.mark.django_db
+def test_reconnect_in_the_browser_flow_signs_the_same_account_in_again(
+        client, admin_user, settings, provider, oauth_dovecot, generic, oauth_user):
+    settings.MAILGATE_PUBLIC_BASE_URL = "http://testserver"
+    account = signed_in(admin_user, provider, generic, oauth_user)
+    provider.revoke(oauth_user)
+    OAuthGrant.objects.filter(pk=account.pk).update(access_expires_at=timezone.now())
+    with pytest.raises(errors.SignInExpired):
+        tokens.access_token(account.pk)
+    client.force_login(admin_user)
+    provider.sign_in_as = oauth_user
+    started = client.get(f"/imap/oauth/generic/start/?account={account.pk}")
+    assert parse_qs(urlsplit(started["Location"]).query)["login_hint"] == [oauth_user]
+    done = client.get(_approve(provider, started["Location"]).replace("http://testserver", ""))
+    assert done["Location"] == f"/admin/imap/account/{account.pk}/change/"
+    assert Account.objects.count() == 1
+    account.refresh_from_db()
+    assert account.state == Account.State.NEW
+    assert sync_account_now(account, ignore_backoff=True).errors == []
+
+
+@pytest.mark.parametrize("challenge, server_text, reason, words", [
+    (b'{"status":"401","schemes":"bearer"}', "AUTHENTICATIONFAILED", "authentication failed", "refused the access"),
+    (b'{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}', "NO", "sign-in expired",
+     "wrong scope"),
+    (b"", "NO User is authenticated but not connected. IMAP is disabled", "sign-in expired", "IMAP is disabled"),
+])
+def test_a_refused_oauth_login_names_its_cause(challenge, server_text, reason, words):
+    error = sasl.refusal("XOAUTH2", challenge, server_text, "me@example.test", "imap.example.test:993")
+    assert error.reason == reason and words in error.message
