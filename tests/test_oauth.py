@@ -322,6 +322,7 @@ def test_connect_with_a_provider_creates_the_account_with_the_reported_address_a
         client, admin_user, settings, provider, oauth_dovecot, generic, oauth_user,
         django_capture_on_commit_callbacks):
     settings.MAILGATE_PUBLIC_BASE_URL = "http://testserver"
+    settings.SECURE_SSL_REDIRECT = False  # on in the PostgreSQL pass (not loopback-only); not under test here
     client.force_login(admin_user)
     page = client.get("/admin/imap/account/add/")
     assert b"Connect with another provider" in page.content
@@ -369,6 +370,7 @@ def test_add_account_with_oauth_takes_a_refresh_token_from_a_file(tmp_path, alic
 def test_reconnect_in_the_browser_flow_signs_the_same_account_in_again(
         client, admin_user, settings, provider, oauth_dovecot, generic, oauth_user):
     settings.MAILGATE_PUBLIC_BASE_URL = "http://testserver"
+    settings.SECURE_SSL_REDIRECT = False  # on in the PostgreSQL pass (not loopback-only); not under test here
     account = signed_in(admin_user, provider, generic, oauth_user)
     provider.revoke(oauth_user)
     OAuthGrant.objects.filter(pk=account.pk).update(access_expires_at=timezone.now())
