@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # States in which nobody connects until the owner changes something (imap.accounts.connection_changed
 # resets them when the password or server changes).
-STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS)
+STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS, Account.State.SIGN_IN_EXPIRED)
 
 
 def blocked_reason(account: Account, now=None) -> str | None:
@@ -78,9 +78,10 @@ def record_failure(account: Account, exc: BaseException) -> float | None:
 
     Returns the backoff in seconds (Account.backoff_until is set to now + that), or None when
     retrying cannot help until the owner acts: the password failed
-    MAILGATE_AUTH_FAILURE_LIMIT times in a row (state AUTH_FAILED) or the stored password cannot be
-    decrypted (NEEDS_CREDENTIALS). Throttling (errors.Throttled) sets state THROTTLED and waits at
-    least as long as the provider suggested; anything else is state ERROR with exponential backoff.
+    MAILGATE_AUTH_FAILURE_LIMIT times in a row (state AUTH_FAILED), the stored password cannot be
+    decrypted (NEEDS_CREDENTIALS), or the OAuth2 provider refused the grant (SIGN_IN_EXPIRED).
+    Throttling (errors.Throttled) sets state THROTTLED and waits at least as long as the provider
+    suggested; anything else is state ERROR with exponential backoff.
     `exc` should be an errors.ImapError (see imap.connection.classify); other exceptions are recorded
     by type only, since their text may contain anything.
     """
@@ -95,6 +96,8 @@ def record_failure(account: Account, exc: BaseException) -> float | None:
         backoff = None
         if isinstance(exc, errors.CredentialsNeedReentry):
             values.update(state=Account.State.NEEDS_CREDENTIALS, backoff_until=None)
+        elif isinstance(exc, errors.SignInExpired):
+            values.update(state=Account.State.SIGN_IN_EXPIRED, backoff_until=None)
         elif isinstance(exc, errors.AuthenticationFailed):
             failures = row.auth_failures + 1
             values["auth_failures"] = failures

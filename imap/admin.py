@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 
 from imap.accounts import check_connection, connection_changed, first_sync
 from imap.models import Account, Folder, IdleSession
+from imap.oauth import providers as oauth_providers
 from mailgate.admin_scope import OwnerScopedAdmin, owned
 
 # An admin click should answer quickly even if MAILGATE_IMAP_TIMEOUT is long for batch sync.
@@ -43,7 +44,8 @@ class AccountForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not self.instance.password_encrypted and not cleaned.get("password"):
+        oauth = self.instance.auth_method == Account.AuthMethod.OAUTH2
+        if not oauth and not self.instance.password_encrypted and not cleaned.get("password"):
             self.add_error("password", "A password is required for a new account.")
         return cleaned
 
@@ -80,6 +82,7 @@ def _lease_live(session) -> bool:
 @admin.register(Account)
 class AccountAdmin(OwnerScopedAdmin):
     form = AccountForm
+    add_form_template = "admin/imap/account/add_form.html"  # the "Connect with ..." buttons
     list_display = ["display_name", "email", "host", "security", "enabled", "state", "idle_connected",
                     "idle_last_push", "last_sync_at", "test_connection_button"]
     list_select_related = ["idle_session"]
@@ -87,11 +90,12 @@ class AccountAdmin(OwnerScopedAdmin):
     search_fields = ["display_name", "email", "host", "username"]
     readonly_fields = ["state", "last_error", "last_error_at", "last_sync_at", "auth_failures",
                        "backoff_until", "config_version", "created_at", "updated_at", "test_connection_button",
-                       *IDLE_FIELDS]
+                       "sign_in", *IDLE_FIELDS]
     filter_horizontal = ["members"]
     fieldsets = [
         (None, {"fields": ["display_name", "email", "owner", "members", "enabled"]}),
-        ("Server", {"fields": ["host", "port", "security", "username", "password", "test_connection_button"]}),
+        ("Server", {"fields": ["host", "port", "security", "username", "password", "sign_in",
+                               "test_connection_button"]}),
         ("Folders", {"fields": ["folders_include", "folders_exclude", "push_folders"]}),
         ("Status", {"fields": ["state", "last_error", "last_error_at", "last_sync_at", "auth_failures",
                                "backoff_until", "config_version", "created_at", "updated_at"]}),
@@ -101,7 +105,26 @@ class AccountAdmin(OwnerScopedAdmin):
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and obj.auth_method == Account.AuthMethod.OAUTH2:
+            # Signed in with OAuth2: no password to enter, the grant is shown (never its tokens).
+            return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "password"]})
+                    for name, opts in fieldsets]
+        fieldsets = [(name, {**opts, "fields": [f for f in opts["fields"] if f != "sign_in"]})
+                     for name, opts in fieldsets]
         return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "IDLE"]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "oauth_providers": oauth_providers.enabled()}
+        return super().add_view(request, form_url, extra_context)
+
+    @admin.display(description="Sign-in")
+    def sign_in(self, obj):
+        grant = getattr(obj, "oauth_grant", None) if obj else None
+        if grant is None:
+            return "OAuth2, not signed in"
+        url = reverse("imap:oauth_start", args=[grant.provider]) + f"?account={obj.pk}"
+        return format_html('OAuth2 with {} <a class="button mailgate-reconnect" href="{}">Reconnect</a>',
+                           grant.get_provider_display(), url)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

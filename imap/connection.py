@@ -25,6 +25,7 @@ from imap_tools.errors import ImapToolsError, MailboxLoginError
 
 from imap import account_state, errors, slots
 from imap.models import Account, is_loopback
+from imap.oauth import sasl, tokens
 from mailgate.crypto import CredentialsUnreadable
 
 THROTTLE_PATTERNS = re.compile(
@@ -102,6 +103,43 @@ def _login_utf8(mailbox, username: str, password: str, initial_folder) -> None:
         mailbox.folder.set(initial_folder)
 
 
+def _authenticate_oauth(mailbox, account, token: tokens.AccessToken) -> None:
+    """AUTHENTICATE XOAUTH2 (or OAUTHBEARER) with `token`; raises errors.ImapError on refusal."""
+    client = mailbox.client
+    mech = sasl.mechanism(client.capabilities)
+    where = f"{account.host}:{account.port}"
+    challenges = []
+
+    def respond(challenge: bytes) -> bytes:
+        if challenge:  # the error challenge: end the exchange so the server sends its NO
+            challenges.append(challenge)
+            return sasl.abort_response(mech)
+        return sasl.initial_response(mech, account.username, token.value, account.host, account.port)
+
+    if mech is None:
+        raise sasl.refusal(None, b"", "", account.username, where)
+    try:
+        typ, data = client.authenticate(mech, respond)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        text = str(exc)
+        raise throttle_from_text(text) or sasl.refusal(mech, challenges[-1] if challenges else b"", text,
+                                                       account.username, where) from None
+    mailbox.login_result = (typ, data)
+
+
+def _login_oauth(mailbox, account, token: tokens.AccessToken, initial_folder) -> None:
+    """Sign in with the account's access token; if the server refuses it, refresh it once (unless
+    another process already did) and try again on the same connection."""
+    try:
+        _authenticate_oauth(mailbox, account, token)
+    except errors.AuthenticationFailed:
+        _authenticate_oauth(mailbox, account, tokens.access_token(account.pk, stale_version=token.version))
+    if initial_folder is not None:
+        mailbox.folder.set(initial_folder)
+
+
 @contextmanager
 def open_mailbox(account, *, timeout: float | None = None, initial_folder: str | None = None):
     """Yield a logged-in imap-tools mailbox; raise an errors.ImapError subclass on failure.
@@ -112,14 +150,19 @@ def open_mailbox(account, *, timeout: float | None = None, initial_folder: str |
     if account.security == type(account).Security.NONE and not is_loopback(account.host):
         # Account.clean() refuses this; a row written around it must still never leak a password.
         raise errors.TlsFailure(f"refusing to log in without TLS to {account.host}: not a loopback host")
+    oauth = account.auth_method == type(account).AuthMethod.OAUTH2
     try:
-        password = account.get_password()
+        password = "" if oauth else account.get_password()
     except CredentialsUnreadable:
         raise errors.CredentialsNeedReentry(
             "the stored password cannot be decrypted with the configured keys; enter it again") from None
+    # OAuth2: the token first (refreshed if needed), so a dead grant costs no connection.
+    token = tokens.access_token(account.pk) if oauth else None
     try:
         mailbox = _mailbox(account, timeout)
-        if password.isascii() and account.username.isascii():
+        if oauth:
+            _login_oauth(mailbox, account, token, initial_folder)
+        elif password.isascii() and account.username.isascii():
             mailbox.login(account.username, password, initial_folder=initial_folder)
         else:
             # LOGIN arguments are ASCII in imaplib; AUTHENTICATE PLAIN carries UTF-8.

@@ -37,6 +37,20 @@ class CredentialsNeedReentry(ImapError):
     retry = False
 
 
+class SignInExpired(ImapError):
+    """OAuth2: the provider refused the refresh token (invalid_grant: consent revoked, grant
+    expired, password changed). Only signing in again helps."""
+
+    reason = "sign-in expired"
+    retry = False
+
+
+class ProviderUnreachable(ImapError):
+    """OAuth2: the provider's token endpoint did not answer usably (network, 5xx, garbage)."""
+
+    reason = "provider unreachable"
+
+
 class Timeout(ImapError):
     reason = "timeout"
 

@@ -95,7 +95,7 @@ def wanted_accounts() -> dict[int, tuple[int, tuple[str, ...]]]:
 
 
 CONFIG_FIELDS = ("pk", "owner_id", "host", "port", "security", "username", "password_encrypted",
-                 "config_version", "push_folders", "state", "backoff_until")
+                 "auth_method", "config_version", "push_folders", "state", "backoff_until")
 
 
 def load_configs(account_ids) -> list[dict]:

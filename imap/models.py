@@ -23,6 +23,13 @@ class Account(models.Model):
         THROTTLED = "throttled", "Throttled by the provider (slowed down)"
         AUTH_FAILED = "auth_failed", "Authentication failed (stopped; fix the password)"
         NEEDS_CREDENTIALS = "needs_credentials", "Credentials need re-entry (undecryptable)"
+        # OAuth2 only: the provider refused the refresh token (invalid_grant: revoked, expired,
+        # password changed). Stopped until the owner signs in again (Reconnect).
+        SIGN_IN_EXPIRED = "sign_in_expired", "Sign-in expired: reconnect"
+
+    class AuthMethod(models.TextChoices):
+        PASSWORD = "password", "Password"  # LOGIN / AUTHENTICATE PLAIN with the stored password
+        OAUTH2 = "oauth2", "OAuth2 sign-in"  # SASL XOAUTH2/OAUTHBEARER with the account's OAuthGrant
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="accounts")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_accounts")
@@ -32,6 +39,7 @@ class Account(models.Model):
     port = models.PositiveIntegerField(default=993)
     security = models.CharField(max_length=16, choices=Security.choices, default=Security.SSL)
     username = models.CharField(max_length=255)
+    auth_method = models.CharField(max_length=16, choices=AuthMethod.choices, default=AuthMethod.PASSWORD)
     # Fernet token (see mailgate/crypto.py). Never shown, logged or put in an error message.
     password_encrypted = models.TextField(blank=True, editable=False)
     # Empty include list = every selectable folder. Names are Unicode (decoded from modified UTF-7).
@@ -70,7 +78,7 @@ class Account(models.Model):
     # A change of any of these bumps config_version whoever saves it (admin, API, shell), so the
     # IDLE manager reconnects with the new settings. Key rotation rewrites password_encrypted with
     # update(), which rightly does not count: the password itself is unchanged.
-    CONNECTION_FIELDS = ("host", "port", "security", "username", "password_encrypted")
+    CONNECTION_FIELDS = ("host", "port", "security", "username", "password_encrypted", "auth_method")
 
     @classmethod
     def from_db(cls, db, field_names, values):
@@ -126,6 +134,50 @@ class Account(models.Model):
     def viewer_ids(self) -> list[int]:
         """Who may see this account, its messages and its live events: the owner and the members."""
         return [self.owner_id, *self.members.values_list("pk", flat=True)]
+
+
+class OAuthGrant(models.Model):
+    """The OAuth2 grant an account with auth_method OAUTH2 signs in with (imap/oauth/).
+
+    Both tokens live in one Fernet token (a JSON object) so key rotation, which re-encrypts one
+    column per model, covers them together. Never shown, logged or put in an error message.
+    """
+
+    class Provider(models.TextChoices):
+        GOOGLE = "google", "Google"
+        MICROSOFT = "microsoft", "Microsoft"
+        GENERIC = "generic", "Another provider"  # MAILGATE_OAUTH_GENERIC_*
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="oauth_grant")
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    tokens_encrypted = models.TextField(editable=False)  # {"refresh_token": ..., "access_token": ...}
+    access_expires_at = models.DateTimeField(null=True, blank=True)
+    access_issued_at = models.DateTimeField(null=True, blank=True)
+    scope = models.TextField(blank=True)
+    # Moves on every refresh: a login that failed with version N asks for a refresh only if the
+    # token is still version N, so ten failing connections cause one refresh, not ten.
+    token_version = models.PositiveIntegerField(default=1)
+    # The refresh claim (compare-and-set, imap/oauth/tokens.py): one process at a time spends the
+    # refresh token, since providers that rotate it revoke the whole grant when an old one is reused.
+    refreshing_until = models.DateTimeField(null=True, blank=True)
+    refreshing_by = models.CharField(max_length=200, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    encrypted_field = "tokens_encrypted"  # re-encrypted by mailgate.rotation
+    encrypted_label = "OAuth grants"
+
+    def __str__(self):
+        return f"{self.get_provider_display()} grant of account {self.account_id}"
+
+    @classmethod
+    def mark_secrets_unreadable(cls, account_ids) -> int:
+        """Grants no configured key decrypts: their accounts stop until the owner signs in again."""
+        return Account.objects.filter(pk__in=list(account_ids)).update(
+            state=Account.State.SIGN_IN_EXPIRED,
+            last_error="the stored sign-in cannot be decrypted with the configured keys; reconnect",
+            last_error_at=timezone.now(),
+            config_version=models.F("config_version") + 1,
+        )
 
 
 class Folder(models.Model):

@@ -14,6 +14,8 @@ aioimaplib does the IMAP framing; this subclass fixes what an always-on IDLE con
 * Untagged lines that arrive in the same packet as the tagged end of IDLE stay in aioimaplib's
   IDLE buffer; `stop_idle` hands them back instead of dropping them.
 * AUTHENTICATE PLAIN (SASL-IR) when offered, so non-ASCII passwords work; LOGIN otherwise.
+* AUTHENTICATE XOAUTH2 / OAUTHBEARER for OAuth2 accounts. aioimaplib cannot answer a server's
+  challenge, and a refused token always gets one (the JSON error): `_Protocol` answers it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from aioimaplib.aioimaplib import AUTH, Command, IMAP4ClientProtocol, quoted
 
 from imap import errors, utf7
 from imap.connection import throttle_from_text
+from imap.oauth import sasl
 
 # asyncio's default is 256 KiB; see the module docstring.
 SSL_READ_SIZE = 2 * 1024
@@ -72,6 +75,25 @@ _CAPABILITIES: dict[frozenset, frozenset] = {}
 def _shared(capabilities) -> frozenset:
     key = frozenset(sys.intern(c) for c in capabilities)
     return _CAPABILITIES.setdefault(key, key)
+
+
+class _Protocol(IMAP4ClientProtocol):
+    """aioimaplib's protocol, answering the challenges of a SASL exchange in progress."""
+
+    sasl_replies: list[bytes] = []  # what to send to the next continuations of AUTHENTICATE
+    sasl_abort = b""  # sent to any further continuation: ends the exchange (server says NO)
+    sasl_challenges: list[bytes] = []
+
+    def _continuation(self, line: bytes) -> None:
+        command = self.pending_sync_command
+        if command is None or command.name != "AUTHENTICATE":
+            return super()._continuation(line)
+        challenge = line[1:].strip()
+        if challenge:
+            self.sasl_challenges = [*self.sasl_challenges, base64.b64decode(challenge + b"==")]
+        reply = self.sasl_replies[0] if self.sasl_replies else self.sasl_abort
+        self.sasl_replies = self.sasl_replies[1:]
+        self.transport.write(base64.b64encode(reply) + b"\r\n")
 
 
 class _SlimSSLProtocol(sslproto.SSLProtocol):
@@ -124,7 +146,7 @@ class IdleClient(aioimaplib.IMAP4):
     # Connection ---------------------------------------------------------------------------------
     def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None):
         loop = loop or asyncio.get_running_loop()
-        self.protocol = IMAP4ClientProtocol(loop, conn_lost_cb)
+        self.protocol = _Protocol(loop, conn_lost_cb)
         self.lost = loop.create_future()
         self._ssl_context = ssl_context
         self._client_task = loop.create_task(self._connect(loop, host, port))
@@ -162,14 +184,19 @@ class IdleClient(aioimaplib.IMAP4):
             raise ConnectionLost(f"connection to {self.host}:{self.port} was closed by the server")
         raise TimeoutError()
 
-    async def open(self, username: str, password: str, folder: str) -> None:
-        """Greeting, STARTTLS if asked, authentication and SELECT of `folder`."""
+    async def open(self, username: str, password: str, folder: str, *, oauth_token=None) -> None:
+        """Greeting, STARTTLS if asked, authentication and SELECT of `folder`.
+
+        With `oauth_token` (see _authenticate_oauth) the login is XOAUTH2 or OAUTHBEARER."""
         await self.call(self._client_task)
         self._client_task = None  # done; a finished task still holds its coroutine's result
         await self.call(self.protocol.wait("AUTH|NONAUTH"))
         if self.tls == "starttls":
             await self._starttls()
-        await self._authenticate(username, password)
+        if oauth_token is not None:
+            await self._authenticate_oauth(username, oauth_token)
+        else:
+            await self._authenticate(username, password)
         if "IDLE" not in self.protocol.capabilities:
             raise errors.ProtocolError(f"{self.host}:{self.port} does not support IDLE")
         response = await self.call(self.protocol.select(quoted(utf7.encode(folder))))
@@ -218,6 +245,45 @@ class IdleClient(aioimaplib.IMAP4):
             text = _text(response)
             raise throttle_from_text(text) or errors.AuthenticationFailed(
                 f"authentication failed for {username} at {self.host}:{self.port}")
+        await self._after_login(response)
+
+    async def authenticate_once(self, username: str, token: str) -> None:
+        """One AUTHENTICATE XOAUTH2/OAUTHBEARER; raises errors.AuthenticationFailed (the caller
+        may refresh the token and call again) or another errors.ImapError."""
+        proto = self.protocol
+        mech = sasl.mechanism(proto.capabilities)
+        where = f"{self.host}:{self.port}"
+        if mech is None:
+            raise sasl.refusal(None, b"", "", username, where)
+        initial = sasl.initial_response(mech, username, token, self.host, self.port)
+        proto.sasl_abort, proto.sasl_challenges = sasl.abort_response(mech), []
+        if "SASL-IR" in proto.capabilities:
+            proto.sasl_replies = []
+            args = ("AUTHENTICATE", proto.new_tag(), mech, sasl.encode(initial))
+        else:  # the first continuation ("+ ") asks for it
+            proto.sasl_replies = [initial]
+            args = ("AUTHENTICATE", proto.new_tag(), mech)
+        response = await self.call(proto.execute(Command(*args, loop=proto.loop), scrub=sasl.encode(initial)))
+        if response.result != "OK":
+            text = _text(response)
+            challenge = proto.sasl_challenges[-1] if proto.sasl_challenges else b""
+            raise throttle_from_text(text) or sasl.refusal(mech, challenge, text, username, where)
+        async with proto.state_condition:
+            proto.state = AUTH
+            proto.state_condition.notify_all()
+        await self._after_login(response)
+
+    async def _authenticate_oauth(self, username: str, get_token) -> None:
+        """`get_token(stale_version)` gives an imap.oauth.tokens.AccessToken; after a refusal it is
+        asked once more, with the refused version, for a refreshed one."""
+        first = await get_token(None)
+        try:
+            await self.authenticate_once(username, first.value)
+        except errors.AuthenticationFailed:
+            await self.authenticate_once(username, (await get_token(first.version)).value)
+
+    async def _after_login(self, response) -> None:
+        proto = self.protocol
         for line in response.lines:
             if isinstance(line, bytes) and line.startswith(b"[CAPABILITY "):
                 proto.capabilities = set(line[12:].split(b"]", 1)[0].decode().split())

@@ -6,8 +6,8 @@ idling, queue a catch-up sync of the folder (mail that arrived while we were not
 turn every EXISTS push into `enqueue_folder_sync(...)` and every EXPUNGE/FETCH push into a
 flags-only one, renewing IDLE every MAILGATE_IDLE_RENEW seconds (DONE, NOOP, IDLE). Any failure
 drops the connection and reconnects after an exponential backoff with jitter (at most 5 minutes).
-A password that is refused MAILGATE_AUTH_FAILURE_LIMIT times or cannot be decrypted stops the
-account (imap/account_state.py) until the owner changes it.
+A password that is refused MAILGATE_AUTH_FAILURE_LIMIT times or cannot be decrypted, or an OAuth2
+grant the provider refuses, stops the account (imap/account_state.py) until the owner acts.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from imap import account_state, errors, leases, slots
 from imap.connection import classify
 from imap.idle.client import ConnectionLost, IdleClient, push_kinds
 from imap.models import Account, is_loopback
+from imap.oauth import tokens
 from imap.queue import enqueue_folder_sync
 from mailgate import backoff, crypto
 
@@ -71,6 +72,7 @@ class AccountConfig:
     version: int
     folders: tuple[str, ...]
     not_before: float = 0.0  # time.time() before which we must not connect (provider throttling)
+    auth_method: str = Account.AuthMethod.PASSWORD
 
     @classmethod
     def from_row(cls, row: dict) -> "AccountConfig":
@@ -79,7 +81,8 @@ class AccountConfig:
             not_before = row["backoff_until"].timestamp()
         return cls(row["pk"], row["owner_id"], row["host"], row["port"], row["security"], row["username"],
                    row["password_encrypted"], row["config_version"],
-                   tuple(row["push_folders"] or ("INBOX",)), not_before)
+                   tuple(row["push_folders"] or ("INBOX",)), not_before,
+                   row.get("auth_method") or Account.AuthMethod.PASSWORD)
 
     @property
     def pk(self) -> int:  # imap.slots and imap.account_state take anything with a pk
@@ -227,16 +230,21 @@ class AccountWatcher:
         cfg = self.config
         if cfg.security == Account.Security.NONE and not is_loopback(cfg.host):
             raise errors.TlsFailure(f"refusing to log in without TLS to {cfg.host}: not a loopback host")
-        try:
-            password = crypto.decrypt(cfg.password_encrypted)
-        except crypto.CredentialsUnreadable:
-            raise errors.CredentialsNeedReentry(
-                "the stored password cannot be decrypted with the configured keys; enter it again") from None
+        oauth_token = password = None
+        if cfg.auth_method == Account.AuthMethod.OAUTH2:
+            async def oauth_token(stale_version):  # refreshed in the thread pool, one process at a time
+                return await m.db(tokens.access_token, cfg.id, stale_version=stale_version)
+        else:
+            try:
+                password = crypto.decrypt(cfg.password_encrypted)
+            except crypto.CredentialsUnreadable:
+                raise errors.CredentialsNeedReentry(
+                    "the stored password cannot be decrypted with the configured keys; enter it again") from None
         self.slots[folder] = await m.db(slots.claim_slot, cfg, f"idle {folder}"[:100], ttl=m.slot_ttl)
         client = IdleClient(cfg.host, cfg.port, tls=cfg.security, timeout=m.timeout,
                             ssl_context=m.ssl_context if cfg.security != Account.Security.NONE else None)
         try:
-            await client.open(cfg.username, password, folder)
+            await client.open(cfg.username, password, folder, oauth_token=oauth_token)
         except BaseException:
             client.abort()
             raise

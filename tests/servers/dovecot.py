@@ -173,15 +173,25 @@ class Dovecot:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()  # guards passwd-file rewrites
         self.start_seconds = 0.0  # how long the last (re)start took
+        self.oauth2_introspection_url: str | None = None
+        self.oauth2_mechanisms: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def start(cls, tmp_root: str | None = None, timeout: float = 10.0, extra_config: str = "") -> "Dovecot":
+    def start(cls, tmp_root: str | None = None, timeout: float = 10.0, extra_config: str = "", *,
+              oauth2_introspection_url: str | None = None,
+              oauth2_mechanisms: tuple[str, ...] = ("xoauth2", "oauthbearer")) -> "Dovecot":
         """Create a fresh temp dir under ``tmp_root`` (default: the system temp
         dir), write config/cert/passwd-file, start Dovecot and wait until both
         listeners accept connections. ``extra_config`` is appended to the
-        config (e.g. ``imap_capability = ...`` for a server that lacks SASL-IR)."""
+        config (e.g. ``imap_capability = ...`` for a server that lacks SASL-IR).
+
+        With ``oauth2_introspection_url`` users may also sign in with SASL
+        ``oauth2_mechanisms`` (XOAUTH2, OAUTHBEARER): an ``oauth2`` passdb
+        posts the bearer token to that RFC 7662 endpoint and accepts it when
+        the answer is ``{"active": true, "email": <user>}``
+        (tests/servers/oauth_provider.py serves one)."""
         parent = tmp_root or tempfile.gettempdir()
         _reap_stale_instances(parent)
         _check_traversable(parent)
@@ -194,6 +204,8 @@ class Dovecot:
             f.write(str(os.getpid()))
         port, tls_port = free_ports(2)
         self = cls(root, port, tls_port)
+        self.oauth2_introspection_url = oauth2_introspection_url
+        self.oauth2_mechanisms = tuple(oauth2_mechanisms)
         try:
             for d in (self.base_dir, self.state_dir, self.homes, self.passwd_dir):
                 os.makedirs(d, mode=0o755)
@@ -312,8 +324,36 @@ class Dovecot:
 
     # ------------------------------------------------------------ config
 
+    def _oauth2_config(self) -> tuple[str, str]:
+        """(extra auth mechanisms, passdb block) for the oauth2 option; its
+        settings go to a private dovecot-oauth2.conf.ext beside the config."""
+        if not self.oauth2_introspection_url:
+            return "", ""
+        path = os.path.join(self.root, "dovecot-oauth2.conf.ext")
+        with open(path, "w") as f:
+            f.write(f"""\
+# Bearer tokens are checked by POSTing them to the test provider (RFC 7662).
+introspection_mode = post
+introspection_url = {self.oauth2_introspection_url}
+username_attribute = email
+active_attribute = active
+active_value = true
+""")
+        os.chmod(path, 0o644)  # read by the auth process
+        mechanisms = " ".join(self.oauth2_mechanisms)
+        # After passwd-file: a token is no password, so passwd-file says "mismatch" and the
+        # default result_failure=continue hands the attempt on to oauth2.
+        passdb = f"""
+passdb {{
+  driver = oauth2
+  mechanisms = {mechanisms}
+  args = {path}
+}}"""
+        return mechanisms, passdb
+
     def _write_config(self, cert: str, key: str, extra: str = "") -> None:
         dh = f"ssl_dh = <{DH_PARAMS}" if os.path.exists(DH_PARAMS) else ""
+        oauth2_mechanisms, oauth2_passdb = self._oauth2_config()
         config = f"""\
 # Private test instance written by tests/servers/dovecot.py (not the system config).
 instance_name = mailgate-test-{self.port}
@@ -340,13 +380,13 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 {dh}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login {oauth2_mechanisms}
 
 # One passwd-file per user, see _write_passwd() for why.
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {self.passwd_dir}/%u
-}}
+}}{oauth2_passdb}
 userdb {{
   driver = passwd-file
   args = {self.passwd_dir}/%u

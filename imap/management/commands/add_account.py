@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from imap.accounts import create_account
 from imap.models import Account
+from imap.oauth import grants, providers
 
 
 def read_password(password_file: str | None, stdin) -> str:
@@ -28,12 +29,14 @@ def read_password(password_file: str | None, stdin) -> str:
 
 class Command(BaseCommand):
     help = ("Add an IMAP account. The password comes from stdin (first line) or --password-file and is "
-            "stored encrypted. Prints the new account's id.")
+            "stored encrypted; with --oauth PROVIDER the account signs in with a refresh token obtained "
+            "elsewhere (--refresh-token-file, or stdin) on the provider's IMAP server. Prints the new "
+            "account's id.")
 
     def add_arguments(self, parser):
         parser.add_argument("--owner", required=True, help="username of the Django user who owns the account")
         parser.add_argument("--email", required=True)
-        parser.add_argument("--host", required=True)
+        parser.add_argument("--host", help="the IMAP server (required without --oauth)")
         parser.add_argument("--port", type=int, help="default 993 for ssl, 143 otherwise")
         parser.add_argument("--security", choices=Account.Security.values, default=Account.Security.SSL)
         parser.add_argument("--username", default="", help="IMAP login (default: the email address)")
@@ -42,6 +45,9 @@ class Command(BaseCommand):
         parser.add_argument("--folder", action="append", dest="folders", default=[],
                             help="a folder to sync (repeatable; default: every selectable folder)")
         parser.add_argument("--disabled", action="store_true", help="add it without connecting yet")
+        parser.add_argument("--oauth", choices=sorted(providers.PROVIDERS),
+                            help="sign in with OAuth2 through this configured provider")
+        parser.add_argument("--refresh-token-file", help="with --oauth: file whose content is the refresh token")
 
     def handle(self, *args, **opts):
         User = get_user_model()
@@ -49,6 +55,10 @@ class Command(BaseCommand):
             owner = User.objects.get(username=opts["owner"])
         except User.DoesNotExist:
             raise CommandError(f"no user named {opts['owner']!r}") from None
+        if opts["oauth"]:
+            return self._add_oauth(owner, opts)
+        if not opts["host"]:
+            raise CommandError("--host is required (or --oauth PROVIDER)")
         password = read_password(opts["password_file"], sys.stdin)
         try:
             account = create_account(
@@ -56,6 +66,21 @@ class Command(BaseCommand):
                 security=opts["security"], username=opts["username"], display_name=opts["display_name"],
                 password=password, folders_include=opts["folders"], enabled=not opts["disabled"],
             )
+        except ValidationError as exc:
+            problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
+            raise CommandError(f"account not added: {problems}") from None
+        self.stdout.write(str(account.pk))
+
+    def _add_oauth(self, owner, opts):
+        try:
+            provider = providers.get(opts["oauth"])
+        except providers.ProviderNotConfigured as exc:
+            raise CommandError(str(exc)) from None
+        refresh_token = read_password(opts["refresh_token_file"], sys.stdin).strip()
+        try:
+            account = grants.connect_account(
+                owner=owner, provider=provider, token={"refresh_token": refresh_token}, email=opts["email"],
+                display_name=opts["display_name"], folders_include=opts["folders"], enabled=not opts["disabled"])
         except ValidationError as exc:
             problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
             raise CommandError(f"account not added: {problems}") from None
