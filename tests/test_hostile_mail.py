@@ -16,7 +16,7 @@ from pipeline.parsing import headers as parsing_headers
 from pipeline.parsing import sanitize
 from pipeline.parsing.html_nesting import VOID, bound_nesting
 from pipeline.parsing.result import DEFAULT_LIMITS
-from tests.test_pipeline import ingest
+from tests.builders import ingest
 
 pytestmark = pytest.mark.django_db
 
