@@ -75,8 +75,9 @@ def _claim_slot(account: Account, timeout: float) -> slots.Slot | None:
     if account.state in account_state.STOPPED_STATES:
         # Another try with the password the server refused MAILGATE_AUTH_FAILURE_LIMIT times gets
         # the account locked by the provider; a new password clears the state (connection_changed).
-        stopped = (errors.AuthenticationFailed if account.state == Account.State.AUTH_FAILED
-                   else errors.CredentialsNeedReentry)
+        stopped = {Account.State.AUTH_FAILED: errors.AuthenticationFailed,
+                   Account.State.SIGN_IN_EXPIRED: errors.SignInExpired}.get(account.state,
+                                                                           errors.CredentialsNeedReentry)
         raise stopped(account.last_error or Account.State(account.state).label)
     return slots.claim_slot(account, "test connection", wait=min(settings.MAILGATE_SLOT_WAIT, timeout / 2))
 

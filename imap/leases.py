@@ -32,7 +32,7 @@ from imap.models import Account, IdleManager, IdleSession
 from mailgate import realtime
 
 # Never connected by IDLE until the owner acts (same as imap.account_state.STOPPED_STATES).
-STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS)
+STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS, Account.State.SIGN_IN_EXPIRED)
 
 
 def new_manager_name() -> str:
