@@ -3,6 +3,7 @@
 from django.urls import reverse
 from django.utils import timezone
 
+from imap import trash
 from imap.models import IdleSession
 
 from frontend.listing import FLAGGED, SEEN
@@ -24,6 +25,7 @@ def message_row(row: dict) -> dict:
         "sender": {"name": row["sender_name"], "address": row["sender_address"]},
         "date": _iso(row["date"]),
         "received_at": _iso(row["received_at"]),
+        "arrived_at": _iso(row["arrived_at"]),
         "snippet": row["snippet"],
         "flags": flags,
         "unread": SEEN not in flags,
@@ -41,7 +43,8 @@ def attachment(item) -> dict:
 
 def message_detail(message, user) -> dict:
     flags = message.flags or []
-    locations = message.locations.filter(expunged_at__isnull=True).select_related("folder")
+    locations = list(message.locations.filter(expunged_at__isnull=True).select_related("folder"))
+    trash_ids = set(trash.folder_ids([message.account_id])) if message.account_id else set()
     return {
         "id": str(message.pk),
         "account": message.account_id,
@@ -54,6 +57,7 @@ def message_detail(message, user) -> dict:
         "cc": message.cc,
         "date": _iso(message.date),
         "received_at": _iso(message.received_at),
+        "arrived_at": _iso(message.arrived_at),
         "flags": flags,
         "labels": message.labels,
         "unread": SEEN not in flags,
@@ -66,8 +70,10 @@ def message_detail(message, user) -> dict:
         "has_html": bool(message.html_body),
         "body_url": reverse("frontend:message_body", args=[message.pk]),
         "attachments": [attachment(a) for a in message.attachments.all()],
-        "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags}
-                      for loc in locations],
+        "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags,
+                       "trash": loc.folder_id in trash_ids} for loc in locations],
+        # Gone from every folder but the Trash (or from the server altogether): deleted.
+        "deleted": bool(message.account_id) and all(loc.folder_id in trash_ids for loc in locations),
         "parse_warnings": message.parse_warnings,
     }
 
