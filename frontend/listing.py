@@ -206,6 +206,8 @@ def stats(user) -> dict:
     messages = dict(access.messages(user).order_by().values_list("status").annotate(n=Count("pk")))
     deliveries = dict(access.deliveries(user).order_by().values_list("status").annotate(n=Count("pk")))
     return {
+        # What the lists show as unread (deleted mail aside): the tab title's count.
+        "unread": filtered(user, {"unread": "1"}).count(),
         "messages": {status: messages.get(status, 0) for status in Message.Status.values},
         "deliveries": {status: deliveries.get(status, 0) for status in Delivery.Status.values},
     }

@@ -1,5 +1,7 @@
 """Plain dicts for the JSON API and the live pages (one shape per object, used everywhere)."""
 
+import re
+
 from django.urls import reverse
 from django.utils import timezone
 
@@ -11,6 +13,18 @@ from frontend.listing import FLAGGED, SEEN
 
 def _iso(value):
     return value.isoformat() if value else None
+
+
+# html2text debris in snippets: "[http://host/x.png?version=1]", "<https://...>", markdown links
+# and images, and bare URLs (cut off by the snippet's length or not); a list row shows words, the
+# message page shows the links.
+_SNIPPET_DEBRIS = re.compile(r"!?\[([^\]]*)\]\((?:[^)\s]*)\)|\[(?:https?|mailto|cid):[^\]]*(?:\]|$)|<(?:https?|mailto):[^>]*(?:>|$)"
+                             r"|\b(?:https?://|www\.)\S+")
+
+
+def clean_snippet(text: str) -> str:
+    text = _SNIPPET_DEBRIS.sub(lambda m: m.group(1) or "", text or "")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def message_row(row: dict) -> dict:
@@ -26,7 +40,7 @@ def message_row(row: dict) -> dict:
         "date": _iso(row["date"]),
         "received_at": _iso(row["received_at"]),
         "arrived_at": _iso(row["arrived_at"]),
-        "snippet": row["snippet"],
+        "snippet": clean_snippet(row["snippet"]),
         "flags": flags,
         "unread": SEEN not in flags,
         "flagged": FLAGGED in flags,

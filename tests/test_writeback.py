@@ -66,7 +66,9 @@ def test_deleting_moves_to_trash_and_only_deleting_for_good_in_trash_expunges_on
     result = actions.apply(alice, [str(m.pk) for m in messages[:2]], "delete")
     assert result.errors == []
     inbox = Folder.objects.get(account=account, name="INBOX")
-    assert result.undo == [{"action": "move", "folder": inbox.pk, "ids": [str(m.pk) for m in messages[:2]]}]
+    [undo] = result.undo
+    assert (undo["action"], undo["folder"], sorted(undo["ids"])) == ("move", inbox.pk,
+                                                                   sorted(str(m.pk) for m in messages[:2]))
     assert set(dovecot.flags(mail_user.name, "INBOX")) == {uids[2]}
     in_trash = {loc.message_id: loc.uid for loc in MessageLocation.objects.filter(
         folder__name="Trash", expunged_at__isnull=True)}
