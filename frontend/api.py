@@ -89,9 +89,11 @@ def message_events(request, message_id):
 @require_POST
 @api_view
 def batch(request):
-    """Mark read/unread, flag/unflag, move or delete many messages; written back over IMAP."""
+    """Mark read/unread, flag/unflag, move, delete (to Trash) or delete for good (in Trash, with
+    confirm) many messages; written back over IMAP."""
     body = _json_body(request)
-    result = actions.apply(request.user, body.get("ids"), body.get("action"), body.get("folder"))
+    result = actions.apply(request.user, body.get("ids"), body.get("action"), body.get("folder"),
+                           confirm=body.get("confirm", False))
     return JsonResponse(result.as_dict(), status=200 if not result.errors else 207)
 
 

@@ -1,8 +1,12 @@
-"""Message listing: filters, keyset pagination on (date, id), thread and pipeline counts.
+"""Message listing: filters, keyset pagination on (arrived_at, id), thread and pipeline counts.
 
-Keyset, not OFFSET: page 2,000 costs the same as page 1. Messages with a date come first, newest
-first, ties broken by id; messages without a date follow, by id. The cursor is that position,
-opaque to clients (base64 of JSON) and validated like any other input.
+Keyset, not OFFSET: page 2,000 costs the same as page 1. Newest arrival first (Message.arrived_at:
+when the server or mailgate received it, never the Date header, so new mail always lands on
+top), ties broken by id. The cursor is that position, opaque to clients (base64 of JSON) and
+validated like any other input.
+
+Deleted mail leaves every list: a message of an account shows only while it has a live location
+outside the account's Trash (imap.trash), unless the Trash itself (or another folder) is chosen.
 """
 
 import base64
@@ -19,6 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from frontend import access, search
+from imap import trash
 from imap.models import MessageLocation
 from pipeline.models import Delivery, Message
 
@@ -28,7 +33,7 @@ SEEN = "\\Seen"
 FLAGGED = "\\Flagged"
 # Only what a list row shows: bodies stay on disk.
 ROW_FIELDS = ("id", "account_id", "folder_id", "thread_id", "subject", "sender_name", "sender_address", "date",
-              "snippet", "flags", "has_attachments", "status", "received_at")
+              "snippet", "flags", "has_attachments", "status", "received_at", "arrived_at")
 
 
 class BadFilter(Exception):
@@ -50,17 +55,16 @@ def has_flag(flag: str) -> Q:
 
 
 def encode_cursor(row: dict) -> str:
-    date = row["date"]
-    raw = json.dumps([date.isoformat() if date else None, str(row["id"])]).encode()
+    raw = json.dumps([row["arrived_at"].isoformat(), str(row["id"])]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[datetime | None, uuid.UUID]:
+def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
     try:
-        date, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        parsed = parse_datetime(date) if date is not None else None
-        if date is not None and parsed is None:
-            raise ValueError(date)
+        arrived, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        parsed = parse_datetime(arrived) if isinstance(arrived, str) else None
+        if parsed is None:
+            raise ValueError(arrived)
         if not isinstance(ident, str):  # uuid.UUID(123) raises AttributeError, not ValueError
             raise TypeError(ident)
         return parsed, uuid.UUID(ident)
@@ -122,6 +126,8 @@ def filtered(user, params, scope: Q | None = None):
         access.get_or_404(access.folders(user), pk=folder_id)
         rows = rows.filter(Exists(MessageLocation.objects.filter(
             message_id=OuterRef("pk"), folder_id=folder_id, expunged_at__isnull=True)))
+    else:
+        rows = rows.filter(not_deleted(access.account_ids(user)))
     unread = _flag_param(params, "unread")
     if unread is not None:
         rows = rows.exclude(has_flag(SEEN)) if unread else rows.filter(has_flag(SEEN))
@@ -150,26 +156,28 @@ def filtered(user, params, scope: Q | None = None):
     return rows
 
 
+def not_deleted(account_ids) -> Q:
+    """Mail that is not deleted: off-server mail (webhooks, imports), or mail with a live location
+    outside its account's Trash. Moved to Trash, expunged here or by another client: gone."""
+    trash_ids = trash.folder_ids(account_ids)
+    live = MessageLocation.objects.filter(message_id=OuterRef("pk"), expunged_at__isnull=True)
+    if trash_ids:
+        live = live.exclude(folder_id__in=trash_ids)
+    return Q(account__isnull=True) | Q(Exists(live))
+
+
 def _order_key(row):
-    return (row["date"], row["id"])
+    return (row["arrived_at"], row["id"])
 
 
 def _scope_page(rows, cursor, limit) -> list[dict]:
     """Up to limit + 1 rows of one scope after `cursor`, in page order."""
-    found: list[dict] = []
-    if cursor is None or cursor[0] is not None:
-        dated = rows.filter(date__isnull=False)
-        if cursor is not None:
-            date, ident = cursor
-            # The redundant `date <= d` gives both planners a range to seek to on the index.
-            dated = dated.filter(date__lte=date).filter(Q(date__lt=date) | Q(date=date, id__lt=ident))
-        found = list(dated.order_by("-date", "-id")[: limit + 1])
-    if len(found) <= limit:
-        undated = rows.filter(date__isnull=True)
-        if cursor is not None and cursor[0] is None:
-            undated = undated.filter(id__lt=cursor[1])
-        found += list(undated.order_by("-id")[: limit + 1 - len(found)])
-    return found
+    if cursor is not None:
+        arrived, ident = cursor
+        # The redundant `arrived_at <= a` gives both planners a range to seek to on the index.
+        rows = rows.filter(arrived_at__lte=arrived).filter(Q(arrived_at__lt=arrived) | Q(arrived_at=arrived,
+                                                                                          id__lt=ident))
+    return list(rows.order_by("-arrived_at", "-id")[: limit + 1])
 
 
 def message_page(user, params) -> Page:
@@ -186,9 +194,7 @@ def message_page(user, params) -> Page:
     for scope in scopes:
         for row in _scope_page(filtered(user, params, scope).values(*ROW_FIELDS), cursor, limit):
             merged[row["id"]] = row
-    dated = sorted((r for r in merged.values() if r["date"] is not None), key=_order_key, reverse=True)
-    undated = sorted((r for r in merged.values() if r["date"] is None), key=lambda r: r["id"], reverse=True)
-    found = (dated + undated)[: limit + 1]
+    found = sorted(merged.values(), key=_order_key, reverse=True)[: limit + 1]
     more = len(found) > limit
     found = found[:limit]
     return Page(rows=found, next_cursor=encode_cursor(found[-1]) if more and found else None)
@@ -197,14 +203,18 @@ def message_page(user, params) -> Page:
 def thread_rows(user, message) -> list[dict]:
     if message.thread_id is None:
         return list(access.messages(user).filter(pk=message.pk).values(*ROW_FIELDS))
-    return list(access.messages(user).filter(thread_id=message.thread_id).values(*ROW_FIELDS)
-                .order_by("date", "received_at", "id")[:500])
+    # The open message stays even in Trash; its deleted neighbours leave the conversation.
+    rows = access.messages(user).filter(Q(thread_id=message.thread_id)).filter(
+        not_deleted(access.account_ids(user)) | Q(pk=message.pk))
+    return list(rows.values(*ROW_FIELDS).order_by("arrived_at", "id")[:500])
 
 
 def stats(user) -> dict:
     messages = dict(access.messages(user).order_by().values_list("status").annotate(n=Count("pk")))
     deliveries = dict(access.deliveries(user).order_by().values_list("status").annotate(n=Count("pk")))
     return {
+        # What the lists show as unread (deleted mail aside): the tab title's count.
+        "unread": filtered(user, {"unread": "1"}).count(),
         "messages": {status: messages.get(status, 0) for status in Message.Status.values},
         "deliveries": {status: deliveries.get(status, 0) for status in Delivery.Status.values},
     }

@@ -1,8 +1,11 @@
 """Plain dicts for the JSON API and the live pages (one shape per object, used everywhere)."""
 
+import re
+
 from django.urls import reverse
 from django.utils import timezone
 
+from imap import trash
 from imap.models import IdleSession
 
 from frontend import access
@@ -11,6 +14,18 @@ from frontend.listing import FLAGGED, SEEN
 
 def _iso(value):
     return value.isoformat() if value else None
+
+
+# html2text debris in snippets: "[http://host/x.png?version=1]", "<https://...>", markdown links
+# and images, and bare URLs (cut off by the snippet's length or not); a list row shows words, the
+# message page shows the links.
+_SNIPPET_DEBRIS = re.compile(r"!?\[([^\]]*)\]\((?:[^)\s]*)\)|\[(?:https?|mailto|cid):[^\]]*(?:\]|$)|<(?:https?|mailto):[^>]*(?:>|$)"
+                             r"|\b(?:https?://|www\.)\S+")
+
+
+def clean_snippet(text: str) -> str:
+    text = _SNIPPET_DEBRIS.sub(lambda m: m.group(1) or "", text or "")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def message_row(row: dict) -> dict:
@@ -25,7 +40,8 @@ def message_row(row: dict) -> dict:
         "sender": {"name": row["sender_name"], "address": row["sender_address"]},
         "date": _iso(row["date"]),
         "received_at": _iso(row["received_at"]),
-        "snippet": row["snippet"],
+        "arrived_at": _iso(row["arrived_at"]),
+        "snippet": clean_snippet(row["snippet"]),
         "flags": flags,
         "unread": SEEN not in flags,
         "flagged": FLAGGED in flags,
@@ -42,7 +58,8 @@ def attachment(item) -> dict:
 
 def message_detail(message, user) -> dict:
     flags = message.flags or []
-    locations = message.locations.filter(expunged_at__isnull=True).select_related("folder")
+    locations = list(message.locations.filter(expunged_at__isnull=True).select_related("folder"))
+    trash_ids = set(trash.folder_ids([message.account_id])) if message.account_id else set()
     return {
         "id": str(message.pk),
         "account": message.account_id,
@@ -55,6 +72,7 @@ def message_detail(message, user) -> dict:
         "cc": message.cc,
         "date": _iso(message.date),
         "received_at": _iso(message.received_at),
+        "arrived_at": _iso(message.arrived_at),
         "flags": flags,
         "labels": message.labels,
         "unread": SEEN not in flags,
@@ -67,8 +85,10 @@ def message_detail(message, user) -> dict:
         "has_html": bool(message.html_body),
         "body_url": reverse("frontend:message_body", args=[message.pk]),
         "attachments": [attachment(a) for a in message.attachments.all()],
-        "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags}
-                      for loc in locations],
+        "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags,
+                       "trash": loc.folder_id in trash_ids} for loc in locations],
+        # Gone from every folder but the Trash (or from the server altogether): deleted.
+        "deleted": bool(message.account_id) and all(loc.folder_id in trash_ids for loc in locations),
         "parse_warnings": message.parse_warnings,
         "can_move_or_delete": access.owned_messages(user).filter(pk=message.pk).exists(),
     }

@@ -17,6 +17,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from frontend import access, downloads, serializers
+from imap import trash
 from mailgate.realtime import current_seq
 from pipeline.parsing.sanitize import enable_remote_images
 
@@ -81,7 +82,8 @@ def _page(request, template, **context):
 @require_GET
 def inbox(request):
     accounts = access.accounts(request.user).prefetch_related("folders")
-    return _page(request, "frontend/inbox.html", accounts=accounts)
+    return _page(request, "frontend/inbox.html", accounts=accounts,
+                 trash_ids=trash.folder_ids(access.account_ids(request.user)))
 
 
 @login_required

@@ -86,12 +86,21 @@ class Report:
 
 
 _MESSAGE_VARYING = ["id", "identity", "gm_msgid", "size", "flags", "labels", "thread", "status",
-                    "arrival", "subject", "sender_name", "sender_address", "to", "cc", "date", "message_id",
+                    "arrival", "arrived_at", "subject", "sender_name", "sender_address", "to", "cc", "date", "message_id",
                     "in_reply_to", "references"]
 # header_fields() keys in _MESSAGE_VARYING order, with the value used when the header block could
 # not be parsed (header_fields returned {}): the model field's default.
-_HEADER_DEFAULTS = [(name, Message._meta.get_field(name).get_default()) for name in _MESSAGE_VARYING[9:]]
+_HEADER_DEFAULTS = [(name, Message._meta.get_field(name).get_default()) for name in _MESSAGE_VARYING[10:]]
 _LOCATION_VARYING = ["message", "uid", "flags", "modseq", "internaldate", "size", "gm_labels"]
+
+
+def arrival_time(internaldate, uid: int, now):
+    """Message.arrived_at for a message first seen at `uid`: the server's INTERNALDATE (when it
+    arrived there), never later than now (a server clock ahead of ours must not pin mail to the
+    top). INTERNALDATE has whole seconds, so the UID goes in the microseconds: mail that arrived in
+    the same second keeps the server's own order instead of a random one."""
+    base = internaldate if internaldate is not None and internaldate <= now else now
+    return base.replace(microsecond=uid % 1_000_000)
 
 
 # --------------------------------------------------------------------------- folder sync
@@ -322,6 +331,7 @@ class FolderSync:
                 summaries = {}  # new pk -> (sender, subject, uid) for its audit row
                 rows = []
                 new_pk = Message._meta.pk.get_default
+                now = timezone.now()
                 for p in parsed:
                     if p["identity"] in known or p["identity"] in fresh:
                         continue
@@ -333,6 +343,7 @@ class FolderSync:
                                  self._gm_thread(p),
                                  str(Message.Status.TOO_LARGE if too_large else Message.Status.HEADERS),
                                  str(Message.Arrival.HISTORY if p["uid"] < history_below else Message.Arrival.NEW),
+                                 arrival_time(p["internaldate"], p["uid"], now),
                                  *[fields.get(name, default) for name, default in _HEADER_DEFAULTS]])
                 # Conflicts are ignored: a concurrent sync of another folder may store the same
                 # message first; the re-read below maps every identity to whichever row won.

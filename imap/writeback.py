@@ -1,4 +1,4 @@
-"""Batch actions from the UI (read/unread, flag/unflag, move, delete) written back to IMAP.
+"""Batch actions from the UI (read/unread, flag/unflag, move, delete, delete_forever) written back to IMAP.
 
 The server is the truth: we change it first (UID STORE / UID MOVE / UID EXPUNGE, one connection
 per account and one command per folder), then record what the server accepted on
@@ -11,10 +11,16 @@ use; try again in a moment"), is refused for a disabled account or one stopped a
 (a click must not get the account locked by the provider), and records a failed login on the
 account. Like a manual sync, a click does not wait out an error backoff.
 
-Never a bare EXPUNGE: it would also remove messages another client marked \\Deleted. Delete moves
-to the account's \\Trash folder, or, in Trash itself (or with no Trash), marks \\Deleted and runs
-UID EXPUNGE on exactly those UIDs, which needs UIDPLUS. imap-tools' delete() (bare EXPUNGE) and
-its move() fallback (which calls delete()) are not used for that reason.
+Delete never destroys mail by surprise: "delete" moves to the account's Trash (imap/trash.py,
+created on the server the first time if there is none, and the user is told); mail already in
+the Trash stays there. Only "delete_forever", and only in the Trash, removes mail for good (the
+API asks for an explicit confirmation first). Every move is reported (Outcome.moves) so the UI
+can offer Undo: a move back to where each message was.
+
+Never a bare EXPUNGE: it would also remove messages another client marked \\Deleted.
+delete_forever marks \\Deleted and runs UID EXPUNGE on exactly those UIDs, which needs UIDPLUS.
+imap-tools' delete() (bare EXPUNGE) and its move() fallback (which calls delete()) are not used
+for that reason.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from django.utils import timezone
 from imap_tools.errors import ImapToolsError
 from imap_tools.utils import encode_folder
 
-from imap import errors, wire
+from imap import errors, trash, wire
 from imap.connection import connect
 from imap.models import Folder, MessageLocation
 from pipeline.models import Message
@@ -44,8 +50,7 @@ FLAG_ACTIONS = {
     "flag": ("\\Flagged", True),
     "unflag": ("\\Flagged", False),
 }
-ACTIONS = (*FLAG_ACTIONS, "move", "delete")
-TRASH = "\\Trash"
+ACTIONS = (*FLAG_ACTIONS, "move", "delete", "delete_forever")
 
 
 @dataclass
@@ -55,6 +60,9 @@ class Outcome:
 
     done: set = field(default_factory=set)
     errors: list[dict] = field(default_factory=list)
+    # {"id": message id, "from": folder id, "to": folder id} per message moved (Undo moves back).
+    moves: list[dict] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # things the user should know, e.g. a new Trash
 
 
 class _FolderError(Exception):
@@ -96,10 +104,13 @@ def write_back(messages: dict, action: str, target: Folder | None = None) -> Out
         try:
             with connect(account, f"write-back: {action}", ignore_backoff=True,
                          wait=settings.MAILGATE_SLOT_WAIT) as conn:
+                account_target = target
+                if action in ("delete", "delete_forever"):
+                    account_target = _trash(account, conn.mailbox, action, outcome)
                 for locs in folders.values():
                     try:
                         outcome.done.update(_in_folder(conn.mailbox, conn.capabilities, account, locs, action,
-                                                       target))
+                                                       account_target, outcome))
                     except _FolderError as exc:
                         outcome.errors.extend({"id": str(loc.message_id), "error": str(exc)} for loc in locs)
         except errors.ImapError as exc:
@@ -111,6 +122,21 @@ def write_back(messages: dict, action: str, target: Folder | None = None) -> Out
         for message_id in outcome.done:
             _refresh_message_flags(messages[message_id], action)
     return outcome
+
+
+def _trash(account, mailbox, action, outcome) -> Folder | None:
+    """The account's Trash; for "delete", created on the server when it has none (once)."""
+    folder = trash.find(account)
+    if folder is not None or action != "delete":
+        return folder
+    try:
+        folder = trash.create(account, mailbox.client)
+    except (trash.CannotCreate, ImapToolsError, imaplib.IMAP4.error, OSError, EOFError) as exc:
+        raise errors.ImapError(f"no Trash folder to move to, and {exc}") from None
+    log.info("created Trash folder %s on account %s", folder.pk, account.pk)
+    outcome.notices.append(f"{account.display_name or account.email} had no Trash folder: created "
+                           f"{folder.name!r} on the server.")
+    return folder
 
 
 def _uidvalidity(mailbox) -> int | None:
@@ -147,9 +173,9 @@ def _copyuid(mailbox, count: int) -> tuple[int, dict[int, int]] | None:
     return None
 
 
-def _in_folder(mailbox, capabilities, account, locs, action, target) -> set:
+def _in_folder(mailbox, capabilities, account, locs, action, target, outcome) -> set:
     try:
-        return _apply_in_folder(mailbox, capabilities, account, locs, action, target)
+        return _apply_in_folder(mailbox, capabilities, account, locs, action, target, outcome)
     except imaplib.IMAP4.abort:
         raise  # the connection is gone: connect() records it and every folder fails
     except imaplib.IMAP4.error as exc:
@@ -158,8 +184,12 @@ def _in_folder(mailbox, capabilities, account, locs, action, target) -> set:
         raise _FolderError(f"the server refused the command: {str(exc)[:200]}") from None
 
 
-def _apply_in_folder(mailbox, capabilities, account, locs, action, target) -> set:
+def _apply_in_folder(mailbox, capabilities, account, locs, action, target, outcome) -> set:
     folder = locs[0].folder
+    if action == "delete" and folder.pk == target.pk:
+        return {loc.message_id for loc in locs}  # already in the Trash: deleted, nothing to do
+    if action == "delete_forever" and (target is None or folder.pk != target.pk):
+        raise _FolderError("only messages in the Trash can be deleted for good; Delete moves them there")
     try:
         mailbox.folder.set(folder.name)
     except (ImapToolsError, imaplib.IMAP4.error, OSError, EOFError) as exc:  # a refused SELECT, or worse
@@ -185,14 +215,10 @@ def _apply_in_folder(mailbox, capabilities, account, locs, action, target) -> se
                 MessageLocation.objects.filter(pk=loc.pk).update(flags=flags)
         return {loc.message_id for loc in live}
 
-    if action == "delete":
-        trash = Folder.objects.filter(account=account, special_use=TRASH, present=True).first()
-        if trash is not None and trash.pk != folder.pk:
-            target = trash
-        else:
-            _expunge(mailbox, capabilities, uids)
-            _retire(live)
-            return {loc.message_id for loc in live}
+    if action == "delete_forever":
+        _expunge(mailbox, capabilities, uids)
+        _retire(live)
+        return {loc.message_id for loc in live}
 
     if target.pk == folder.pk:
         return {loc.message_id for loc in live}
@@ -201,6 +227,7 @@ def _apply_in_folder(mailbox, capabilities, account, locs, action, target) -> se
     _retire(live)
     if mapping:
         _record_new_locations(live, target, *mapping)
+    outcome.moves.extend({"id": str(loc.message_id), "from": folder.pk, "to": target.pk} for loc in live)
     return {loc.message_id for loc in live}
 
 

@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Thread(models.Model):
@@ -108,6 +109,10 @@ class Message(models.Model):
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
+    # Where lists place it: when it arrived, never its Date header (a sender's clock, or a 2019
+    # date on mail that came in today). IMAP sync writes the server's INTERNALDATE plus the UID
+    # in microseconds (imap/sync.py arrival_time); every other source arrives now.
+    arrived_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -125,10 +130,10 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["owner", "-date"], name="pipeline_msg_owner_date"),
             models.Index(fields=["account", "-date"], name="pipeline_msg_account_date"),
-            # The inbox's keyset pages walk these in (date, id) order and stop after one page
-            # (frontend/listing.py); the id makes ties on date need no sort.
-            models.Index(fields=["owner", "-date", "-id"], name="pipeline_msg_owner_keyset"),
-            models.Index(fields=["account", "-date", "-id"], name="pipeline_msg_account_keyset"),
+            # The inbox's keyset pages walk these in arrival order and stop after one page
+            # (frontend/listing.py); the id makes ties need no sort.
+            models.Index(fields=["owner", "-arrived_at", "-id"], name="pipeline_msg_owner_arrival"),
+            models.Index(fields=["account", "-arrived_at", "-id"], name="pipeline_msg_account_arrival"),
             # The sweeper looks only at messages still in the pipeline.
             models.Index(fields=["status", "updated_at"], name="pipeline_msg_unfinished",
                          condition=Q(status__in=["received", "standardized"])),

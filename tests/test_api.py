@@ -48,12 +48,17 @@ def test_the_api_answers_401_to_anonymous_requests(client):
     assert client.get(reverse("frontend:api_messages")).status_code == 401
 
 
-def test_messages_come_newest_first_in_keyset_pages_without_gaps_or_repeats(alice_client, alice, account):
-    same_time = BASE_DATE + timedelta(days=10)
+def test_messages_come_newest_arrival_first_in_keyset_pages_without_gaps_or_repeats(alice_client, alice, account):
+    # The Date header places nothing: a 2019 date, a future one and none at all arrive in this order.
     made = [stored_message(alice, account, subject=f"m{i}") for i in range(7)]
-    made += [stored_message(alice, account, subject=f"tie{i}", date=same_time) for i in range(3)]
+    made.append(stored_message(alice, account, subject="dated 2019", date=BASE_DATE.replace(year=2019)))
+    made.append(stored_message(alice, account, subject="dated 2037", date=BASE_DATE.replace(year=2037)))
     undated = stored_message(alice, account, subject="undated")
     Message.objects.filter(pk=undated.pk).update(date=None)
+    made.append(undated)
+    same_time = timezone.now() + timedelta(seconds=5)
+    ties = [stored_message(alice, account, subject=f"tie{i}") for i in range(3)]
+    Message.objects.filter(pk__in=[m.pk for m in ties]).update(arrived_at=same_time)
 
     seen, cursor = [], None
     while True:
@@ -62,13 +67,40 @@ def test_messages_come_newest_first_in_keyset_pages_without_gaps_or_repeats(alic
         cursor = page["next_cursor"]
         if not cursor:
             break
-    assert len(seen) == 11
-    assert len({row["id"] for row in seen}) == 11
-    assert [row["subject"] for row in seen][:3] == sorted(["tie0", "tie1", "tie2"], key=lambda s: next(
-        str(m.pk) for m in made if m.subject == s), reverse=True)
-    assert seen[-1]["subject"] == "undated"
-    dated = [row["date"] for row in seen[:-1]]
-    assert dated == sorted(dated, reverse=True)
+    assert len(seen) == 13
+    assert len({row["id"] for row in seen}) == 13
+    # Ties on arrival are broken by id, the same way on every page.
+    assert [row["id"] for row in seen[:3]] == sorted((str(m.pk) for m in ties), reverse=True)
+    assert [row["subject"] for row in seen[3:]] == [m.subject for m in reversed(made)]
+    arrived = [row["arrived_at"] for row in seen]
+    assert arrived == sorted(arrived, reverse=True)
+
+
+def test_mail_in_the_trash_or_expunged_leaves_the_lists_and_search_but_shows_in_the_trash(
+        alice_client, alice, account):
+    from imap.models import Folder, MessageLocation
+
+    kept = stored_message(alice, account, subject="budget kept")
+    trashed = stored_message(alice, account, subject="budget trashed", folder="Trash")
+    expunged = stored_message(alice, account, subject="budget expunged")
+    MessageLocation.objects.filter(message=expunged).update(expunged_at=timezone.now())
+    imported = stored_message(alice, None, subject="budget imported")
+    assert subjects(list_messages(alice_client)) == ["budget imported", "budget kept"]
+    assert subjects(list_messages(alice_client, q="budget")) == ["budget imported", "budget kept"]
+    trash = Folder.objects.get(account=account, name="Trash")
+    assert subjects(list_messages(alice_client, folder=trash.pk)) == ["budget trashed"]
+    detail = alice_client.get(reverse("frontend:api_message", args=[trashed.pk])).json()
+    assert detail["deleted"] is True and detail["locations"][0]["trash"] is True
+    assert alice_client.get(reverse("frontend:api_message", args=[kept.pk])).json()["deleted"] is False
+    assert alice_client.get(reverse("frontend:api_message", args=[imported.pk])).json()["deleted"] is False
+
+
+def test_deleting_for_good_without_confirm_is_a_400(alice_client, alice, account):
+    message = stored_message(alice, account, subject="in trash", folder="Trash")
+    response = alice_client.post(reverse("frontend:api_batch"), {"action": "delete_forever",
+                                                                 "ids": [str(message.pk)]},
+                                 content_type="application/json")
+    assert response.status_code == 400 and "confirm" in response.json()["error"]
 
 
 def test_a_tampered_cursor_is_a_clear_400(alice_client):
@@ -397,6 +429,6 @@ def test_marking_a_message_that_lives_on_no_server_changes_only_its_own_flags(al
     message = stored_message(alice, None, subject="imported")
     response = alice_client.post(reverse("frontend:api_batch"), {"action": "read", "ids": [str(message.pk)]},
                                  content_type="application/json")
-    assert response.json() == {"updated": [str(message.pk)], "errors": []}
+    assert response.json() == {"updated": [str(message.pk)], "errors": [], "undo": [], "notices": []}
     message.refresh_from_db()
     assert message.flags == ["\\Seen"]

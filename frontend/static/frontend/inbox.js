@@ -1,7 +1,10 @@
-/* Inbox: keyset-paged list, filters and search, multi-select batch actions, live rows. */
+/* Inbox: keyset-paged list in arrival order, filters and search, multi-select batch actions with
+ * Undo, live rows (new mail on top, an "N new" pill when scrolled away, unread count in the title). */
 "use strict";
 (() => {
-  const {api, el, formatDate, debounce, status, connect} = Mailgate;
+  const {api, el, formatDate, formatDateTime, debounce, status, connect} = Mailgate;
+  const UNDO_MS = 8000;
+  const INVERSE = {read: "unread", unread: "read", flag: "unflag", unflag: "flag"};
   const form = document.getElementById("filters");
   const tbody = document.getElementById("message-rows");
   const loadMore = document.getElementById("load-more");
@@ -23,14 +26,22 @@
     return params;
   }
 
-  // Newest first; undated last; ties by id (the API's keyset order).
+  // Microseconds since the epoch: arrivals in the same millisecond still keep the server's order.
+  function arrival(iso) {
+    const fraction = /\.(\d+)/.exec(iso);
+    return Date.parse(iso) * 1000 + (fraction ? Number((fraction[1] + "000000").slice(0, 6)) % 1000 : 0);
+  }
+
+  // Latest arrival first, ties by id: the API's keyset order (never the Date header).
   function before(a, b) {
-    if (a.date && b.date) {
-      if (a.date !== b.date) return new Date(a.date) > new Date(b.date);
-      return a.id > b.id;
-    }
-    if (a.date !== b.date) return Boolean(a.date);
+    const x = arrival(a.arrived_at), y = arrival(b.arrived_at);
+    if (x !== y) return x > y;
     return a.id > b.id;
+  }
+
+  function inTrash() {
+    const option = form.elements.folder.selectedOptions[0];
+    return Boolean(option && option.dataset.trash);
   }
 
   function renderRow(row) {
@@ -44,20 +55,49 @@
     return el("tr", {className: classes, dataset: {id: row.id, unread: String(row.unread), flagged: String(row.flagged)}},
       el("td", {}, checkbox),
       el("td", {className: "flag", title: row.flagged ? "Flagged" : ""}, row.flagged ? "★" : ""),
-      el("td", {className: "sender"}, row.sender.name || row.sender.address || "—"),
+      el("td", {className: "sender", title: row.sender.address || ""}, row.sender.name || row.sender.address || "—"),
       el("td", {className: "subject"},
         el("a", {href: row.url}, row.subject || "(no subject)"),
         row.snippet ? el("span", {className: "snippet"}, " — " + row.snippet) : null),
-      el("td", {className: "attach"}, row.has_attachments ? "📎" : ""),
-      el("td", {className: "date", title: row.date || ""}, formatDate(row.date)));
+      el("td", {className: "attach", title: row.has_attachments ? "Has attachments" : ""},
+         row.has_attachments ? el("span", {className: "clip", "aria-label": "Has attachments"}) : ""),
+      // The Date header is shown (it is what the sender wrote); placing the row is arrival's job.
+      el("td", {className: "date", title: row.date ? `Sent ${formatDateTime(row.date)}` : "No date"},
+         el("time", {datetime: row.date || ""}, formatDate(row.date))));
   }
 
   function render() {
     tbody.replaceChildren(...rows.map(renderRow));
     empty.hidden = rows.length > 0;
     loadMore.hidden = !nextCursor;
+    const trash = inTrash();
+    document.getElementById("delete").hidden = trash;
+    document.getElementById("delete-forever").hidden = !trash;
     updateSelection();
   }
+
+  /* The unread count (what the lists show, Trash aside) in the tab title. */
+  const baseTitle = document.title;
+  async function updateTitle() {
+    try {
+      const {unread} = await api("/api/stats/");
+      document.title = unread ? `(${unread}) ${baseTitle}` : baseTitle;
+    } catch (e) { /* the next event tries again */ }
+  }
+  const updateTitleSoon = debounce(updateTitle, 300);
+
+  /* "N new" when mail arrives while the list is scrolled away from its top. */
+  const pill = document.getElementById("new-pill");
+  let unseenNew = 0;
+  function noteNew(count) {
+    if (!count || window.scrollY < 80) return;
+    unseenNew += count;
+    pill.textContent = `${unseenNew} new`;
+    pill.hidden = false;
+  }
+  function clearPill() { unseenNew = 0; pill.hidden = true; }
+  pill.addEventListener("click", () => { window.scrollTo({top: 0}); clearPill(); });
+  window.addEventListener("scroll", () => { if (window.scrollY < 80) clearPill(); }, {passive: true});
 
   function updateSelection() {
     const shown = new Set(rows.map((r) => r.id));
@@ -93,8 +133,9 @@
     render();
   }
 
-  /* Re-read some rows under the current filters: insert, replace or drop each. */
-  async function refresh(ids) {
+  /* Re-read some rows under the current filters: insert, replace or drop each (a message moved to
+   * the Trash, or out of the chosen folder, no longer matches and leaves at once). */
+  async function refresh(ids, isNew = false) {
     if (!ids.length) return;
     const mine = generation;
     const params = filterParams();
@@ -103,11 +144,13 @@
     try { page = await api(`/api/messages/?${params}&limit=200`); } catch (e) { return; }
     if (mine !== generation) return;
     const fresh = new Map(page.results.map((r) => [r.id, r]));
+    let added = 0;
     for (const id of ids) {
       const index = rows.findIndex((r) => r.id === id);
       const row = fresh.get(id);
       if (index >= 0) rows.splice(index, 1);
       if (!row) continue;
+      if (index < 0) added += 1;
       const last = rows[rows.length - 1];
       // Below the last loaded row it belongs to a page not fetched yet ("Load more").
       if (nextCursor && last && before(last, row)) continue;
@@ -116,6 +159,54 @@
       rows.splice(at, 0, row);
     }
     render();
+    if (isNew) noteNew(added);
+  }
+
+  /* Undo for a few seconds after every batch action: moves go back to where each message was,
+   * flags back to what they were. Kept across a page change (the message page's Delete). */
+  const undoBar = document.getElementById("undo-bar");
+  let undoTimer = null;
+  let undoSteps = null;
+  function offerUndo(text, steps, until = Date.now() + UNDO_MS) {
+    if (!steps.length || until <= Date.now()) return;
+    undoSteps = steps;
+    document.getElementById("undo-text").textContent = text;
+    undoBar.hidden = false;
+    clearTimeout(undoTimer);
+    undoTimer = setTimeout(() => { undoBar.hidden = true; undoSteps = null; }, until - Date.now());
+  }
+  document.getElementById("undo").addEventListener("click", async () => {
+    const steps = undoSteps;
+    undoBar.hidden = true; undoSteps = null; clearTimeout(undoTimer);
+    if (!steps) return;
+    status("Undoing…");
+    try {
+      let failed = 0;
+      for (const step of steps) {
+        const result = await api("/api/messages/batch/", {method: "POST", body: step});
+        failed += result.errors.length;
+        await refresh(step.ids);
+      }
+      status(failed ? `Undo failed for ${failed}.` : "Undone.", failed > 0);
+    } catch (e) { status(e.message, true); }
+  });
+  try {
+    const saved = JSON.parse(sessionStorage.getItem("mailgate.undo") || "null");
+    sessionStorage.removeItem("mailgate.undo");
+    if (saved) offerUndo(saved.text, saved.steps, saved.until);
+  } catch (e) { /* nothing to undo */ }
+
+  const VERB = {read: "Marked read", unread: "Marked unread", flag: "Flagged", unflag: "Unflagged",
+                move: "Moved", delete: "Moved to Trash", delete_forever: "Deleted for good"};
+
+  function confirmForever(count) {
+    const dialog = document.getElementById("confirm-forever");
+    document.getElementById("confirm-text").textContent =
+      `Delete ${count} message${count === 1 ? "" : "s"} for good? This cannot be undone.`;
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), {once: true});
+      dialog.showModal();
+    });
   }
 
   async function act(action) {
@@ -126,12 +217,25 @@
       body.folder = document.getElementById("move-target").value;
       if (!body.folder) { status("Choose a folder to move to.", true); return; }
     }
+    if (action === "delete_forever") {
+      if (!await confirmForever(ids.length)) return;
+      body.confirm = true;
+    }
+    // Who changes, for a flag Undo: only rows whose state the action really flips.
+    const flips = {read: (r) => r.unread, unread: (r) => !r.unread, flag: (r) => !r.flagged,
+                   unflag: (r) => r.flagged}[action];
+    const changed = flips ? rows.filter((r) => selected.has(r.id) && flips(r)).map((r) => r.id) : [];
     status("Working…");
     try {
       const result = await api("/api/messages/batch/", {method: "POST", body});
       status(result.errors.length ? `${result.errors.length} failed: ${result.errors[0].error}` :
              `Done (${result.updated.length}).`, result.errors.length > 0);
+      if (result.notices && result.notices.length) status(result.notices.join(" "));
       await refresh(ids);
+      const done = new Set(result.updated);
+      const steps = flips ? [{action: INVERSE[action], ids: changed.filter((id) => done.has(id))}].filter((s) => s.ids.length)
+                          : (result.undo || []);
+      offerUndo(`${VERB[action]} (${result.updated.length}).`, steps);
     } catch (e) {
       status(e.message, true);
     }
@@ -148,6 +252,8 @@
   const searchLater = debounce(reload, 250);
   document.getElementById("search").addEventListener("input", searchLater);
   form.addEventListener("change", (event) => { if (event.target.id !== "search") reload(); });
+  // The folder choice decides which delete is offered before the rows arrive.
+  form.elements.folder.addEventListener("change", render);
 
   // A first sync's batch is too many to refresh one by one: reload the page's rows, at most twice a second.
   const reloadSoon = debounce(reload, 500);
@@ -169,12 +275,14 @@
     onEvent(event) {
       const data = event.data || {};
       if (event.type === "message.new" || event.type === "message.updated") {
-        if (data.many) reloadSoon(); else refresh(data.ids || [data.id]);
+        if (data.many) reloadSoon(); else refresh(data.ids || [data.id], event.type === "message.new");
+        updateTitleSoon();
       } else if (event.type === "sync.progress") {
         showSync(data);
       }
     },
-    resync: reload,
+    resync: () => { updateTitleSoon(); return reload(); },
   });
   reload();
+  updateTitle();
 })();

@@ -40,14 +40,46 @@ const Mailgate = (() => {
     return node;
   }
 
+  /* One date format everywhere, always in the reader's own time zone (the browser's):
+   * formatDate for lists (today: "14:05"; this year: "Dec 3"; older: "Dec 3, 2024"),
+   * formatDateTime where the exact moment matters ("Thu, Dec 3, 2026, 14:05:09 EST", zone shown). */
+  const TIME = {hour: "2-digit", minute: "2-digit", hourCycle: "h23"};
   function formatDate(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "—";
     const now = new Date();
-    if (date.toDateString() === now.toDateString()) {
-      return date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    if (date.toDateString() === now.toDateString()) return date.toLocaleTimeString([], TIME);
+    const day = {month: "short", day: "numeric"};
+    if (date.getFullYear() !== now.getFullYear()) day.year = "numeric";
+    return date.toLocaleDateString([], day);
+  }
+
+  function formatDateTime(iso) {
+    if (!iso) return "—";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "—";
+    return date.toLocaleString([], {weekday: "short", year: "numeric", month: "short", day: "numeric",
+                                    ...TIME, second: "2-digit", timeZoneName: "short"});
+  }
+
+  /* Server-rendered <time datetime=... data-format="date|datetime"> in the reader's time zone. */
+  function localizeTimes(root = document) {
+    for (const node of root.querySelectorAll("time[datetime][data-format]")) {
+      const iso = node.getAttribute("datetime");
+      node.textContent = node.dataset.format === "date" ? formatDate(iso) : formatDateTime(iso);
+      node.title = formatDateTime(iso);
     }
-    return date.toLocaleDateString([], {year: "numeric", month: "short", day: "numeric"});
+  }
+
+  // Timestamps the pipeline writes into event details ("at 2026-12-03 18:59:26+0000").
+  const STAMP = /\b(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)\b/g;
+  function localizeText(text) {
+    return (text || "").replace(STAMP, (whole, day, time, zone) => {
+      const offset = zone === "Z" ? "Z" : zone.replace(/^([+-]\d\d)(\d\d)$/, "$1:$2");
+      const date = new Date(`${day}T${time}${offset}`);
+      return Number.isNaN(date.getTime()) ? whole : formatDateTime(date.toISOString());
+    });
   }
 
   function debounce(fn, ms) {
@@ -119,5 +151,6 @@ const Mailgate = (() => {
     open();
   }
 
-  return {api, el, formatDate, debounce, status, connect};
+  document.addEventListener("DOMContentLoaded", () => localizeTimes());
+  return {api, el, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect};
 })();

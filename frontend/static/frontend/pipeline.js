@@ -1,7 +1,7 @@
 /* Pipeline dashboard: counts per stage, failing/dead deliveries with retry, accounts' live state. */
 "use strict";
 (() => {
-  const {api, el, formatDate, debounce, status, connect} = Mailgate;
+  const {api, el, formatDate, formatDateTime, debounce, status, connect} = Mailgate;
   const accountGeneration = new Map();  // account id -> fetches started; drops overtaken answers
 
   function countRows(counts) {
@@ -42,7 +42,7 @@
       el("td", {}, `${a.display_name} <${a.email}>`),
       el("td", {className: `state state-${a.state}`}, a.state_label),
       el("td", {className: "idle", title: idle && idle.lease_owner ? `lease: ${idle.lease_owner}` : ""}, idleText(idle)),
-      el("td", {className: "last-push", title: (idle && idle.last_push_at) || ""}, idle ? formatDate(idle.last_push_at) : "—"),
+      el("td", {className: "last-push", title: idle && idle.last_push_at ? formatDateTime(idle.last_push_at) : ""}, idle ? formatDate(idle.last_push_at) : "—"),
       el("td", {className: "reconnects"}, idle ? idle.reconnect_count : "—"),
       el("td", {className: "error"}, (idle && idle.last_error) || a.last_error || ""));
   }
