@@ -208,7 +208,7 @@ def test_with_every_connection_in_use_a_batch_action_waits_briefly_then_says_so_
     started = time.monotonic()
     result = actions.apply(alice, [str(messages[0].pk)], "read")
     assert time.monotonic() - started >= 0.5  # it waited for a slot before giving up
-    assert result.as_dict() == {"updated": [], "errors": [{
+    assert result.as_dict() == {"updated": [], "undo": [], "notices": [], "errors": [{
         "id": str(messages[0].pk),
         "error": f"all {len(held)} connections of this account are in use; try again in a moment"}]}
     account.refresh_from_db()
