@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 
 from imap import account_state, errors, queue, slots
 from imap.connection import open_mailbox
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # applies (the owner fixed something), so they bump config_version and reset the state.
 CONNECTION_FIELDS = frozenset({"host", "port", "security", "username", "password"})
 SKIPPED_FOLDER_FLAGS = {"\\noselect", "\\nonexistent"}
+JOIN_GRACE = 0.3  # seconds
 
 
 @dataclass
@@ -98,7 +99,7 @@ class _Handover:
         if release:
             try:
                 self.slot.release()
-            except DatabaseError:  # it expires by itself
+            except Exception:  # noqa: BLE001 - a thread's boundary: the slot expires by itself
                 log.warning("could not release connection slot of account %s", self.slot.account_id, exc_info=True)
             finally:
                 connections.close_all()  # this thread's own database connection
@@ -118,7 +119,8 @@ def check_connection(account: Account, *, timeout: float | None = None, record: 
     at most half the timeout); refused without a login for an account stopped after failed logins.
     Neither refusal is recorded: the server said nothing. The socket timeout bounds each
     operation, but a slow DNS lookup or a server that trickles bytes could add several of them
-    up; the probe therefore runs in a daemon thread and the caller stops waiting at the deadline.
+    up; the probe therefore runs in a daemon thread and the caller stops waiting at the deadline
+    (if it is left running, that thread releases the slot when its connection closes).
     With `record` the result is written to the account's status (state, last error) so the owner
     sees it in admin and the UI.
     """
@@ -132,10 +134,11 @@ def check_connection(account: Account, *, timeout: float | None = None, record: 
     handover = _Handover(slot)
     if slot is not None:
         slot.keep_alive()
+    remaining = max(0.1, timeout - (time.monotonic() - started))
 
     def run():
         try:
-            outcome["folders"] = _probe(account, timeout)
+            outcome["folders"] = _probe(account, remaining)
         except errors.ImapError as exc:
             outcome["error"] = exc
         except Exception as exc:  # noqa: BLE001 - the thread's boundary: shown as its type only
@@ -151,7 +154,9 @@ def check_connection(account: Account, *, timeout: float | None = None, record: 
 
     worker = threading.Thread(target=run, name=f"check-account-{account.pk}", daemon=True)
     worker.start()
-    worker.join(max(0.0, timeout - (time.monotonic() - started)))
+    # A little past the socket timeout: a server that says nothing times out in the thread, which
+    # then ends (and logs out) here rather than being left behind with its connection.
+    worker.join(remaining + JOIN_GRACE)
     if slot is not None:
         handover.caller_done()
     seconds = time.monotonic() - started
