@@ -236,3 +236,30 @@ def test_the_body_opened_on_its_own_is_still_sandboxed(page, live_web, alice):
     assert page.evaluate("self.origin") == "null"
     assert page.evaluate("(() => { try { return document.cookie; } catch (e) { return e.name; } })()") \
         == "SecurityError"
+
+
+def test_a_first_sync_shows_its_progress_and_its_messages_before_their_bodies(
+        page, live_web, alice, dovecot, mail_user, settings):
+    from imap.sync import sync_account_now
+
+    settings.MAILGATE_SYNC_BATCH_SIZE = 1  # phase 1 then reads headers two at a time: two progress events
+    for n in range(3):
+        dovecot.append(mail_user.name, "INBOX", raw_mail(f"Waiting mail {n}"))
+    account = dovecot_account_row(alice, dovecot, mail_user)
+    open_inbox(page, live_web, alice)
+    # Every text the progress line shows, however briefly (it hides when the folder is done).
+    page.evaluate("""() => { window.progressSeen = [];
+        new MutationObserver(() => { const line = document.getElementById("sync-progress");
+            if (!line.hidden) window.progressSeen.push(line.textContent); })
+          .observe(document.getElementById("sync-progress"), {childList: true, characterData: true,
+                                                              subtree: true, attributes: true}); }""")
+
+    report = off_the_event_loop(lambda: sync_account_now(account, ignore_backoff=True))
+    assert not report.errors
+    # Not standardized: rows appear from the headers alone (phase 1) and the bodies' hint.
+    assert not Message.objects.filter(account=account, status=Message.Status.STANDARDIZED).exists()
+    page.locator("tr.message-row").nth(2).wait_for()
+    assert "Waiting mail" in page.locator("tr.message-row").first.inner_text()
+    page.wait_for_function("() => document.getElementById('sync-progress').hidden")
+    seen = page.evaluate("() => window.progressSeen")
+    assert any("/ INBOX: 2 of 3" in text for text in seen), seen
