@@ -127,8 +127,9 @@ def test_an_idle_manager_a_running_sync_and_ui_actions_never_exceed_the_cap_on_t
             finally:
                 connections.close_all()
 
+        browser = Browser(web, alice)  # here: its login writes a session row with this thread's connection
+
         def ui_loop():
-            browser = Browser(web, alice)
             flip = False
             while not stop.is_set():
                 flip = not flip
