@@ -207,6 +207,8 @@ def test_dates_read_the_same_in_the_readers_time_zone_everywhere(browser, live_w
 
         page.goto(f"{live_web.url}/messages/{message.pk}/")
         page.wait_for_selector("#thread li time")
+        # The thread and the timeline load apart: wait for the timeline's formatted first row too.
+        page.wait_for_function("(document.querySelector('#timeline td') || {}).textContent?.endsWith('EST')")
         header = page.locator("dl.headers time").inner_text()
         assert header == "Thu, Dec 3, 2026, 13:59:26 EST"
         assert page.locator("#thread li time").inner_text() == "Dec 3"
