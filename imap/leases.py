@@ -28,11 +28,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from imap.account_state import STOPPED_STATES  # never connected by IDLE until the owner acts
 from imap.models import Account, IdleManager, IdleSession
 from mailgate import realtime
-
-# Never connected by IDLE until the owner acts (same as imap.account_state.STOPPED_STATES).
-STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS, Account.State.SIGN_IN_EXPIRED)
 
 
 def new_manager_name() -> str:
