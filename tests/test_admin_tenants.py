@@ -32,6 +32,12 @@ def alices_account(alice):
     return account
 
 
+def account_form(**fields) -> dict:
+    """The admin's account add form, filled in."""
+    return {"host": "imap.example.test", "port": "993", "security": "ssl", "password": "pw",
+            "folders_include": "[]", "folders_exclude": "[]", "push_folders": "[]", "enabled": "on", **fields}
+
+
 @pytest.mark.django_db
 def test_a_channel_bob_adds_is_his_whatever_owner_he_posts(bob_staff, alice, bob):
     page = bob_staff.get(reverse("admin:inbound_inboundchannel_add")).content.decode()
@@ -57,10 +63,8 @@ def test_a_service_bob_adds_is_his_whatever_owner_he_posts(bob_staff, alice, bob
 def test_an_account_bob_adds_is_his_and_he_cannot_share_it_with_anyone(bob_staff, alice, bob):
     page = bob_staff.get(reverse("admin:imap_account_add")).content.decode()
     assert alice.username not in page  # neither the owner nor the members widget lists users
-    response = bob_staff.post(reverse("admin:imap_account_add"), {
-        "display_name": "Bob's", "email": "bob@example.test", "owner": alice.pk, "members": [alice.pk],
-        "host": "imap.example.test", "port": "993", "security": "ssl", "username": "bob", "password": "pw",
-        "folders_include": "[]", "folders_exclude": "[]", "push_folders": "[]", "enabled": "on"})
+    response = bob_staff.post(reverse("admin:imap_account_add"), account_form(
+        display_name="Bob's", email="bob@example.test", owner=alice.pk, members=[alice.pk], username="bob"))
     assert response.status_code == 302, response.content.decode()[:2000]
     account = Account.objects.get(username="bob")
     assert account.owner == bob and list(account.members.all()) == []
@@ -79,10 +83,8 @@ def test_bob_cannot_see_or_target_alices_account_from_the_folder_admin(bob_staff
 
 @pytest.mark.django_db
 def test_a_superuser_still_chooses_owners_and_members(admin_client, alice, bob):
-    response = admin_client.post(reverse("admin:imap_account_add"), {
-        "display_name": "Shared", "email": "team@example.test", "owner": alice.pk, "members": [bob.pk],
-        "host": "imap.example.test", "port": "993", "security": "ssl", "username": "team", "password": "pw",
-        "folders_include": "[]", "folders_exclude": "[]", "push_folders": "[]", "enabled": "on"})
+    response = admin_client.post(reverse("admin:imap_account_add"), account_form(
+        display_name="Shared", email="team@example.test", owner=alice.pk, members=[bob.pk], username="team"))
     assert response.status_code == 302, response.content.decode()[:2000]
     account = Account.objects.get(username="team")
     assert account.owner == alice and list(account.members.all()) == [bob]
