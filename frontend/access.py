@@ -27,6 +27,14 @@ def accounts(user):
     return Account.objects.filter(Q(owner=user) | Q(members=user)).distinct()
 
 
+def owned_accounts(user):
+    """Accounts `user` owns: the only ones they set up, sync, import into, reconnect or delete
+    (a member reads an account's mail; its server, password and sign-in are the owner's)."""
+    if not user.is_authenticated:
+        return Account.objects.none()
+    return Account.objects.filter(owner=user)
+
+
 def account_ids(user) -> list[int]:
     # Materialised once per request: a short literal IN list keeps the message queries on their
     # indexes, where an OR with a subquery would make the planners scan.

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from frontend import api, views
+from frontend import accounts, api, views
 
 app_name = "frontend"
 urlpatterns = [
@@ -14,6 +14,14 @@ urlpatterns = [
     path("messages/<uuid:message_id>/inline/<str:token>/", views.message_inline, name="message_inline"),
     path("attachments/<uuid:attachment_id>/", views.attachment, name="attachment"),
     path("pipeline/", views.pipeline, name="pipeline"),
+    # Account setup (frontend/accounts.py); "accounts/" is Django's login and logout.
+    path("mail-accounts/", accounts.index, name="accounts"),
+    path("mail-accounts/add/", accounts.add, name="account_add"),
+    path("mail-accounts/connect/<str:provider>/", accounts.connect, name="account_connect"),
+    path("mail-accounts/<int:account_id>/edit/", accounts.edit, name="account_edit"),
+    path("mail-accounts/<int:account_id>/sync/", accounts.sync_now, name="account_sync"),
+    path("mail-accounts/<int:account_id>/import/", accounts.upload, name="account_import"),
+    path("mail-accounts/<int:account_id>/delete/", accounts.delete, name="account_delete"),
     # JSON API (docs/api.md)
     path("api/messages/", api.messages, name="api_messages"),
     path("api/messages/batch/", api.batch, name="api_batch"),

@@ -214,6 +214,16 @@ def create_account(*, owner, email: str, host: str, password: str, port: int | N
     return account
 
 
+def needs_test_before_enabling(account: Account, changed, *, adding: bool) -> bool:
+    """Whether saving `account` must first pass a connection test: it is (or becomes) enabled
+    and it is new, is being enabled, or its server or password changed. An account never goes
+    live on a login nobody has seen work: three quick failures would stop it (and may get the
+    mailbox locked by the provider, B6 of issue #17). OAuth2 accounts are tested by their sign-in."""
+    if not account.enabled or account.auth_method != Account.AuthMethod.PASSWORD:
+        return False
+    return adding or bool({"enabled", *CONNECTION_FIELDS} & set(changed))
+
+
 def first_sync(account: Account) -> None:
     """Start the new account's first sync of every folder once it is committed (the IDLE manager
     only watches the push folders, and the periodic sync may be minutes away). What the folders

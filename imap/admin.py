@@ -8,7 +8,7 @@ come from the account's imap.IdleSession row, joined in the same query (list_sel
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import JsonResponse
@@ -20,9 +20,9 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from imap.accounts import check_connection, connection_changed, first_sync
+from imap.accounts import check_connection, connection_changed, first_sync, needs_test_before_enabling
 from imap.models import Account, Folder, IdleSession
-from imap.oauth import providers as oauth_providers
+from imap.oauth import grants, providers as oauth_providers
 from mailgate.admin_scope import OwnerScopedAdmin, owned
 
 # An admin click should answer quickly even if MAILGATE_IMAP_TIMEOUT is long for batch sync.
@@ -127,9 +127,26 @@ class AccountAdmin(OwnerScopedAdmin):
                            grant.get_provider_display(), url)
 
     def save_model(self, request, obj, form, change):
+        # The admin save runs the connection test (B6 of issue #17): a login that fails is saved
+        # but left disabled, with the cause shown, so a typo never locks the mailbox and nothing
+        # typed is lost. Tick "Enabled" and save again once it is fixed (the test runs again).
+        if needs_test_before_enabling(obj, form.changed_data, adding=not change):
+            report = check_connection(obj, timeout=min(ADMIN_TEST_TIMEOUT, settings.MAILGATE_IMAP_TIMEOUT),
+                                      record=False)
+            if not report.ok:
+                obj.enabled = False
+                messages.warning(request, f"Saved but NOT enabled: the connection test failed ({report.message}). "
+                                          "Fix the settings, tick Enabled and save again.")
         super().save_model(request, obj, form, change)
         if not change:
             first_sync(obj)
+
+    def delete_model(self, request, obj):
+        grants.delete_account(obj)  # also revokes an OAuth2 grant at the provider
+
+    def delete_queryset(self, request, queryset):
+        for account in queryset:
+            grants.delete_account(account)
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))

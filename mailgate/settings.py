@@ -290,6 +290,9 @@ MAILGATE_INSTANCE_ID = env_str("MAILGATE_INSTANCE_ID", "mailgate")
 # Webhooks
 MAILGATE_PUBLIC_BASE_URL = env_str("MAILGATE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 MAILGATE_WEBHOOK_MAX_BYTES = env_int("MAILGATE_WEBHOOK_MAX_BYTES", 1024 * 1024)
+# The largest upload of .eml/.mbox files on the account page (all files together); bigger
+# mailboxes go through `manage.py import_mail` on the server.
+MAILGATE_IMPORT_MAX_BYTES = env_int("MAILGATE_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 # Every request body, any URL: daphne answers 413 past this (or past the webhook limit, if higher)
 # before buffering anything (mailgate/request_limits.py). Forms and the JSON API need a few KB.
 MAILGATE_MAX_REQUEST_BYTES = env_int("MAILGATE_MAX_REQUEST_BYTES", 2 * 1024 * 1024)

@@ -3,7 +3,8 @@
 import pytest
 
 # leftovers first: the others import it. It fails the run if a process the run started outlives it.
-pytest_plugins = ["tests.servers.leftovers", "tests.servers.fixtures", "tests.servers.web", "tests.servers.browser"]
+pytest_plugins = ["tests.servers.leftovers", "tests.servers.fixtures", "tests.servers.web", "tests.servers.browser",
+                  "tests.servers.oauth_fixtures"]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import itertools
 import logging
 import re
 import threading
@@ -32,61 +31,7 @@ from imap.oauth import grants, providers, sasl, tokens
 from imap.sync import sync_account_now
 from mailgate import rotation
 from tests.servers.dovecot import Dovecot
-from tests.servers.oauth_provider import OAuthProvider
-
-_numbers = itertools.count(1)
-
-
-def mail(n: int) -> bytes:
-    return (f"From: Bob <bob@example.test>\r\nSubject: OAuth {n}\r\nMessage-ID: <oauth-{n}@example.test>\r\n"
-            f"\r\nBody {n}\r\n").encode()
-
-
-@pytest.fixture(scope="module")
-def provider():
-    with OAuthProvider.start() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def oauth_dovecot(provider):
-    server = Dovecot.start(oauth2_introspection_url=provider.url("/introspect"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def generic(settings, provider, oauth_dovecot):
-    """The generic provider pointed at the local one, its IMAP host at the oauth2 Dovecot."""
-    settings.MAILGATE_OAUTH_GENERIC_CLIENT_ID = provider.client_id
-    settings.MAILGATE_OAUTH_GENERIC_CLIENT_SECRET = provider.client_secret
-    settings.MAILGATE_OAUTH_GENERIC_AUTHORIZE_URL = provider.url("/authorize")
-    settings.MAILGATE_OAUTH_GENERIC_TOKEN_URL = provider.url("/token")
-    settings.MAILGATE_OAUTH_GENERIC_REVOKE_URL = provider.url("/revoke")
-    settings.MAILGATE_OAUTH_GENERIC_IMAP_HOST = oauth_dovecot.host
-    settings.MAILGATE_OAUTH_GENERIC_IMAP_PORT = oauth_dovecot.port
-    settings.MAILGATE_OAUTH_GENERIC_IMAP_SECURITY = "none"
-    provider.release_refreshes()
-    return providers.get("generic")
-
-
-@pytest.fixture
-def oauth_user(oauth_dovecot) -> str:
-    name = f"oauth{next(_numbers)}@oauth.test"
-    oauth_dovecot.add_user(name, f"unused-{name}")  # its password is never used
-    return name
-
-
-def signed_in(owner, provider, generic, user: str) -> Account:
-    refresh, access = provider.grant(user)
-    return grants.connect_account(owner=owner, provider=generic, email=user,
-                                  token={"refresh_token": refresh, "access_token": access, "expires_in": 3600})
-
-
-def logins(dovecot, user: str, method: str) -> int:
-    return dovecot.log_text().count(f"Login: user=<{user}>, method={method},")
+from tests.servers.oauth_fixtures import logins, oauth_mail as mail, signed_in
 
 
 # check_connection runs its probe in a thread: it must see committed rows.

@@ -31,8 +31,11 @@ def callback_url() -> str:
     return settings.MAILGATE_PUBLIC_BASE_URL.rstrip("/") + reverse("imap:oauth_callback")
 
 
-def start(request, provider_key: str, account: Account | None = None) -> str:
-    """The provider's consent URL for a new account, or to reconnect `account`."""
+def start(request, provider_key: str, account: Account | None = None, return_to: str = "") -> str:
+    """The provider's consent URL for a new account, or to reconnect `account`.
+
+    `return_to` is the page (a path of ours) the callback goes back to: the admin and the app's
+    account pages share the one redirect URI registered with the provider."""
     try:
         provider = providers.get(provider_key)
     except providers.ProviderNotConfigured as exc:
@@ -42,8 +45,14 @@ def start(request, provider_key: str, account: Account | None = None) -> str:
         provider.authorize_url, code_verifier=verifier,
         login_hint=account.email if account else None, **provider.authorize_params)
     request.session[SESSION_KEY] = {"state": state, "verifier": verifier, "provider": provider_key,
-                                    "account": account.pk if account else None}
+                                    "account": account.pk if account else None,
+                                    "return_to": return_to if return_to.startswith("/") else ""}
     return url
+
+
+def return_to(request) -> str:
+    """Where the pending flow goes back to ("" for the admin); read before finish() ends it."""
+    return (request.session.get(SESSION_KEY) or {}).get("return_to", "")
 
 
 def finish(request) -> Account:

@@ -5,6 +5,7 @@ Called by the web flow's callback (imap/oauth/flow.py) and `manage.py add_accoun
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
@@ -14,8 +15,11 @@ from django.utils import timezone
 
 from imap.accounts import first_sync
 from imap.models import Account, OAuthGrant
+from imap.oauth import providers
 from imap.oauth.providers import Provider
-from imap.oauth.tokens import encrypt_tokens
+from imap.oauth.tokens import encrypt_tokens, stored_refresh_token
+
+log = logging.getLogger(__name__)
 
 
 def _grant_values(token: dict) -> dict:
@@ -62,3 +66,43 @@ def connect_account(*, owner, provider: Provider, token: dict, email: str, displ
         OAuthGrant.objects.create(account=account, **values)
     first_sync(account)
     return account
+
+
+def delete_account(account: Account) -> None:
+    """Delete `account` and, once that has committed, revoke its OAuth2 grant at the provider
+    (RFC 7009) so the refresh token mailgate held is worthless. The revocation is best effort: a
+    provider that is down or has no revocation endpoint never blocks the delete."""
+    pending = _revocation_of(account)
+    account.delete()
+    if pending is not None:
+        transaction.on_commit(lambda: revoke_at_provider(*pending))
+
+
+def _revocation_of(account: Account):
+    grant = OAuthGrant.objects.filter(pk=account.pk).first()
+    if grant is None:
+        return None
+    try:
+        provider = providers.get(grant.provider)
+        refresh = stored_refresh_token(grant)
+    except Exception as exc:  # noqa: BLE001 - unreadable or unconfigured: nothing to revoke with
+        log.info("account %s: grant not revoked at the provider (%s)", account.pk, type(exc).__name__)
+        return None
+    if not provider.revoke_url:
+        log.info("account %s: provider %s has no revocation endpoint", account.pk, grant.provider)
+        return None
+    return provider, refresh, account.pk
+
+
+def revoke_at_provider(provider: Provider, refresh_token: str, account_id: int) -> bool:
+    """Revoke a refresh token (the grant with it) at the provider; False, logged, when it failed."""
+    try:
+        answer = provider.client().revoke_token(provider.revoke_url, token=refresh_token,
+                                                token_type_hint="refresh_token")
+        answer.raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - best effort after the delete, never raised into it
+        log.warning("account %s: revoking the grant at %s failed: %s", account_id, provider.key,
+                    type(exc).__name__)
+        return False
+    log.info("account %s: grant revoked at %s", account_id, provider.key)
+    return True

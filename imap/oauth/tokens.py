@@ -73,6 +73,11 @@ def _tokens(grant: OAuthGrant) -> dict:
             "the stored sign-in cannot be decrypted with the configured keys; reconnect the account") from None
 
 
+def stored_refresh_token(grant: OAuthGrant) -> str:
+    """The grant's refresh token, decrypted (for revoking it); never log it."""
+    return _tokens(grant)["refresh_token"]
+
+
 def _fresh(grant: OAuthGrant, now) -> bool:
     if not grant.access_expires_at:
         return False
