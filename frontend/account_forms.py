@@ -15,6 +15,17 @@ from imap.models import Account
 _HEADER_LINE = re.compile(rb"^[!-9;-~]{1,76}:", re.MULTILINE)
 
 
+class ServerFolders(forms.MultipleChoiceField):
+    """Folder names the server listed. The list is only known after the connection test that
+    runs once the form is valid, so names are checked against it there (frontend/accounts.py
+    _chosen), not against the choices rendered."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def valid_value(self, value) -> bool:
+        return True
+
+
 class PasswordAccountForm(forms.Form):
     """Server, login and password. The folder choice appears once a connection test has listed
     the server's folders (set_folder_choices)."""
@@ -33,8 +44,7 @@ class PasswordAccountForm(forms.Form):
     # never rendered from the database (editing keeps the stored one when left empty).
     password = forms.CharField(strip=False, required=False, label="Password",
                                widget=forms.PasswordInput(render_value=True, attrs={"autocomplete": "new-password"}))
-    folders = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
-                                        label="Folders to sync")
+    folders = ServerFolders(required=False, label="Folders to sync")
 
     def __init__(self, *args, account: Account | None = None, **kwargs):
         self.account = account
@@ -71,26 +81,35 @@ class DisplayForm(forms.Form):
     """What an OAuth2 account lets its owner edit here: the name and the folders."""
 
     display_name = forms.CharField(max_length=200, label="Name")
-    folders = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
-                                        label="Folders to sync")
+    folders = ServerFolders(required=False, label="Folders to sync")
 
     def set_folder_choices(self, names: list[str]) -> None:
         self.fields["folders"].choices = [(name, name) for name in names]
 
 
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFiles(forms.FileField):
+    """Several files in one field (Django's documented pattern): a list of uploads."""
+
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None):
+        if isinstance(data, (list, tuple)):
+            return [super(MultipleFiles, self).clean(item, initial) for item in data]
+        return [super().clean(data, initial)] if data else []
+
+
 class ImportForm(forms.Form):
     """.eml and .mbox files for imap/importer.py, with a size cap for the whole upload."""
 
-    files = forms.FileField(label="Mail files (.eml, .mbox)",
-                            widget=forms.ClearableFileInput(attrs={"accept": ".eml,.mbox,message/rfc822,"
-                                                                              "application/mbox"}))
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["files"].widget.allow_multiple_selected = True
+    # Empty files are refused by check_mail_file, with their name.
+    files = MultipleFiles(label="Mail files (.eml, .mbox)", required=False, allow_empty_file=True)
 
     def clean_files(self):
-        uploads = self.files.getlist("files")
+        uploads = self.cleaned_data.get("files") or []
         if not uploads:
             raise ValidationError("Choose at least one .eml or .mbox file.")
         cap = settings.MAILGATE_IMPORT_MAX_BYTES
