@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 from frontend import access
 from frontend.account_forms import DisplayForm, ImportForm, PasswordAccountForm
 from imap import account_state, accounts as imap_accounts, importer, queue
-from imap.models import Account
+from imap.models import Account, Folder
 from imap.oauth import flow, grants, providers
 from mailgate.realtime import current_seq
 
@@ -74,10 +74,21 @@ def _test(form: PasswordAccountForm, account: Account):
         account, timeout=min(FORM_TEST_TIMEOUT, settings.MAILGATE_IMAP_TIMEOUT), record=False)
     if report.ok:
         form.set_folder_choices(report.folders)
+        if "folder_choice_shown" not in form.data:
+            # First time the list is shown: every folder ticked, the user unticks what to skip.
+            form.data = form.data.copy()
+            form.data.setlist("folders", report.folders)
     else:
         form.add_error(None, f"The connection test failed: {report.message}. Nothing was saved; "
                              "check the server, security and password.")
     return report
+
+
+def _some_chosen(form) -> bool:
+    if form.data.getlist("folders"):
+        return True
+    form.add_error("folders", "Choose at least one folder to sync.")
+    return False
 
 
 def _chosen(form, folders: list[str]) -> list[str]:
@@ -104,11 +115,12 @@ def add(request):
         else:
             report = _test(form, account)
             tested = report.ok
-            if report.ok and request.POST.get("action") == "save":
+            if report.ok and request.POST.get("action") == "save" and _some_chosen(form):
                 account.folders_include = _chosen(form, report.folders)
                 with transaction.atomic():
                     account.save()
                     imap_accounts.record_result(account, report)  # state "connected", not "not yet"
+                    _list_folders(account, report.folders)
                     imap_accounts.first_sync(account)
                 messages.success(request, f"Added {account.display_name}; syncing its folders now.")
                 return redirect(f"{reverse('frontend:accounts')}?added={account.pk}")
@@ -152,7 +164,7 @@ def edit(request, account_id):
         # ("authentication failed") is enabled again only on a login that works.
         report = _test(form, account.__class__(**{**_probe_values(account), "pk": None}))
         tested = report.ok
-        if report.ok and request.POST.get("action") == "save":
+        if report.ok and request.POST.get("action") == "save" and _some_chosen(form):
             account.folders_include = _chosen(form, report.folders)
             account.enabled = True
             with transaction.atomic():
@@ -162,6 +174,13 @@ def edit(request, account_id):
             messages.success(request, f"Saved {account.display_name}; syncing the chosen folders now.")
             return redirect("frontend:accounts")
     return _page(request, "frontend/accounts/form.html", form=form, tested=tested, account=account)
+
+
+def _list_folders(account: Account, names: list[str]) -> None:
+    # The page lists them at once, "waiting for the first sync"; the sync's own LIST fills in
+    # delimiters and special-use flags.
+    for name in names:
+        Folder.objects.get_or_create(account=account, name=name)
 
 
 def _probe_values(account: Account) -> dict:

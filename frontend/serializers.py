@@ -141,7 +141,8 @@ def account(item, *, staff: bool = False) -> dict:
         "last_sync_at": _iso(item.last_sync_at),
         "backoff_until": _iso(item.backoff_until),
         "idle": idle(item, staff=staff),
-        "folders": [{"id": f.pk, "name": f.name, "special_use": f.special_use}
+        "folders": [{"id": f.pk, "name": f.name, "special_use": f.special_use,
+                     "last_synced_at": _iso(f.last_synced_at)}
                     for f in item.folders.all() if f.present and f.selectable],
     }
 

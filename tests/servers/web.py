@@ -97,12 +97,12 @@ def _wait_until_answering(server: WebServer, timeout: float = 30) -> None:
         delay = min(delay * 2, 0.2)
 
 
-def start_daphne(redis_url: str, log_name: str = "web", **env: str) -> WebServer:
+def start_daphne(redis_url: str, log_name: str = "web", port: int | None = None, **env: str) -> WebServer:
     """Start daphne on a free port over the test database and wait until it answers.
 
     With `redis_url` empty the server uses the embedded Redis of the test data dir (starting it
     if need be), as a laptop install does."""
-    port = free_port()
+    port = port or free_port()  # given when the server must know its own URL (MAILGATE_PUBLIC_BASE_URL)
     prefix = f"mailgate-test-{uuid.uuid4().hex[:8]}"
     proc = procs.start(
         ["-m", "daphne", "-b", HOST, "-p", str(port), "mailgate.asgi:application"], log_name,
@@ -140,12 +140,13 @@ def _use_server_from_this_process(server: WebServer, settings) -> None:
 
 @pytest.fixture
 def start_web(transactional_db, redis_server, settings):
-    """Factory: ``server = start_web(NAME="value", ...)`` starts a private daphne with that env."""
+    """Factory: ``server = start_web(NAME="value", ...)`` starts a private daphne with that env
+    (``port=`` picks its port, for a server that must know its own URL)."""
     started: list[WebServer] = []
     counter = iter(range(1, 1000))
 
-    def start(**env: str) -> WebServer:
-        server = start_daphne(redis_server.url, log_name=f"web-private-{next(counter)}", **env)
+    def start(port: int | None = None, **env: str) -> WebServer:
+        server = start_daphne(redis_server.url, log_name=f"web-private-{next(counter)}", port=port, **env)
         started.append(server)
         _use_server_from_this_process(server, settings)
         return server

@@ -2,7 +2,7 @@
  * and done/total), live account state ("account.status"), and a confirmation before Delete. */
 "use strict";
 (() => {
-  const {connect, localizeTimes} = Mailgate;
+  const {api, connect, formatDate, localizeTimes} = Mailgate;
   const line = document.getElementById("acc-progress");
   const syncing = new Map();  // "account/folder" -> event data
 
@@ -19,7 +19,7 @@
     if (done) syncing.delete(key); else syncing.set(key, data);
     const cell = folderCell(data);
     if (cell) {
-      cell.textContent = done ? `synced: ${data.total.toLocaleString()} messages`
+      cell.textContent = done ? `synced: ${data.total.toLocaleString()} new message${data.total === 1 ? "" : "s"}`
                               : `syncing: ${data.done.toLocaleString()} of ${data.total.toLocaleString()}`;
       cell.dataset.done = done ? "1" : "0";
     }
@@ -48,6 +48,23 @@
       if (event.type === "sync.progress") showProgress(event.data || {});
       else if (event.type === "account.status") showStatus(event.data || {});
     },
-    resync: async () => {},
+    // A missed event (a gap in seq: two workers publish concurrently) must not leave a folder
+    // "syncing" for ever: the API says which folders have finished a sync and each account's state.
+    resync: async () => {
+      const {results} = await api("/api/accounts/");
+      syncing.clear();
+      line.hidden = true;
+      for (const account of results) {
+        showStatus({account_id: account.id, state: account.state, state_label: account.state_label,
+                    last_error: account.last_error});
+        for (const folder of account.folders) {
+          const cell = folderCell({account_id: account.id, folder: folder.name});
+          if (cell && folder.last_synced_at && cell.dataset.done !== "1") {
+            cell.textContent = `synced ${formatDate(folder.last_synced_at)}`;
+            cell.dataset.done = "1";
+          }
+        }
+      }
+    },
   });
 })();
