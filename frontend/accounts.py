@@ -54,15 +54,18 @@ def _selectable_names(account: Account) -> list[str]:
 def index(request):
     rows = (access.owned_accounts(request.user).select_related("oauth_grant")
             .prefetch_related("folders").order_by("display_name", "pk"))
+    labels = {provider.key: provider.label for provider in providers.enabled()}
     listed = []
     for account in rows:
+        grant = getattr(account, "oauth_grant", None) if account.auth_method == Account.AuthMethod.OAUTH2 else None
         folders = sorted((f for f in account.folders.all() if f.present and f.selectable),
                          key=lambda f: (f.name.upper() != "INBOX", f.name.casefold()))
         listed.append({"account": account, "folders": folders,
                        "oauth": account.auth_method == Account.AuthMethod.OAUTH2,
                        "expired": account.state == Account.State.SIGN_IN_EXPIRED,
                        "stopped": account.state in account_state.STOPPED_STATES,
-                       "provider": getattr(getattr(account, "oauth_grant", None), "provider", "")})
+                       "provider": grant.provider if grant else "",
+                       "provider_label": labels.get(grant.provider, grant.get_provider_display()) if grant else ""})
     return _page(request, "frontend/accounts/list.html", rows=listed, providers=providers.enabled(),
                  import_form=ImportForm(), added=request.GET.get("connected") or request.GET.get("added"),
                  import_cap_mb=settings.MAILGATE_IMPORT_MAX_BYTES // (1024 * 1024))

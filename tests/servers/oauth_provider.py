@@ -177,6 +177,12 @@ class OAuthProvider:
                 if owner == user:
                     del self.access[token]
 
+    def live_access_tokens(self, user: str) -> int:
+        """How many of `user`'s access tokens have not expired yet."""
+        with self._lock:
+            now = time.time()
+            return sum(1 for owner, expires in self.access.values() if owner == user and expires > now)
+
     def expire_access_tokens(self) -> None:
         with self._lock:
             self.access.clear()
