@@ -156,3 +156,25 @@ def test_a_revoked_grant_stops_the_account_without_a_retry_storm_and_reconnect_l
     after = push_and_wait(oauth_dovecot, oauth_user, account)
     assert [stored(account, n) for n in (kept, 900, after)] == [1, 1, 1]
     assert Message.objects.filter(account=account).count() == 3
+
+
+def test_two_processes_needing_a_refresh_at_once_spend_the_refresh_token_once(
+        alice, provider, oauth_dovecot, generic, oauth_user):
+    account = signed_in(alice, provider, generic, oauth_user, expires_in=0)  # expired: both must refresh
+    env = oauth_env(provider, oauth_dovecot)
+    names = [f"oauth-test-account-{next(_logs)}" for _ in range(2)]
+    provider.hold_refreshes()
+    started = []
+    try:
+        started.append(procs.start(["manage.py", "test_account", str(account.pk)], names[0], **env))
+        assert provider.refresh_arrived.wait(20)  # the first holds the claim, its request held
+        started.append(procs.start(["manage.py", "test_account", str(account.pk)], names[1], **env))
+        eventually(lambda: "waiting for the token refresh another process is doing" in procs.log_text(names[1]),
+                   20, "the second process waiting for the first one's refresh")
+    finally:
+        provider.release_refreshes()
+        codes = [proc.wait(30) for proc in started]
+    assert codes == [0, 0], [procs.log_text(name)[-2000:] for name in names]
+    assert provider.refresh_requests[oauth_user] == 1
+    assert not provider.grants[oauth_user].revoked  # a second use of the rotated token would revoke it
+    assert logins(oauth_dovecot, oauth_user, "XOAUTH2") == 2
