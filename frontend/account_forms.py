@@ -10,6 +10,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from imap.models import Account
+from mailgate import request_limits
+
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries, headers and the CSRF token around the files
 
 # A header line ("Name: value") among the first lines: what makes bytes look like a message.
 _HEADER_LINE = re.compile(rb"^[!-9;-~]{1,76}:", re.MULTILINE)
@@ -112,13 +115,24 @@ class ImportForm(forms.Form):
         uploads = self.cleaned_data.get("files") or []
         if not uploads:
             raise ValidationError("Choose at least one .eml or .mbox file.")
-        cap = settings.MAILGATE_IMPORT_MAX_BYTES
+        cap = import_cap()
         if sum(upload.size for upload in uploads) > cap:
-            raise ValidationError(f"The upload is larger than the limit of {cap // (1024 * 1024)} MB; "
+            raise ValidationError(f"The upload is larger than the limit of {megabytes(cap)}; "
                                   "split the mailbox or use `manage.py import_mail` on the server.")
         for upload in uploads:
             check_mail_file(upload)
         return uploads
+
+
+def megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB".replace(".0 MB", " MB")
+
+
+def import_cap() -> int:
+    """The largest upload, all files together: MAILGATE_IMPORT_MAX_BYTES, but never more than the
+    web server lets through at all (mailgate/request_limits.py cuts any body past
+    MAILGATE_MAX_REQUEST_BYTES before Django sees it), less room for the form's other parts."""
+    return min(settings.MAILGATE_IMPORT_MAX_BYTES, request_limits.max_request_bytes() - FORM_OVERHEAD)
 
 
 def check_mail_file(upload) -> None:

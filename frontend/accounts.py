@@ -24,7 +24,8 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from frontend import access
-from frontend.account_forms import DisplayForm, ImportForm, PasswordAccountForm
+from frontend.account_forms import (FORM_OVERHEAD, DisplayForm, ImportForm, PasswordAccountForm, import_cap,
+                                    megabytes)
 from imap import account_state, accounts as imap_accounts, importer, queue
 from imap.models import Account, Folder
 from imap.oauth import flow, grants, providers
@@ -68,7 +69,7 @@ def index(request):
                        "provider_label": labels.get(grant.provider, grant.get_provider_display()) if grant else ""})
     return _page(request, "frontend/accounts/list.html", rows=listed, providers=providers.enabled(),
                  import_form=ImportForm(), added=request.GET.get("connected") or request.GET.get("added"),
-                 import_cap_mb=settings.MAILGATE_IMPORT_MAX_BYTES // (1024 * 1024))
+                 import_cap=import_cap(), import_cap_text=megabytes(import_cap()))
 
 
 def _test(form: PasswordAccountForm, account: Account):
@@ -216,9 +217,8 @@ def sync_now(request, account_id):
 def upload(request, account_id):
     account = _account(request, account_id)
     # Refused before the body is read: the whole upload would otherwise land in a temporary file.
-    if int(request.META.get("CONTENT_LENGTH") or 0) > settings.MAILGATE_IMPORT_MAX_BYTES + 64 * 1024:
-        messages.error(request, f"Import refused: the upload is larger than the limit of "
-                                f"{settings.MAILGATE_IMPORT_MAX_BYTES // (1024 * 1024)} MB.")
+    if int(request.META.get("CONTENT_LENGTH") or 0) > import_cap() + FORM_OVERHEAD:
+        messages.error(request, f"Import refused: the upload is larger than the limit of {megabytes(import_cap())}.")
         return redirect("frontend:accounts")
     form = ImportForm(request.POST, request.FILES)
     if not form.is_valid():

@@ -105,7 +105,8 @@ def test_eml_and_mbox_uploads_are_imported_once_and_bad_files_are_refused_by_nam
     def upload(*files):
         return client.post(url, {"files": list(files)}, follow=True).content.decode()
 
-    page = upload(SimpleUploadedFile("one.eml", one), SimpleUploadedFile("archive.mbox", (tmp_path / "archive.mbox").read_bytes()))
+    archive = (tmp_path / "archive.mbox").read_bytes()
+    page = upload(SimpleUploadedFile("one.eml", one), SimpleUploadedFile("archive.mbox", archive))
     assert "Imported 3 messages from one.eml, archive.mbox" in page and "3 new, 0 already there" in page
     assert "1 new" not in upload(SimpleUploadedFile("one.eml", one))  # again: nothing stored twice
     assert Message.objects.filter(account=account).count() == 3

@@ -140,6 +140,17 @@ def test_an_upload_is_imported_and_a_bad_file_is_refused_by_name(page, live_web,
 
     card = page.locator(f"#account-{account.pk}")
     card.locator("summary").click()
+    # Over the cap: refused in the page, before the web server would cut the upload off with a 413.
+    card.locator("form[enctype]").evaluate(
+        "form => { form.dataset.maxBytes = '10'; form.dataset.maxText = '10 bytes'; }")
+    card.locator("input[type=file]").set_input_files(str(good))
+    card.locator("form[enctype] button[type=submit]").click()
+    assert "the limit is 10 bytes" in card.locator("form[enctype] .acc-field-error").inner_text()
+    assert Message.objects.filter(account=account).count() == 1
+
+    page.reload()
+    card = page.locator(f"#account-{account.pk}")
+    card.locator("summary").click()
     card.locator("input[type=file]").set_input_files(str(bad))
     card.locator("form[enctype] button[type=submit]").click()
     assert "photo.eml: this is a binary file, not mail." in page.locator(".acc-msg.error").inner_text()

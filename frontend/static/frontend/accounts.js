@@ -42,6 +42,20 @@
   for (const button of document.querySelectorAll("button[data-confirm]")) {
     button.addEventListener("click", (event) => { if (!window.confirm(button.dataset.confirm)) event.preventDefault(); });
   }
+  // Over the cap the web server cuts the upload off with a bare 413: say so before sending it.
+  for (const form of document.querySelectorAll("form[data-max-bytes]")) {
+    form.addEventListener("submit", (event) => {
+      const files = [...form.querySelector("input[type=file]").files];
+      const size = files.reduce((sum, file) => sum + file.size, 0);
+      const error = form.querySelector(".acc-field-error");
+      error.hidden = size <= Number(form.dataset.maxBytes);
+      if (!error.hidden) {
+        event.preventDefault();
+        error.textContent = `These files are ${(size / 1048576).toFixed(1)} MB together; the limit is ${form.dataset.maxText}. ` +
+          "Import fewer at a time, or ask the operator to use manage.py import_mail.";
+      }
+    });
+  }
   localizeTimes();
   connect({
     onEvent(event) {
