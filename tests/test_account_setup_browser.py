@@ -204,3 +204,17 @@ def test_connect_with_a_provider_in_the_browser_adds_the_account_and_its_inbox_f
     page.wait_for_selector("tr.message-row >> text=OAuth 103", timeout=30_000)
     assert Message.objects.filter(account=account).count() == 4
     assert page.locator("tr.message-row").count() == 4
+
+
+def test_the_edit_page_keeps_the_stored_password_and_fits_a_phone(page, live_web, alice, request):
+    from tests.builders import account_row
+
+    account = account_row(alice, name="Home")
+    login(page, alice)
+    page.goto(f"{live_web.url}/mail-accounts/")
+    page.click(f"#account-{account.pk} a.edit")
+    assert page.locator("#id_password").input_value() == ""  # never rendered from the database
+    assert "Leave empty to keep the stored password." in page.inner_text("form.acc-form")
+    assert sorted(page.locator("#folder-choice input:checked").evaluate_all("boxes => boxes.map(b => b.value)")) \
+        == ["Archive", "INBOX", "Trash"]
+    screenshots(page, request, "edit")
