@@ -263,13 +263,14 @@ class Subscription(models.Model):
 
 class Delivery(models.Model):
     class Status(models.TextChoices):
-        SCHEDULED = "scheduled", "Scheduled (waits for not_before)"
-        SENDING = "sending", "Claimed by a worker"
-        RETRYING = "retrying", "Transient error; retries after not_before"
+        # Labels are what people read (admin filters, pages); the field behind the wait is not_before.
+        SCHEDULED = "scheduled", "Scheduled"  # waits for not_before (window, digest, rate limit)
+        SENDING = "sending", "Sending"  # claimed by a worker
+        RETRYING = "retrying", "Will retry"  # transient error; tried again at not_before
         SENT = "sent", "Sent"  # final
-        FAILED = "failed", "Permanent error"  # final; retry from admin
-        DEAD = "dead", "Gave up after the retry limit"  # final; retry from admin
-        CANCELLED = "cancelled", "Cancelled by an admin"  # final
+        FAILED = "failed", "Failed"  # final (permanent error); retry from admin
+        DEAD = "dead", "Gave up after retries"  # final; retry from admin
+        CANCELLED = "cancelled", "Cancelled"  # final; by an admin
 
     FINAL = (Status.SENT, Status.FAILED, Status.DEAD, Status.CANCELLED)
 
