@@ -22,7 +22,7 @@ MESSAGE_WORDS = {
     Message.Status.GONE: "Deleted on the server before its body was downloaded",
     Message.Status.RECEIVED: "Received, waiting to be parsed",
     Message.Status.STANDARDIZED: "Parsed, waiting to be routed",
-    Message.Status.DISTRIBUTED: "Relayed",
+    Message.Status.DISTRIBUTED: "Routed",  # message_status() says whether anything was relayed
     Message.Status.SUPPRESSED: "Not relayed (loop, auto-reply or bounce)",
     Message.Status.HISTORY: "Not relayed (was in the mailbox before it was connected)",
     Message.Status.DEAD: "Gave up after repeated errors",
