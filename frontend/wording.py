@@ -9,13 +9,9 @@ import re
 from django.utils import timezone
 
 from imap.models import Account
+from pipeline.flag_words import flag_words
 from pipeline.models import Delivery, Message
 
-# RFC 3501 system flags and the common keywords, as a mail client names them.
-FLAG_WORDS = {"\\seen": "Read", "\\flagged": "Starred", "\\answered": "Replied", "\\draft": "Draft",
-              "\\deleted": "Marked for deletion", "\\recent": "New", "$forwarded": "Forwarded",
-              "$junk": "Junk", "$notjunk": "Not junk", "$important": "Important", "$phishing": "Phishing"}
-# \Seen is the normal state of mail: the page says "Unread" when it is missing instead.
 MESSAGE_WORDS = {
     Message.Status.HEADERS: "Body still downloading",
     Message.Status.TOO_LARGE: "Too large: only the headers were downloaded",
@@ -47,13 +43,8 @@ _WARNING_WORDS = [
 
 
 def flags(values) -> list[str]:
-    """Flags as words, e.g. ["\\Flagged", "\\Seen"] -> ["Starred", "Read"]; "Unread" when not seen.
-    Custom keywords keep their own name."""
-    lowered = {str(v).lower() for v in values}
-    words = [FLAG_WORDS.get(str(v).lower(), str(v).lstrip("$")) for v in values]
-    if "\\seen" not in lowered:
-        words.insert(0, "Unread")
-    return list(dict.fromkeys(words))
+    """Flags as words: see pipeline.flag_words."""
+    return flag_words(values)
 
 
 def message_status(message, delivery_count: int | None = None) -> str:

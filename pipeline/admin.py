@@ -6,6 +6,7 @@ from django.db.models import Q
 
 from mailgate.admin_scope import OwnerScopedAdmin, scoped_choices
 from pipeline import history, sending
+from pipeline.flag_words import flag_words
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
                              Thread)
 
@@ -58,13 +59,18 @@ class MessageAdmin(OwnerScopedAdmin):
     search_fields = ("subject", "sender_address", "sender_name", "message_id", "identity", "snippet")
     date_hierarchy = "received_at"
     list_select_related = ("owner",)
-    readonly_fields = [f.name for f in Message._meta.fields]
+    # Flags in words ("Starred, Read"), not the raw IMAP list.
+    readonly_fields = [f.name if f.name != "flags" else "flags_in_words" for f in Message._meta.fields]
     inlines = [EventInline, DeliveryInline, AttachmentInline]
     actions = ["retry_dead", "relay_history"]
 
     @admin.display(description="subject", ordering="subject")
     def subject_or_id(self, obj):
         return str(obj)
+
+    @admin.display(description="flags")
+    def flags_in_words(self, obj):
+        return ", ".join(flag_words(obj.flags or []))
 
     def has_add_permission(self, request):
         return False  # messages come in through the pipeline's door only
@@ -152,6 +158,7 @@ class ThreadAdmin(OwnerScopedAdmin):
 @admin.register(Event)
 class EventAdmin(OwnerScopedAdmin):
     list_display = ("at", "kind", "message", "delivery", "worker", "summary")
+    list_select_related = ("message", "delivery__service")  # Delivery.__str__ names its service
     list_filter = ("kind",)
     search_fields = ("summary", "detail", "message__subject")
     readonly_fields = [f.name for f in Event._meta.fields]

@@ -281,7 +281,7 @@ class Delivery(models.Model):
     service = models.ForeignKey("outgoing.Service", on_delete=models.CASCADE, related_name="deliveries")
     address = models.CharField(max_length=500, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SCHEDULED)
-    not_before = models.DateTimeField()
+    not_before = models.DateTimeField("next try")  # sent no earlier than this (window, backoff, rate limit)
     attempts = models.PositiveIntegerField(default=0)
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -290,6 +290,10 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        # Named by where it goes, never by its id (the admin's event list shows this).
+        return f"{self.service} → {self.address}" if self.address else str(self.service)
 
     class Meta:
         ordering = ["-created_at"]
