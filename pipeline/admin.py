@@ -1,10 +1,12 @@
 """Admin for the pipeline: messages with their event timeline, deliveries with retry/requeue/cancel,
 routes, subscribers with their subscriptions, and queue depth per stage on the admin index."""
 
+from django import forms
 from django.contrib import admin, messages as flash
 from django.db.models import Q
 
 from mailgate.admin_scope import OwnerScopedAdmin, scoped_choices
+from mailgate.admin_widgets import LinesField
 from pipeline import history, sending
 from pipeline.flag_words import flag_words
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
@@ -131,6 +133,9 @@ class RouteAdmin(OwnerScopedAdmin):
     search_fields = ("name",)
     filter_horizontal = ("services",)
 
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
 
 class SubscriptionInline(admin.TabularInline):
     model = Subscription
@@ -141,8 +146,30 @@ class SubscriptionInline(admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **scoped_choices(db_field, request, kwargs))
 
 
+def _address_problem(text: str) -> str | None:
+    if any(c.isspace() for c in text):
+        return "an address has no spaces (one address per line)"
+    return None
+
+
+class SubscriberForm(forms.ModelForm):
+    addresses = LinesField(label="Their addresses", item_validator=_address_problem,
+                           help_text="Every address this person sends from, one per line: email, phone "
+                                     "number or chat id. Their own messages are never relayed back to them.")
+
+    class Meta:
+        model = Subscriber
+        fields = "__all__"
+
+
 @admin.register(Subscriber)
 class SubscriberAdmin(OwnerScopedAdmin):
+    form = SubscriberForm
+
+    def get_changeform_initial_data(self, request):
+        # The owner is required: preselected as the service admin does.
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
     list_display = ("name", "owner", "addresses")
     search_fields = ("name", "addresses")
     inlines = [SubscriptionInline]
