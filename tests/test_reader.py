@@ -229,7 +229,9 @@ def test_opening_marks_read_on_the_server_and_newer_older_back_walk_the_filtered
     page.goto(f"{live_web.url}/?q=budget")
     page.wait_for_selector("body[data-ws=open]")
     target = by_subject["Budget two"]
-    page.goto(f"{live_web.url}/messages/{target.pk}/?back=/%3Fq%3Dbudget")
+    # Opened from the list: the list's URL (its filters) is where Back leads.
+    page.click(f"tr.message-row[data-id='{target.pk}'] td.subject a")
+    page.wait_for_url(f"**/messages/{target.pk}/")
     page.wait_for_selector("body[data-ws=open]")
     # Mark-read on open, written back to the server.
     uid = target.locations.get().uid
@@ -246,5 +248,12 @@ def test_opening_marks_read_on_the_server_and_newer_older_back_walk_the_filtered
     page.click("#newer")
     page.wait_for_url(f"**/messages/{by_subject['Budget three'].pk}/?back=*")
     assert page.locator("#newer").count() == 0
+    # Back walks history to the list itself (three reader steps back), not a fresh copy of it.
+    length = page.evaluate("history.length")
     page.click("#back")
     page.wait_for_url(f"{live_web.url}/?q=budget")
+    assert page.evaluate("history.length") == length
+    # Opened with ?back= from elsewhere (a bookmark): Back loads the list.
+    page.goto(f"{live_web.url}/messages/{target.pk}/?back=/%3Fq%3Dlunch")
+    page.click("#back")
+    page.wait_for_url(f"{live_web.url}/?q=lunch")
