@@ -43,7 +43,8 @@ class Message(models.Model):
         GONE = "gone", "Deleted on the server before its body was downloaded"
         RECEIVED = "received", "Raw bytes stored, waiting to standardize"
         STANDARDIZED = "standardized", "Standardized, waiting to distribute"
-        DISTRIBUTED = "distributed", "Routed and queued to subscribers"  # final for the message
+        # Final for the message. "Routed", not "queued": a message no route matched ends here too.
+        DISTRIBUTED = "distributed", "Routed"
         SUPPRESSED = "suppressed", "Not relayed (loop, auto-reply or bounce)"  # final
         # In the mailbox before it was connected (Arrival.HISTORY): stored, searchable, never
         # distributed unless the owner relays it (pipeline/history.py). Final otherwise.

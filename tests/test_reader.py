@@ -108,6 +108,9 @@ def test_a_plain_mail_reads_as_text_markdown_and_original_and_downloads_as_eml(b
         assert page.is_visible("#text-body") and not page.query_selector("#body-frame")
         assert page.get_attribute(".views button[data-view=text]", "aria-pressed") == "true"
         page.screenshot(path=str(screenshot_path(request, "-plain")), full_page=True)
+        page.click(".views button[data-view=markdown]")
+        assert page.is_visible("#markdown-body") and page.is_hidden("#text-body")
+        assert "Do you like this message?" in page.inner_text("#markdown-body")
         page.click(".views button[data-view=original]")
         page.wait_for_selector("#raw-body[data-loaded='1']")
         raw = page.inner_text("#raw-body")

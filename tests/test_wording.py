@@ -144,3 +144,16 @@ def test_parse_warnings_read_as_sentences():
         "The Date header could not be read ('soon'); the time it arrived is shown instead."
     assert wording.parse_warning("no text body: the message is empty") == "This message has no text (the message is empty)."
     assert wording.parse_warning("something odd") == "Something odd"
+
+
+def test_a_message_no_route_matched_says_so_on_its_page(alice, alice_client):
+    from tests.builders import run_stages
+
+    message = ingest(alice, eml(subject="Nobody wants this"))
+    run_stages(message)
+    message.refresh_from_db()
+    assert message.status == Message.Status.DISTRIBUTED
+    page = alice_client.get(reverse("frontend:message", args=[message.pk])).content.decode()
+    assert "Not relayed: no route matched" in page
+    assert "no route matched: nothing to relay" in page
+    assert "0 deliveries" not in page and "Routed and queued" not in page
