@@ -193,9 +193,17 @@ def test_a_conversation_shows_every_message_the_newest_open_and_older_ones_folde
         page.wait_for_selector(f"#conversation li[data-id='{first.pk}'] pre.text-body:visible")
         assert overflow(page) <= 0
         page.screenshot(path=str(screenshot_path(request, "-conversation")), full_page=True)
+        # A new reply arrives while the conversation is open: the page says so and links to it.
+        from pipeline import events
+
+        reply = stored_message(alice, account, subject="Re: Plans (late)", thread=newest.thread)
+        off_the_event_loop(events.message_updated, reply)
+        page.wait_for_selector("#thread-news:not([hidden])")
+        assert str(reply.pk) in page.get_attribute("#thread-news-link", "href")
         # Opened on an older one: that one in full, and the newest unfolded too.
         open_reader(page, live_web, second)
-        assert page.locator(f"#conversation li[data-id='{newest.pk}'] details").get_attribute("open") is not None
+        assert page.locator(f"#conversation li[data-id='{reply.pk}'] details").get_attribute("open") is not None
+        assert page.locator(f"#conversation li[data-id='{newest.pk}'] details").get_attribute("open") is None
     finally:
         context.close()
 

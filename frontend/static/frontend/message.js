@@ -194,10 +194,20 @@
   }
 
   const refreshAll = debounce(() => Promise.all([refreshMessage(), loadTimeline()]).catch(() => {}), 200);
+  /* A new message in this conversation: said, with a link that opens the conversation again. */
+  const shown = new Set([id, ...[...document.querySelectorAll(".conv-item")].map((item) => item.dataset.id)]);
+  function threadNews(data) {
+    const thread = article.dataset.thread;
+    if (!thread || String(data.thread) !== thread || !data.id || shown.has(data.id)) return;
+    const news = document.getElementById("thread-news");
+    document.getElementById("thread-news-link").href = `/messages/${data.id}/?back=${encodeURIComponent(back.dataset.back)}`;
+    news.hidden = false;
+  }
   connect({
     onEvent(event) {
       const data = event.data || {};
       if (data.id === id || data.message === id || (data.ids || []).includes(id)) refreshAll();
+      if (event.type === "message.new" || event.type === "message.updated") threadNews(data);
     },
     resync: async () => refreshAll(),
   });
