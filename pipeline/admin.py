@@ -137,10 +137,12 @@ class RouteAdmin(OwnerScopedAdmin):
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
 
 
-class SubscriptionInline(admin.TabularInline):
+class SubscriptionInline(admin.StackedInline):
+    # Stacked: eight columns side by side made the page twice as wide as the window.
     model = Subscription
     extra = 1
-    fields = ("service", "address", "active", "mode", "window_start", "window_end", "timezone", "digest_time")
+    fieldsets = [(None, {"fields": [("service", "address", "active"), ("mode", "timezone"),
+                                    ("window_start", "window_end", "digest_time")]})]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         return super().formfield_for_foreignkey(db_field, request, **scoped_choices(db_field, request, kwargs))
