@@ -36,7 +36,9 @@ BODY_CSP_TAIL = ("; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 BODY_META_TAIL = "; base-uri 'none'; form-action 'none'"
 # Mail is laid out for a window of its own: wide pictures and tables shrink to the frame, and
 # the frame (sized to this document's height by the reader) never needs a scrollbar of its own.
-BODY_STYLE = ("html{overflow-y:hidden}body{font-family:sans-serif;margin:8px;overflow-wrap:anywhere}"
+# The body, not the viewport, scrolls sideways (html overflow hidden stops the propagation), so
+# its scrollbar is inside the height the reader measures.
+BODY_STYLE = ("html{overflow:hidden}body{font-family:sans-serif;margin:8px;overflow-wrap:anywhere;overflow-x:auto}"
               "img{max-width:100%;height:auto}table{max-width:100%}pre{white-space:pre-wrap}")
 # Opened on its own the body has an opaque origin (the CSP sandbox), so the browser sends its
 # image requests cross-site: the SameSite=Lax session cookie does not go with them. The

@@ -52,8 +52,14 @@ def open_reader(page, live_web, message):
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_an_html_mail_fills_a_frame_exactly_its_height_that_still_runs_nothing(browser, live_web, alice, request, width):
+    from pipeline.parsing.sanitize import sanitize_html
+
     message = corpus_message(alice, "nodemailer__examples--nodemailer.eml")
-    short = stored_message(alice, account_row(alice), subject="One line", html="<p>Just one line.</p>")
+    account = account_row(alice)
+    short = stored_message(alice, account, subject="One line", html="<p>Just one line.</p>")
+    wide = stored_message(alice, account, subject="Wide", html=sanitize_html(
+        '<table width="100%"><tr>' + "".join(f"<td><pre>{'x' * 60}</pre></td>" for _ in range(8)) + "</tr></table>"
+        + "<p>after</p>" * 30))
     context, page = reader_page(browser, alice, width)
     try:
         open_reader(page, live_web, message)
@@ -68,6 +74,15 @@ def test_an_html_mail_fills_a_frame_exactly_its_height_that_still_runs_nothing(b
         assert frame.evaluate("f => f.contentDocument.documentElement.scrollHeight") > 300
         assert overflow(page) <= 0
         page.screenshot(path=str(screenshot_path(request, "-html")), full_page=True)
+
+        # A table of eight long columns: it never widens the page, and the frame still has no
+        # scrollbar of its own up and down.
+        open_reader(page, live_web, wide)
+        frame = page.wait_for_selector("#body-frame[data-loaded='1'][data-height]")
+        page.wait_for_function("""() => { const f = document.getElementById('body-frame');
+            const root = f.contentDocument.documentElement;
+            return root.scrollHeight <= f.clientHeight + 1; }""")
+        assert overflow(page) <= 0
 
         # A one-line mail: a small frame, not a blank box.
         open_reader(page, live_web, short)

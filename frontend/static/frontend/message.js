@@ -43,15 +43,15 @@
     if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
     target.srcdoc = await response.text();
   }
+  const MAX_FRAME = 60000;  // px
   function sizeFrame(target) {
     target.addEventListener("load", () => {
       target.dataset.loaded = String(Number(target.dataset.loaded || 0) + 1);
       const doc = target.contentDocument;
       if (!doc || !doc.documentElement) return;
       const fit = () => {
-        const root = doc.documentElement;
-        const wide = root.scrollWidth > root.clientWidth ? 18 : 0;  // room for its own sideways bar
-        const height = Math.ceil(root.getBoundingClientRect().height) + wide;
+        // Capped: a mail sized in vh units would otherwise grow with its frame without end.
+        const height = Math.min(Math.ceil(doc.documentElement.getBoundingClientRect().height), MAX_FRAME);
         target.style.height = `${Math.max(height, 24)}px`;
         target.dataset.height = String(height);
       };
