@@ -48,12 +48,13 @@ def flags(values) -> list[str]:
 
 
 def message_status(message, delivery_count: int | None = None) -> str:
-    """The message's status in words; "Relayed" only when something was actually queued."""
+    """The message's status in words; a routed message that produced no delivery says so
+    instead of sounding queued. (How each delivery went is the deliveries' own status.)"""
     if message.status == Message.Status.DISTRIBUTED:
         count = message.deliveries.count() if delivery_count is None else delivery_count
         if not count:
             return "Not relayed: no route matched"
-        return f"Relayed to {count} subscriber{'s' if count != 1 else ''}"
+        return f"Routed: {count} deliver{'y' if count == 1 else 'ies'}"
     words = MESSAGE_WORDS.get(message.status, message.get_status_display())
     if message.status == Message.Status.SUPPRESSED and message.suppressed_reason:
         return f"Not relayed ({message.suppressed_reason})"

@@ -37,7 +37,7 @@ def test_a_routed_message_with_no_delivery_does_not_say_queued(alice):
     assert wording.message_status(alone) == "Not relayed: no route matched"
     relayed = stored_message(alice, account, status="distributed")
     failed_delivery(alice, relayed)
-    assert wording.message_status(relayed) == "Relayed to 1 subscriber"
+    assert wording.message_status(relayed) == "Routed: 1 delivery"
 
 
 def test_delivery_labels_name_no_fields():
