@@ -274,9 +274,18 @@ def test_opening_marks_read_on_the_server_and_newer_older_back_walk_the_filtered
     page.click("#newer")
     page.wait_for_url(f"**/messages/{by_subject['Budget three'].pk}/?back=*")
     assert page.locator("#newer").count() == 0
-    # Back walks history to the list itself (three reader steps back), not a fresh copy of it.
+    # The same with keys: j older, k newer, s star, Escape back.
+    page.keyboard.press("j")
+    page.wait_for_url(f"**/messages/{target.pk}/?back=*")
+    page.keyboard.press("s")
+    page.wait_for_selector("#reader-actions button[data-action=unflag]:visible")
+    assert "Starred" in page.inner_text("#flags")
+    assert "\\Flagged" in dovecot.flags(mail_user.name, "INBOX")[uid]
+    page.keyboard.press("k")
+    page.wait_for_url(f"**/messages/{by_subject['Budget three'].pk}/?back=*")
+    # Back walks history to the list itself (five reader steps back), not a fresh copy of it.
     length = page.evaluate("history.length")
-    page.click("#back")
+    page.keyboard.press("Escape")
     page.wait_for_url(f"{live_web.url}/?q=budget")
     assert page.evaluate("history.length") == length
     # Opened with ?back= from elsewhere (a bookmark): Back loads the list.

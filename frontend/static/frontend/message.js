@@ -123,6 +123,22 @@
   const current = document.querySelector(".conv-item.current");
   if (current && document.querySelector(".conv-item")) current.scrollIntoView({block: "start"});
 
+  /* Keys, as in the list: j/k older/newer, Escape back to the list, r/u read/unread, s star,
+   * # delete. Not while typing, and not with Ctrl/Alt/Meta (the browser's own shortcuts). */
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.altKey || event.metaKey || event.defaultPrevented) return;
+    if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable]")) return;
+    const go = (selector) => { const link = document.querySelector(selector); if (link) link.click(); };
+    const press = (action) => {
+      const button = actions.querySelector(`button[data-action=${action}]`);
+      if (button && !button.hidden) button.click();
+    };
+    const keys = {j: () => go("#older"), k: () => go("#newer"), Escape: () => back.click(),
+                  r: () => press("read"), u: () => press("unread"), "#": () => press("delete"),
+                  s: () => (actions.querySelector("button[data-action=flag]").hidden ? press("unflag") : press("flag"))};
+    if (keys[event.key]) { event.preventDefault(); keys[event.key](); }
+  });
+
   /* "will retry at 14:05": a time of day today, a date and time otherwise. */
   function localizeReaderTimes() {
     for (const node of document.querySelectorAll("time[data-reader-format=time]")) {
