@@ -27,6 +27,8 @@ RAW_SHOWN_BYTES = 2 * 1024 * 1024
 # Previews: raster images only. SVG can carry scripts when opened on its own.
 PREVIEW_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"}
 ATTACHED_MESSAGE_TYPES = {"message/rfc822", "message/global"}
+# A conversation page carries the text of every message it shows: the newest this many.
+CONVERSATION_SHOWN = 50
 
 
 def safe_back(url: str | None) -> str:
@@ -68,12 +70,18 @@ def neighbours(user, message, back: str) -> tuple[str | None, str | None]:
     return tuple(str(x) if x else None for x in (first(newer), first(older)))
 
 
-def conversation(user, message) -> list[dict]:
+def conversation(user, message) -> tuple[list[dict], int]:
     """The thread's messages, oldest first, for the conversation view: the open one and the
-    newest are shown whole, the others folded to sender, date and snippet."""
+    newest are shown whole, the others folded to sender, date and snippet. Also how many the
+    thread has in all (more than are shown when it is long)."""
     rows = listing.thread_rows(user, message)
-    if len(rows) < 2:
-        return []
+    total = len(rows)
+    if total < 2:
+        return [], total
+    if len(rows) > CONVERSATION_SHOWN:  # the newest ones, and always the open one
+        kept = rows[-CONVERSATION_SHOWN:]
+        rows = kept if any(r["id"] == message.pk for r in kept) else [
+            r for r in rows if r["id"] == message.pk] + kept[1:]
     newest = max(rows, key=lambda r: (r["arrived_at"], r["id"]))["id"]
     ids = [r["id"] for r in rows]
     has_html = set(access.messages(user).filter(pk__in=ids).exclude(html_body="").values_list("pk", flat=True))
@@ -85,18 +93,20 @@ def conversation(user, message) -> list[dict]:
                     has_html=row["id"] in has_html, text_body=texts.get(row["id"], ""),
                     body_url=reverse("frontend:message_body", args=[row["id"]]))
         items.append(item)
-    return items
+    return items, total
 
 
 def reader_context(request, message) -> dict:
     back = back_from(request)
     newer, older = neighbours(request.user, message, back)
     html = message.html_body or ""
+    items, total = conversation(request.user, message)
     return {
+        "conversation": items,
+        "thread_size": total,
         "back": back,
         "newer_id": newer,
         "older_id": older,
-        "conversation": conversation(request.user, message),
         "flag_words": wording.flags(message.flags or []),
         "warnings": [wording.parse_warning(w) for w in message.parse_warnings or []],
         "has_remote_images": "data-remote-src" in html,

@@ -157,3 +157,16 @@ def test_a_message_no_route_matched_says_so_on_its_page(alice, alice_client):
     assert "Not relayed: no route matched" in page
     assert "no route matched: nothing to relay" in page
     assert "0 deliveries" not in page and "Routed and queued" not in page
+
+
+def test_a_long_conversation_carries_only_its_newest_messages_and_always_the_open_one(alice, alice_client):
+    from pipeline.models import Thread
+
+    thread = Thread.objects.create(owner=alice, subject="Long")
+    account = account_row(alice)
+    messages = [stored_message(alice, account, subject=f"Long {n}", thread=thread) for n in range(reader.CONVERSATION_SHOWN + 5)]
+    items, total = reader.conversation(alice, messages[0])
+    assert total == len(messages) and len(items) == reader.CONVERSATION_SHOWN
+    assert items[0]["id"] == str(messages[0].pk) and items[-1]["id"] == str(messages[-1].pk)
+    page = alice_client.get(reverse("frontend:message", args=[messages[-1].pk])).content.decode()
+    assert f"(the newest {reader.CONVERSATION_SHOWN} of {len(messages)})" in page
