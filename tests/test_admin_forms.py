@@ -13,6 +13,10 @@ from tests.builders import account_row
 from tests.servers.browser import login, screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# private_server_for_admin_saves: a test that saves in the admin runs on a daphne of its own. The
+# admin's change log caches ContentType ids in the server process, and the database flush between
+# transactional tests renumbers them: on the shared server a later test's save would then fail
+# with a foreign key error.
 
 
 def admin_page(page, live_web, path):
@@ -20,7 +24,8 @@ def admin_page(page, live_web, path):
     page.goto(live_web.url + path)
 
 
-def test_a_service_shows_only_its_kinds_secrets_and_takes_settings_as_rows(page, live_web, admin_user, request):
+def test_a_service_shows_only_its_kinds_secrets_and_takes_settings_as_rows(page, start_web, admin_user, request):
+    live_web = start_web()  # see private_server_for_admin_saves
     admin_page(page, live_web, "/admin/outgoing/service/add/")
     page.select_option("#id_kind", "slack")
     assert page.is_visible(".form-row.field-webhook_url")
@@ -54,7 +59,8 @@ def test_a_service_shows_only_its_kinds_secrets_and_takes_settings_as_rows(page,
     page.screenshot(path=str(screenshot_path(request)), full_page=True)
 
 
-def test_folders_and_addresses_are_one_per_line_and_stored_as_lists(page, live_web, admin_user, request):
+def test_folders_and_addresses_are_one_per_line_and_stored_as_lists(page, start_web, admin_user, request):
+    live_web = start_web()  # see private_server_for_admin_saves
     account = account_row(admin_user, name="Work")
     Account.objects.filter(pk=account.pk).update(folders_include=["INBOX", "Lists/*"])
     admin_page(page, live_web, f"/admin/imap/account/{account.pk}/change/")
