@@ -56,6 +56,7 @@ def test_the_timeline_names_the_delivery_by_its_service_never_its_id(alice, alic
     page = alice_client.get(reverse("frontend:message", args=[message.pk])).content.decode()
     assert str(delivery.pk) not in page
     assert "not_before" not in page and "\\Seen" not in page
+    assert 'Will retry at <time datetime="' in page  # the next try, in the reader's time (message.js)
 
 
 def test_a_connected_account_whose_push_is_reconnecting_says_reconnecting(alice, alice_client):
