@@ -8,7 +8,7 @@ import logging
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from frontend import access, actions, listing, serializers
+from frontend import access, actions, listing, serializers, wording
 from mailgate.realtime import current_seq
 from pipeline.models import Delivery
 
@@ -136,16 +136,20 @@ def deliveries(request):
 @require_POST
 @api_view
 def delivery_retry(request, delivery_id):
-    """A failed or dead delivery goes back to the queue, due now, with a fresh attempt count."""
+    """A failed or dead delivery goes back to the queue, due now, with a fresh attempt count; a
+    retrying one is sent now instead of waiting for its next try."""
     from pipeline import sending
 
     delivery = access.get_or_404(access.deliveries(request.user).select_related("service"), pk=delivery_id)
     if not access.manages_delivery(request.user, delivery):
         raise access.NotAllowed("only the service's owner can retry its deliveries")
-    if delivery.status not in (Delivery.Status.FAILED, Delivery.Status.DEAD):
-        return JsonResponse({"error": f"only failed or dead deliveries can be retried (this one is "
-                                      f"{delivery.get_status_display().lower()})"}, status=409)
-    moved = sending.retry_deliveries(Delivery.objects.filter(pk=delivery.pk))
+    if delivery.status == Delivery.Status.RETRYING:
+        moved = sending.requeue_deliveries(Delivery.objects.filter(pk=delivery.pk))
+    elif delivery.status in (Delivery.Status.FAILED, Delivery.Status.DEAD):
+        moved = sending.retry_deliveries(Delivery.objects.filter(pk=delivery.pk))
+    else:
+        return JsonResponse({"error": f"only failed, dead or retrying deliveries can be retried (this one is "
+                                      f"{wording.delivery_status(delivery.status).lower()})"}, status=409)
     delivery.refresh_from_db()
     return JsonResponse({"requeued": bool(moved), "delivery": serializers.delivery(delivery, request.user)})
 
@@ -153,8 +157,11 @@ def delivery_retry(request, delivery_id):
 @require_GET
 @api_view
 def stats(request):
-    """Counts per Message.status and Delivery.status, over what the user may see."""
-    return JsonResponse(listing.stats(request.user))
+    """Counts per Message.status and Delivery.status, over what the user may see, and the words
+    the pages show for each status."""
+    return JsonResponse({**listing.stats(request.user), "labels": {
+        "messages": {k: str(v) for k, v in wording.MESSAGE_WORDS.items()},
+        "deliveries": {k: str(v) for k, v in wording.DELIVERY_WORDS.items()}}})
 
 
 @require_GET

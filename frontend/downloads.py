@@ -3,6 +3,8 @@ and the public attachment link (frontend/links.py) answer with the same locked-d
 
 from __future__ import annotations
 
+import re
+
 from django.http import FileResponse
 
 # Types a browser shows without running anything; everything else is sent as opaque bytes.
@@ -29,3 +31,9 @@ def attachment_response(item) -> FileResponse:
     return locked_down(FileResponse(item.file.open("rb"), as_attachment=True,
                                     filename=item.filename or "attachment",
                                     content_type=safe_download_type(item.content_type)))
+
+
+def eml_filename(subject: str | None) -> str:
+    """A download name for a message's original: its subject, tamed, with .eml."""
+    stem = re.sub(r"[^\w\- .]+", "_", subject or "", flags=re.UNICODE).strip(" ._")[:80]
+    return f"{stem or 'message'}.eml"

@@ -8,7 +8,7 @@ from django.utils import timezone
 from imap import trash
 from imap.models import IdleSession
 
-from frontend import access
+from frontend import access, wording
 from frontend.listing import FLAGGED, SEEN
 
 
@@ -78,7 +78,8 @@ def message_detail(message, user) -> dict:
         "unread": SEEN not in flags,
         "flagged": FLAGGED in flags,
         "status": message.status,
-        "status_label": message.get_status_display(),
+        "status_label": wording.message_status(message),
+        "flag_words": wording.flags(flags),
         "suppressed_reason": message.suppressed_reason,
         "size": message.size,
         "text_body": message.text_body,
@@ -90,6 +91,7 @@ def message_detail(message, user) -> dict:
         # Gone from every folder but the Trash (or from the server altogether): deleted.
         "deleted": bool(message.account_id) and all(loc.folder_id in trash_ids for loc in locations),
         "parse_warnings": message.parse_warnings,
+        "warnings": [wording.parse_warning(w) for w in message.parse_warnings or []],
         "can_move_or_delete": access.owned_messages(user).filter(pk=message.pk).exists(),
     }
 
@@ -100,8 +102,17 @@ def timeline(message, user) -> list[dict]:
     managed = access.managed_delivery_ids(user, message)
     return [{"at": _iso(e.at), "kind": e.kind, "label": e.get_kind_display(),
              "detail": e.detail if not e.delivery_id or e.delivery_id in managed else "",
-             "delivery": str(e.delivery_id) if e.delivery_id else None, "worker": e.worker}
-            for e in message.events.order_by("at", "id")[:1000]]
+             "delivery": str(e.delivery_id) if e.delivery_id else None,
+             # What the page shows for the delivery: its service (and address, for its owner), never its id.
+             "delivery_label": _delivery_name(e.delivery, e.delivery_id in managed) if e.delivery_id else "",
+             "worker": e.worker}
+            for e in message.events.select_related("delivery__service").order_by("at", "id")[:1000]]
+
+
+def _delivery_name(item, manages: bool) -> str:
+    if item is None:
+        return ""
+    return f"{item.service.name} → {item.address}" if manages and item.address else item.service.name
 
 
 def idle(account, *, staff: bool = False) -> dict | None:
@@ -129,6 +140,7 @@ def idle(account, *, staff: bool = False) -> dict | None:
 
 
 def account(item, *, staff: bool = False) -> dict:
+    idle_data = idle(item, staff=staff)
     return {
         "id": item.pk,
         "display_name": item.display_name,
@@ -140,7 +152,8 @@ def account(item, *, staff: bool = False) -> dict:
         "last_error_at": _iso(item.last_error_at),
         "last_sync_at": _iso(item.last_sync_at),
         "backoff_until": _iso(item.backoff_until),
-        "idle": idle(item, staff=staff),
+        "idle": idle_data,
+        "health": wording.account_health(item, idle_data),
         "folders": [{"id": f.pk, "name": f.name, "special_use": f.special_use,
                      "last_synced_at": _iso(f.last_synced_at)}
                     for f in item.folders.all() if f.present and f.selectable],
@@ -158,13 +171,14 @@ def delivery(item, user) -> dict:
         "service": item.service.name,
         "address": item.address if manages else "",
         "status": item.status,
-        "status_label": item.get_status_display(),
+        "status_label": wording.delivery_status(item.status),
         "attempts": item.attempts,
         "last_error": item.last_error if manages else "",
         "not_before": _iso(item.not_before),
         "sent_at": _iso(item.sent_at),
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
-        "retryable": manages and item.status in ("failed", "dead"),
+        # Retry: failed and dead ones start over; a retrying one is sent now instead of at not_before.
+        "retryable": manages and item.status in ("failed", "dead", "retrying"),
         "managed": manages,
     }

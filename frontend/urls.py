@@ -1,6 +1,6 @@
 from django.urls import path
 
-from frontend import accounts, api, views
+from frontend import accounts, api, reader, views
 
 app_name = "frontend"
 urlpatterns = [
@@ -13,6 +13,11 @@ urlpatterns = [
     path("messages/<uuid:message_id>/inline/", views.inline_base, name="message_inline_base"),
     path("messages/<uuid:message_id>/inline/<str:token>/", views.message_inline, name="message_inline"),
     path("attachments/<uuid:attachment_id>/", views.attachment, name="attachment"),
+    # The reader (frontend/reader.py): original source, .eml, image previews, attached messages.
+    path("messages/<uuid:message_id>/source/", reader.message_raw, name="message_raw"),
+    path("messages/<uuid:message_id>/eml/", reader.message_eml, name="message_eml"),
+    path("attachments/<uuid:attachment_id>/preview/", reader.attachment_preview, name="attachment_preview"),
+    path("attachments/<uuid:attachment_id>/message/", reader.attached_message, name="attached_message"),
     path("pipeline/", views.pipeline, name="pipeline"),
     # Account setup (frontend/accounts.py); "accounts/" is Django's login and logout.
     path("mail-accounts/", accounts.index, name="accounts"),

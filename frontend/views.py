@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
-from frontend import access, downloads, serializers
+from frontend import access, downloads, reader, serializers
 from imap import trash
 from mailgate.realtime import current_seq
 from pipeline.parsing.sanitize import enable_remote_images
@@ -32,8 +32,16 @@ BODY_CSP_REMOTE = "default-src 'none'; img-src data: {inline} https: http:; styl
 # (top-level, or framed without the attribute) also gets an opaque origin and runs nothing.
 BODY_CSP_TAIL = ("; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
                  "; sandbox allow-popups allow-popups-to-escape-sandbox")
-# The frame is sandboxed without allow-same-origin, so its origin is opaque and the browser sends
-# its image requests cross-site: the SameSite=Lax session cookie does not go with them. The
+# What of BODY_CSP_TAIL a meta tag can carry (frame-ancestors and sandbox work in headers only).
+BODY_META_TAIL = "; base-uri 'none'; form-action 'none'"
+# Mail is laid out for a window of its own: wide pictures and tables shrink to the frame, and
+# the frame (sized to this document's height by the reader) never needs a scrollbar of its own.
+# The body, not the viewport, scrolls sideways (html overflow hidden stops the propagation), so
+# its scrollbar is inside the height the reader measures.
+BODY_STYLE = ("html{overflow:hidden}body{font-family:sans-serif;margin:8px;overflow-wrap:anywhere;overflow-x:auto}"
+              "img{max-width:100%;height:auto}table{max-width:100%}pre{white-space:pre-wrap}")
+# Opened on its own the body has an opaque origin (the CSP sandbox), so the browser sends its
+# image requests cross-site: the SameSite=Lax session cookie does not go with them. The
 # inline URL therefore carries a signed token naming the message and the reader, minted only by
 # the access-checked body view; the endpoint checks that reader's access again on every request.
 INLINE_TOKEN_SALT = "frontend.views.message_inline"
@@ -94,7 +102,8 @@ def message(request, message_id):
     deliveries = [serializers.delivery(d, request.user)
                   for d in item.deliveries.select_related("service", "message").order_by("created_at")]
     return _page(request, "frontend/message.html", message=item, detail=detail,
-                 timeline=serializers.timeline(item, request.user), deliveries=deliveries)
+                 timeline=serializers.timeline(item, request.user), deliveries=deliveries,
+                 **reader.reader_context(request, item))
 
 
 @login_required
@@ -107,13 +116,18 @@ def message_body(request, message_id):
     html = _link_inline_images(item.html_body or "", item, request.user)
     if remote:
         html = enable_remote_images(html)
+    inline = request.build_absolute_uri(reverse("frontend:message_inline_base", args=[item.pk]))
+    policy = (BODY_CSP_REMOTE if remote else BODY_CSP).format(inline=inline)
+    # The reader puts this document into its frame as srcdoc (to size the frame to it, see
+    # message.js), where response headers do not apply: the same policy travels in a meta tag,
+    # ahead of the mail's own markup. (A policy the mail adds can only narrow it further.)
     document = ('<!doctype html><html><head><meta charset="utf-8">'
+                f'<meta http-equiv="Content-Security-Policy" content="{html_lib.escape(policy + BODY_META_TAIL)}">'
                 '<meta name="referrer" content="no-referrer">'
-                '<style>body{font-family:sans-serif;margin:8px;overflow-wrap:anywhere}</style>'
+                f"<style>{BODY_STYLE}</style>"
                 f"</head><body>{html}</body></html>")
     response = HttpResponse(document, content_type="text/html; charset=utf-8")
-    inline = request.build_absolute_uri(reverse("frontend:message_inline_base", args=[item.pk]))
-    response["Content-Security-Policy"] = (BODY_CSP_REMOTE if remote else BODY_CSP).format(inline=inline) + BODY_CSP_TAIL
+    response["Content-Security-Policy"] = policy + BODY_CSP_TAIL
     response["Referrer-Policy"] = "no-referrer"
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"

@@ -24,12 +24,29 @@ from imap.accounts import check_connection, connection_changed, first_sync, need
 from imap.models import Account, Folder, IdleSession
 from imap.oauth import grants, providers as oauth_providers
 from mailgate.admin_scope import OwnerScopedAdmin, owned
+from mailgate.admin_widgets import LinesField
 
 # An admin click should answer quickly even if MAILGATE_IMAP_TIMEOUT is long for batch sync.
 ADMIN_TEST_TIMEOUT = 15.0
 
 
+def _folder_problem(name: str) -> str | None:
+    if any(ord(c) < 32 for c in name):
+        return "a folder name cannot hold control characters"
+    return None
+
+
 class AccountForm(forms.ModelForm):
+    # Lists of folder names (shell-style patterns), one per line; stored as the JSON lists they were.
+    folders_include = LinesField(label="Folders to sync", item_validator=_folder_problem,
+                                 help_text="One folder per line; * matches anything (e.g. Lists/*). "
+                                           "Leave empty to sync every folder.")
+    folders_exclude = LinesField(label="Folders to skip", item_validator=_folder_problem,
+                                 help_text="One per line; wins over the list above (e.g. Spam, Trash).")
+    push_folders = LinesField(label="Folders with instant new mail", item_validator=_folder_problem,
+                              help_text="Watched with IDLE, one per line; each beyond the first uses one more "
+                                        "connection. Leave empty for INBOX only.")
+
     # Write-only: never rendered back into the page (render_value=False), blank keeps the stored one.
     password = forms.CharField(
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -41,6 +58,14 @@ class AccountForm(forms.ModelForm):
         model = Account
         fields = ["display_name", "email", "owner", "members", "host", "port", "security", "username",
                   "password", "folders_include", "folders_exclude", "push_folders", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            names = list(self.instance.folders.filter(present=True).order_by("name").values_list("name", flat=True)[:40])
+            if names:
+                for field in ("folders_include", "folders_exclude", "push_folders"):
+                    self.fields[field].help_text += f" On the server: {', '.join(names)}."
 
     def clean(self):
         cleaned = super().clean()

@@ -36,3 +36,7 @@ for _model in (Schedule, Success, Failure, OrmQ):
         _stock = type(admin.site.get_model_admin(_model))
         admin.site.unregister(_model)
         admin.site.register(_model, type(f"SuperusersOnly{_stock.__name__}", (_SuperusersOnly, _stock), {}))
+
+# The admin is mailgate's, not a generic Django site.
+admin.site.site_header = "mailgate administration"
+admin.site.site_title = "mailgate admin"

@@ -8,11 +8,15 @@ hidden on its change page.
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 
+from mailgate.admin_widgets import SettingsField
 from mailgate.crypto import CredentialsUnreadable
 from outgoing.models import Service
 from outgoing.registry import TRANSPORTS, transport_class
+from outgoing.transports.base import COMMON_CONFIG
 
 SECRET_HELP = "Stored encrypted; never shown again. Leave blank to keep the stored value."
 
@@ -69,21 +73,39 @@ class SecretsFormMixin:
         return merged
 
 
+def config_keys() -> dict[str, list[str]]:
+    """Kind -> the config keys it accepts (required first): the settings widget's suggestions."""
+    return {kind: list(dict.fromkeys([*transport_class(kind).required_config, *transport_class(kind).optional_config,
+                                      *COMMON_CONFIG])) for kind in TRANSPORTS}
+
+
+def secret_kinds_json() -> str:
+    return json.dumps({kind: list(transport_class(kind).secret_names()) for kind in TRANSPORTS})
+
+
 class ServiceFormBase(SecretsFormMixin, forms.ModelForm):
     secret_names = tuple(service_secret_kinds())
+    # Name/value rows instead of a JSON textarea; Service.clean() still validates them per kind.
+    config = SettingsField(label="Settings", known_keys=config_keys(),
+                           help_text="One setting per row; see docs/outgoing.md. Numbers and true/false are "
+                                     "stored as such; put a value in \"quotes\" to keep it as text.")
+
+    class Media:
+        # Shows only the selected kind's secret fields and setting names.
+        js = ["outgoing/service_form.js"]
 
     class Meta:
         model = Service
         fields = ["owner", "name", "kind", "enabled", "config", "rate_per_minute"]
         help_texts = {
-            "config": "JSON settings for this kind; see docs/outgoing.md. "
-                      "Common keys: template, timeout, test_address.",
             "rate_per_minute": "Sends per minute through this service (0 = no limit of our own).",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._hide_unused(set(transport_class(self.instance.kind).secret_names()) if self.instance.pk else None)
+        if "kind" in self.fields:
+            self.fields["kind"].widget.attrs["data-secret-kinds"] = secret_kinds_json()
 
     def clean(self):
         cleaned = super().clean()

@@ -1,11 +1,14 @@
 """Admin for the pipeline: messages with their event timeline, deliveries with retry/requeue/cancel,
 routes, subscribers with their subscriptions, and queue depth per stage on the admin index."""
 
+from django import forms
 from django.contrib import admin, messages as flash
 from django.db.models import Q
 
 from mailgate.admin_scope import OwnerScopedAdmin, scoped_choices
+from mailgate.admin_widgets import LinesField
 from pipeline import history, sending
+from pipeline.flag_words import flag_words
 from pipeline.models import (Attachment, Delivery, Event, Message, PurgedIdentity, Route, Subscriber, Subscription,
                              Thread)
 
@@ -58,13 +61,18 @@ class MessageAdmin(OwnerScopedAdmin):
     search_fields = ("subject", "sender_address", "sender_name", "message_id", "identity", "snippet")
     date_hierarchy = "received_at"
     list_select_related = ("owner",)
-    readonly_fields = [f.name for f in Message._meta.fields]
+    # Flags in words ("Starred, Read"), not the raw IMAP list.
+    readonly_fields = [f.name if f.name != "flags" else "flags_in_words" for f in Message._meta.fields]
     inlines = [EventInline, DeliveryInline, AttachmentInline]
     actions = ["retry_dead", "relay_history"]
 
     @admin.display(description="subject", ordering="subject")
     def subject_or_id(self, obj):
         return str(obj)
+
+    @admin.display(description="flags")
+    def flags_in_words(self, obj):
+        return ", ".join(flag_words(obj.flags or []))
 
     def has_add_permission(self, request):
         return False  # messages come in through the pipeline's door only
@@ -125,18 +133,45 @@ class RouteAdmin(OwnerScopedAdmin):
     search_fields = ("name",)
     filter_horizontal = ("services",)
 
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
 
-class SubscriptionInline(admin.TabularInline):
+
+class SubscriptionInline(admin.StackedInline):
+    # Stacked: eight columns side by side made the page twice as wide as the window.
     model = Subscription
     extra = 1
-    fields = ("service", "address", "active", "mode", "window_start", "window_end", "timezone", "digest_time")
+    fieldsets = [(None, {"fields": [("service", "address", "active"), ("mode", "timezone"),
+                                    ("window_start", "window_end", "digest_time")]})]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         return super().formfield_for_foreignkey(db_field, request, **scoped_choices(db_field, request, kwargs))
 
 
+def _address_problem(text: str) -> str | None:
+    if any(c.isspace() for c in text):
+        return "an address has no spaces (one address per line)"
+    return None
+
+
+class SubscriberForm(forms.ModelForm):
+    addresses = LinesField(label="Their addresses", item_validator=_address_problem,
+                           help_text="Every address this person sends from, one per line: email, phone "
+                                     "number or chat id. Their own messages are never relayed back to them.")
+
+    class Meta:
+        model = Subscriber
+        fields = "__all__"
+
+
 @admin.register(Subscriber)
 class SubscriberAdmin(OwnerScopedAdmin):
+    form = SubscriberForm
+
+    def get_changeform_initial_data(self, request):
+        # The owner is required: preselected as the service admin does.
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
     list_display = ("name", "owner", "addresses")
     search_fields = ("name", "addresses")
     inlines = [SubscriptionInline]
@@ -152,6 +187,7 @@ class ThreadAdmin(OwnerScopedAdmin):
 @admin.register(Event)
 class EventAdmin(OwnerScopedAdmin):
     list_display = ("at", "kind", "message", "delivery", "worker", "summary")
+    list_select_related = ("message", "delivery__service")  # Delivery.__str__ names its service
     list_filter = ("kind",)
     search_fields = ("summary", "detail", "message__subject")
     readonly_fields = [f.name for f in Event._meta.fields]

@@ -76,8 +76,12 @@ def distribute(message_id) -> str:
                 transaction.set_rollback(True)
                 return "lost claim"
             message.status = Message.Status.DISTRIBUTED
-            names = ", ".join(s.name for s in services) or "no matching route"
-            rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=f"{len(deliveries)} deliveries via {names}")]
+            # Read by people on the message page: "no route matched", never "0 deliveries via ...".
+            count = len(deliveries)
+            detail = (f"{count} deliver{'y' if count == 1 else 'ies'} via {', '.join(s.name for s in services)}"
+                      if count else "no route matched: nothing to relay" if not services
+                      else f"nothing to relay: no subscriber of {', '.join(s.name for s in services)} to send it to")
+            rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=detail)]
             due = []
             for delivery in deliveries:
                 rows.append(audit.event(

@@ -43,7 +43,8 @@ class Message(models.Model):
         GONE = "gone", "Deleted on the server before its body was downloaded"
         RECEIVED = "received", "Raw bytes stored, waiting to standardize"
         STANDARDIZED = "standardized", "Standardized, waiting to distribute"
-        DISTRIBUTED = "distributed", "Routed and queued to subscribers"  # final for the message
+        # Final for the message. "Routed", not "queued": a message no route matched ends here too.
+        DISTRIBUTED = "distributed", "Routed"
         SUPPRESSED = "suppressed", "Not relayed (loop, auto-reply or bounce)"  # final
         # In the mailbox before it was connected (Arrival.HISTORY): stored, searchable, never
         # distributed unless the owner relays it (pipeline/history.py). Final otherwise.
@@ -263,13 +264,14 @@ class Subscription(models.Model):
 
 class Delivery(models.Model):
     class Status(models.TextChoices):
-        SCHEDULED = "scheduled", "Scheduled (waits for not_before)"
-        SENDING = "sending", "Claimed by a worker"
-        RETRYING = "retrying", "Transient error; retries after not_before"
+        # Labels are what people read (admin filters, pages); the field behind the wait is not_before.
+        SCHEDULED = "scheduled", "Scheduled"  # waits for not_before (window, digest, rate limit)
+        SENDING = "sending", "Sending"  # claimed by a worker
+        RETRYING = "retrying", "Will retry"  # transient error; tried again at not_before
         SENT = "sent", "Sent"  # final
-        FAILED = "failed", "Permanent error"  # final; retry from admin
-        DEAD = "dead", "Gave up after the retry limit"  # final; retry from admin
-        CANCELLED = "cancelled", "Cancelled by an admin"  # final
+        FAILED = "failed", "Failed"  # final (permanent error); retry from admin
+        DEAD = "dead", "Gave up after retries"  # final; retry from admin
+        CANCELLED = "cancelled", "Cancelled"  # final; by an admin
 
     FINAL = (Status.SENT, Status.FAILED, Status.DEAD, Status.CANCELLED)
 
@@ -280,7 +282,7 @@ class Delivery(models.Model):
     service = models.ForeignKey("outgoing.Service", on_delete=models.CASCADE, related_name="deliveries")
     address = models.CharField(max_length=500, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SCHEDULED)
-    not_before = models.DateTimeField()
+    not_before = models.DateTimeField("next try")  # sent no earlier than this (window, backoff, rate limit)
     attempts = models.PositiveIntegerField(default=0)
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -289,6 +291,10 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        # Named by where it goes, never by its id (the admin's event list shows this).
+        return f"{self.service} → {self.address}" if self.address else str(self.service)
 
     class Meta:
         ordering = ["-created_at"]

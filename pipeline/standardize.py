@@ -168,9 +168,10 @@ def standardize(message_id) -> str:
             if attachments:
                 Attachment.objects.bulk_create(attachments, ignore_conflicts=True)
             message.status, message.suppressed_reason = status, reason[:200]
-            detail = f"{len(attachments)} attachments, thread {message.thread_id}"
+            # Read by people on the message page: counts in words, no internal ids.
+            detail = _count(len(attachments), "attachment")
             if fields["parse_warnings"]:
-                detail += f", {len(fields['parse_warnings'])} warnings"
+                detail += f", {_count(len(fields['parse_warnings']), 'parse warning')}"
             rows = [audit.event(Event.Kind.STANDARDIZED, message, detail=detail)]
             if reason:
                 kind = Event.Kind.HISTORY if status == Message.Status.HISTORY else Event.Kind.SUPPRESSED
@@ -180,3 +181,7 @@ def standardize(message_id) -> str:
                 queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk])
             events.message_new(message)
         return {Message.Status.SUPPRESSED: "suppressed", Message.Status.HISTORY: "history"}.get(status, "standardized")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{'no' if n == 0 else n} {noun}{'' if n == 1 else 's'}"

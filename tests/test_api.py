@@ -343,7 +343,7 @@ def test_a_failed_delivery_can_be_retried_once_and_is_requeued_with_an_audit_row
     assert Event.objects.filter(delivery=delivery, kind=Event.Kind.REQUEUED).count() == 1
     again = alice_client.post(url)
     assert again.status_code == 409
-    assert "only failed or dead" in again.json()["error"]
+    assert "only failed, dead or retrying" in again.json()["error"]
 
 
 def test_failing_deliveries_are_listed_by_status(alice_client, alice, account):

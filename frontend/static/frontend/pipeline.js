@@ -4,24 +4,45 @@
   const {api, el, formatDate, formatDateTime, debounce, status, connect} = Mailgate;
   const accountGeneration = new Map();  // account id -> fetches started; drops overtaken answers
 
-  function countRows(counts) {
+  function countRows(counts, labels) {
     return Object.entries(counts).map(([name, n]) =>
-      el("tr", {dataset: {status: name}}, el("th", {}, name), el("td", {className: "count"}, n)));
+      el("tr", {dataset: {status: name}, className: n ? "" : "zero"},
+        el("th", {scope: "row"}, (labels && labels[name]) || name), el("td", {className: "count"}, n)));
+  }
+
+  /* "14:05" today, a full local date and time otherwise. */
+  function when(iso) {
+    if (!iso) return "";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "";
+    return date.toDateString() === new Date().toDateString()
+      ? date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hourCycle: "h23"}) : formatDateTime(iso);
+  }
+
+  function deliveryStatus(d) {
+    if (d.status === "retrying" && d.not_before) {
+      return el("span", {}, `${d.status_label} at `, el("time", {datetime: d.not_before, title: formatDateTime(d.not_before)}, when(d.not_before)));
+    }
+    return d.status_label;
   }
 
   async function load() {
     const started = new Map(accountGeneration);
     const [stats, failing, accounts] = await Promise.all([
       api("/api/stats/"), api("/api/deliveries/?status=failed,dead,retrying"), api("/api/accounts/")]);
-    document.getElementById("message-counts").replaceChildren(...countRows(stats.messages));
-    document.getElementById("delivery-counts").replaceChildren(...countRows(stats.deliveries));
+    document.getElementById("message-counts").replaceChildren(...countRows(stats.messages, stats.labels && stats.labels.messages));
+    document.getElementById("delivery-counts").replaceChildren(...countRows(stats.deliveries, stats.labels && stats.labels.deliveries));
     document.getElementById("failing").replaceChildren(...(failing.results.length ? failing.results.map((d) =>
       el("tr", {dataset: {id: d.id, status: d.status}},
-        el("td", {}, el("a", {href: `/messages/${d.message}/`}, d.subject || "(no subject)")),
-        el("td", {}, d.service), el("td", {}, d.address), el("td", {}, d.status_label), el("td", {}, d.attempts),
-        el("td", {className: "error"}, d.last_error),
-        el("td", {}, d.retryable ? el("button", {type: "button", className: "retry", onclick: () => retry(d.id)}, "Retry") : "")))
-      : [el("tr", {}, el("td", {colspan: 7}, "Nothing failing."))]));
+        el("td", {"data-label": "Message"}, el("a", {href: `/messages/${d.message}/`}, d.subject || "(no subject)")),
+        el("td", {"data-label": "Service"}, d.service), el("td", {"data-label": "To"}, d.address),
+        el("td", {"data-label": "Status", className: "status"}, deliveryStatus(d)),
+        el("td", {"data-label": "Attempts"}, d.attempts),
+        el("td", {"data-label": "Last error", className: "error"}, d.last_error),
+        el("td", {}, d.retryable ? el("button", {type: "button", className: "retry", onclick: () => retry(d.id),
+                                                 title: d.status === "retrying" ? "Send now instead of waiting" : "Send again"},
+                                      d.status === "retrying" ? "Retry now" : "Retry") : "")))
+      : [el("tr", {}, el("td", {colspan: 7}, "Nothing failing or waiting to retry."))]));
     const tbody = document.getElementById("accounts");
     tbody.replaceChildren(...accounts.results.map((a) => {
       // A row re-read after an event while this page load was in flight is newer: keep it.
@@ -33,18 +54,22 @@
   function idleText(idle) {
     if (!idle) return "not started";
     if (idle.connected) return `connected since ${formatDate(idle.idling_since)}`;
-    return idle.leased ? "reconnecting" : "no IDLE manager";
+    return idle.leased ? "reconnecting" : "not running";
   }
 
+  /* One state per account (the server's `health`, from its sync state and its push connection
+   * together): never "Connected" beside a push connection that is reconnecting. */
   function accountRow(a) {
     const idle = a.idle;
-    return el("tr", {dataset: {id: a.id, state: a.state, idle: idle ? String(idle.connected) : "none"}},
-      el("td", {}, `${a.display_name} <${a.email}>`),
-      el("td", {className: `state state-${a.state}`}, a.state_label),
-      el("td", {className: "idle", title: idle && idle.lease_owner ? `lease: ${idle.lease_owner}` : ""}, idleText(idle)),
-      el("td", {className: "last-push", title: idle && idle.last_push_at ? formatDateTime(idle.last_push_at) : ""}, idle ? formatDate(idle.last_push_at) : "—"),
-      el("td", {className: "reconnects"}, idle ? idle.reconnect_count : "—"),
-      el("td", {className: "error"}, (idle && idle.last_error) || a.last_error || ""));
+    const health = a.health || {key: a.state, label: a.state_label, detail: ""};
+    return el("tr", {dataset: {id: a.id, state: a.state, health: health.key, idle: idle ? String(idle.connected) : "none"}},
+      el("td", {"data-label": "Account"}, `${a.display_name} <${a.email}>`),
+      el("td", {"data-label": "State", className: `state state-${a.state}`}, health.label,
+        health.retry_at ? ` (next try ${when(health.retry_at)})` : ""),
+      el("td", {"data-label": "Push", className: "idle", title: idle && idle.lease_owner ? `lease: ${idle.lease_owner}` : ""}, idleText(idle)),
+      el("td", {"data-label": "Last push", className: "last-push", title: idle && idle.last_push_at ? formatDateTime(idle.last_push_at) : ""}, idle ? formatDate(idle.last_push_at) : "—"),
+      el("td", {"data-label": "Reconnects", className: "reconnects"}, idle ? idle.reconnect_count : "—"),
+      el("td", {"data-label": "Last error", className: "error"}, (idle && idle.last_error) || a.last_error || ""));
   }
 
   /* account.status has two publishers with different payloads (imap/account_state.py: the

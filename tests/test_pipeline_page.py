@@ -1,0 +1,68 @@
+"""The pipeline page in a real browser: words instead of enum keys and field names, the next retry
+time, Retry offered for retrying deliveries too, one honest state per account, and no sideways
+scrolling at 390 px."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from imap.models import Account, IdleSession
+from pipeline.models import Delivery
+from tests.builders import account_row, failed_delivery, stored_message
+from tests.servers.browser import login, screenshot_path
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_the_pipeline_page_speaks_plainly_and_offers_retry_for_retrying_deliveries(browser, live_web, alice,
+                                                                                 request, width):
+    account = account_row(alice, name="Work")
+    Account.objects.filter(pk=account.pk).update(state=Account.State.OK)
+    IdleSession.objects.create(account=account, connected=False, last_error="connection refused",
+                               lease_owner="host:1:abc", lease_expires_at=timezone.now() + timedelta(minutes=5),
+                               reconnect_count=4)
+    message = stored_message(alice, account, subject="Pager alert", status="distributed")
+    waiting = failed_delivery(alice, message, status="retrying")
+    Delivery.objects.filter(pk=waiting.pk).update(not_before=timezone.now() + timedelta(minutes=30),
+                                                  last_error="421 4.7.0 try again later")
+    dead = failed_delivery(alice, stored_message(alice, account, subject="Old news", status="distributed"),
+                           status="dead", name="Pager")
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = context.new_page()
+        login(page, alice)
+        page.goto(f"{live_web.url}/pipeline/")
+        page.wait_for_selector("body[data-ws=open]")
+        page.wait_for_selector(f"#accounts tr[data-id='{account.pk}']")
+        page.wait_for_selector(f"#failing tr[data-id='{waiting.pk}']")
+
+        text = page.inner_text("#dashboard")
+        for raw in ("too_large", "not_before", "Claimed by a worker"):
+            assert raw not in text, raw
+        for count in page.locator(".counts tr").all():
+            assert count.locator("th").inner_text() != count.get_attribute("data-status")
+        assert page.inner_text("#delivery-counts tr[data-status=retrying] th") == "Will retry"
+
+        row = page.locator(f"#accounts tr[data-id='{account.pk}']")
+        assert row.get_attribute("data-health") == "push_down"
+        assert row.locator("td.state").inner_text().startswith("Reconnecting")
+        assert "Connected" not in row.inner_text()
+        assert row.locator("td.error").inner_text() == "connection refused"
+
+        status = page.locator(f"#failing tr[data-id='{waiting.pk}'] td.status").inner_text()
+        assert re.fullmatch(r"Will retry at (\d\d:\d\d|.+\d\d:\d\d:\d\d.*)", status), status
+        assert page.locator(f"#failing tr[data-id='{dead.pk}'] button.retry").inner_text() == "Retry"
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("window.innerWidth")
+        page.screenshot(path=str(screenshot_path(request)), full_page=True)
+
+        page.click(f"#failing tr[data-id='{waiting.pk}'] button.retry")
+        page.wait_for_selector("#action-status:has-text('Requeued.')")
+        waiting.refresh_from_db()
+        assert waiting.not_before <= timezone.now() and waiting.attempts == 3
+    finally:
+        context.close()
