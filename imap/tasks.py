@@ -17,12 +17,13 @@ from __future__ import annotations
 
 
 from django.conf import settings
+from django.db.models import Count, Min
 from django.utils import timezone
 from django_q.models import Schedule
 
 from imap import account_state, errors, queue, sync
-from imap.models import Account, Folder
-from mailgate import schedules
+from imap.models import Account, Folder, IdleSession
+from mailgate import metrics, schedules
 
 SCHEDULE_NAME = "imap: sync all accounts"
 
@@ -34,8 +35,30 @@ def sync_folder(account_id: int, folder_name: str, flags_only: bool = False) -> 
     account = Account.objects.filter(pk=account_id).first()
     if account is None:
         return {"skipped": "account deleted"}
+    pushed_at = _push_since_last_sync(account_id, folder_name)
     report = sync.sync_account_now(account, folder_names=[folder_name], flags_only=flags_only)
+    if pushed_at is not None and report.stats.new:
+        metrics.PUSH_TO_STORED.observe(max(0.0, (timezone.now() - pushed_at).total_seconds()))
     return report.as_dict()
+
+
+def _push_since_last_sync(account_id: int, folder_name: str):
+    """The time of the account's latest IDLE push if it came after this folder's last sync ended
+    (so this sync is the one that stores what it announced), else None. Never for a folder's first
+    sync: that one stores history, not what a push brought."""
+    pushed = IdleSession.objects.filter(pk=account_id).values_list("last_push_at", flat=True).first()
+    synced = Folder.objects.filter(account_id=account_id, name=folder_name).values_list(
+        "last_synced_at", flat=True).first()
+    return pushed if pushed and synced and pushed > synced else None
+
+
+def backlog() -> list[tuple[str, int, float]]:
+    """[("sync", folders with a sync queued, age of the oldest request in seconds)] for /metrics."""
+    now = timezone.now()
+    waiting = Folder.objects.exclude(sync_pending=Folder.SyncPending.NONE).aggregate(
+        waiting=Count("pk"), oldest=Min("sync_requested_at"))
+    oldest = waiting["oldest"]
+    return [("sync", waiting["waiting"], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)]
 
 
 def sync_account(account_id: int) -> dict:
