@@ -281,3 +281,35 @@ def test_an_idle_manager_process_reports_its_sessions_connections_reconnects_and
     assert moved(before, after, "mailgate_idle_sessions") == 0
     assert moved(before, after, "mailgate_imap_connections", purpose="idle") == 0
     assert moved(before, after, "mailgate_idle_push_to_stored_seconds_count") == 1
+
+
+# ---------------------------------------------------------------- the dashboard and the docs
+
+def defined_series() -> dict[str, str]:
+    """Every series name /metrics can serve -> its metric's name (as documented)."""
+    from prometheus_client import Counter, Gauge, Histogram
+    names = {"mailgate_queue_depth": "mailgate_queue_depth",
+             "mailgate_queue_oldest_age_seconds": "mailgate_queue_oldest_age_seconds"}
+    for item in vars(metrics).values():
+        if isinstance(item, Counter):
+            names[f"{item._name}_total"] = f"{item._name}_total"
+        elif isinstance(item, Histogram):
+            names.update({f"{item._name}{suffix}": item._name for suffix in ("_bucket", "_sum", "_count")})
+        elif isinstance(item, Gauge):
+            names[item._name] = item._name
+    return names
+
+
+def test_the_grafana_dashboard_uses_only_served_names_and_shows_every_metric():
+    import json
+    import re
+    from pathlib import Path
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"mailgate_[a-z_]+", expr)}
+    series = defined_series()
+    assert used <= set(series), used - set(series)
+    assert {series[name] for name in used} == set(series.values())
+    listed = set(re.findall(r"^\| `(mailgate_[a-z_]+)`", (docs / "metrics.md").read_text(), re.M))
+    assert listed == set(series.values())
