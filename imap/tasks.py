@@ -35,21 +35,21 @@ def sync_folder(account_id: int, folder_name: str, flags_only: bool = False) -> 
     account = Account.objects.filter(pk=account_id).first()
     if account is None:
         return {"skipped": "account deleted"}
-    pushed_at = _push_since_last_sync(account_id, folder_name)
+    synced_before = Folder.objects.filter(account_id=account_id, name=folder_name).values_list(
+        "last_synced_at", flat=True).first()
     report = sync.sync_account_now(account, folder_names=[folder_name], flags_only=flags_only)
-    if pushed_at is not None and report.stats.new:
-        metrics.PUSH_TO_STORED.observe(max(0.0, (timezone.now() - pushed_at).total_seconds()))
+    if report.stats.new:
+        _observe_push_to_stored(account_id, synced_before)
     return report.as_dict()
 
 
-def _push_since_last_sync(account_id: int, folder_name: str):
-    """The time of the account's latest IDLE push if it came after this folder's last sync ended
-    (so this sync is the one that stores what it announced), else None. Never for a folder's first
-    sync: that one stores history, not what a push brought."""
+def _observe_push_to_stored(account_id: int, synced_before) -> None:
+    """A sync stored new mail: if an IDLE push came after the folder's previous sync ended, this
+    sync stored what it announced (also when the push arrived while this sync ran), so its latency
+    is push -> now. Never for a folder's first sync: that one stores history, not a push's mail."""
     pushed = IdleSession.objects.filter(pk=account_id).values_list("last_push_at", flat=True).first()
-    synced = Folder.objects.filter(account_id=account_id, name=folder_name).values_list(
-        "last_synced_at", flat=True).first()
-    return pushed if pushed and synced and pushed > synced else None
+    if pushed and synced_before and pushed > synced_before:
+        metrics.PUSH_TO_STORED.observe(max(0.0, (timezone.now() - pushed).total_seconds()))
 
 
 def backlog() -> list[tuple[str, int, float]]:

@@ -15,6 +15,8 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from django_q.models import OrmQ
+
 from imap.models import IdleSession
 from mailgate import metrics
 from pipeline.models import Delivery, Message
@@ -256,16 +258,19 @@ def test_an_idle_manager_process_reports_its_sessions_connections_reconnects_and
     manager = procs.start(["manage.py", "idle"], "metrics-idle", **env)
     try:
         def idling():
+            # Connected, the first syncs done and no task left that could sync the next message
+            # before its push arrives; only the IDLE connection open on the server.
             session = IdleSession.objects.filter(pk=account.pk).first()
-            return session and session.connected and account.folders.filter(name="INBOX", sync_pending="").exists() \
-                and account.folders.filter(name="INBOX", last_synced_at__isnull=False).exists()
-        eventually(idling, 20, "account idling, first sync done")
+            return session and session.connected and not OrmQ.objects.exists() \
+                and account.folders.filter(name="INBOX", sync_pending="", last_synced_at__isnull=False).exists() \
+                and dict(dovecot.who()).get(user.name) == 1
+        eventually(idling, 30, "account idling, first sync done")
         held = scrape(client)
         assert moved(before, held, "mailgate_idle_sessions") == 1
         assert moved(before, held, "mailgate_imap_connections", purpose="idle") == 1
 
         dovecot.append(user.name, "INBOX", raw_message(3))
-        eventually(lambda: moved(before, scrape(client), "mailgate_idle_push_to_stored_seconds_count") == 1, 15,
+        eventually(lambda: moved(before, scrape(client), "mailgate_idle_push_to_stored_seconds_count") == 1, 30,
                    "push -> stored observed")
         pushed = scrape(client)
         assert Message.objects.filter(account=account).count() == 1
