@@ -252,6 +252,7 @@ def test_an_idle_manager_process_reports_its_sessions_connections_reconnects_and
         alice, dovecot, client):
     user = dovecot.add_user(f"metrics{time.monotonic_ns()}", "pw-metrics")
     account = dovecot_account(alice, dovecot, user)
+    metrics.clean_dead_processes()  # what processes of earlier tests left must not vanish in between
     before = scrape(client)
     env = {"MAILGATE_IDLE_LEASE_SECONDS": "3", "MAILGATE_IDLE_POLL": "0.5", "MAILGATE_IMAP_TIMEOUT": "5"}
     worker = procs.start(["manage.py", "worker"], "metrics-idle-worker", **env)
