@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from imap import errors
 from imap.models import ConnectionSlot
+from mailgate import metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Slot:
     slot: int
     holder: str
     ttl: float
+    # The mailgate_imap_connections label this slot counts under; "" once released.
+    counted_as: str = field(default="", compare=False)
     _renewer: "_Renewer | None" = field(default=None, repr=False, compare=False)
 
     def renew(self) -> bool:
@@ -86,6 +89,9 @@ class Slot:
             self._renewer = None
         ConnectionSlot.objects.filter(account_id=self.account_id, slot=self.slot, holder=self.holder).update(
             holder="", purpose="", expires_at=None)
+        if self.counted_as:
+            metrics.IMAP_CONNECTIONS.labels(self.counted_as).dec()
+            self.counted_as = ""
 
 
 class _Renewer(threading.Thread):
@@ -156,7 +162,9 @@ def claim_slot(account, purpose: str, *, ttl: float | None = None, wait: float =
             # Compare-and-set: only one claimant sees its UPDATE match the still-free row.
             if rows.filter(free, slot=number).update(holder=holder, purpose=purpose[:100],
                                                      expires_at=now + timedelta(seconds=ttl)):
-                return Slot(account.pk, number, holder, ttl)
+                label = metrics.connection_purpose(purpose)
+                metrics.IMAP_CONNECTIONS.labels(label).inc()
+                return Slot(account.pk, number, holder, ttl, counted_as=label)
         if time.monotonic() >= deadline:
             raise errors.TooManyConnections(in_use_message(limit))
         time.sleep(poll)  # cross-process wait on a table: polled with a deadline

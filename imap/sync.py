@@ -41,7 +41,7 @@ from imap.connection import Connection, check, classify, connect
 from imap.headers import header_fields
 from imap.locations import mark_gone, refresh_message_flags
 from imap.models import Account, Folder, MessageLocation
-from mailgate import realtime
+from mailgate import metrics, realtime
 from pipeline import audit, events as pipeline_events, ingest
 from pipeline.models import Event, Message, PurgedIdentity, Thread
 
@@ -481,4 +481,5 @@ def sync_account_now(account: Account, *, folder_names=None, flags_only: bool = 
     except errors.ImapError as exc:
         report.errors.append(str(exc))
     report.seconds = time.monotonic() - started
+    metrics.synced(report.stats.new, report.stats.bytes)
     return report

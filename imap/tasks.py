@@ -17,12 +17,13 @@ from __future__ import annotations
 
 
 from django.conf import settings
+from django.db.models import Count, Min
 from django.utils import timezone
 from django_q.models import Schedule
 
 from imap import account_state, errors, queue, sync
-from imap.models import Account, Folder
-from mailgate import schedules
+from imap.models import Account, Folder, IdleSession
+from mailgate import metrics, schedules
 
 SCHEDULE_NAME = "imap: sync all accounts"
 
@@ -34,8 +35,30 @@ def sync_folder(account_id: int, folder_name: str, flags_only: bool = False) -> 
     account = Account.objects.filter(pk=account_id).first()
     if account is None:
         return {"skipped": "account deleted"}
+    synced_before = Folder.objects.filter(account_id=account_id, name=folder_name).values_list(
+        "last_synced_at", flat=True).first()
     report = sync.sync_account_now(account, folder_names=[folder_name], flags_only=flags_only)
+    if report.stats.new:
+        _observe_push_to_stored(account_id, synced_before)
     return report.as_dict()
+
+
+def _observe_push_to_stored(account_id: int, synced_before) -> None:
+    """A sync stored new mail: if an IDLE push came after the folder's previous sync ended, this
+    sync stored what it announced (also when the push arrived while this sync ran), so its latency
+    is push -> now. Never for a folder's first sync: that one stores history, not a push's mail."""
+    pushed = IdleSession.objects.filter(pk=account_id).values_list("last_push_at", flat=True).first()
+    if pushed and synced_before and pushed > synced_before:
+        metrics.PUSH_TO_STORED.observe(max(0.0, (timezone.now() - pushed).total_seconds()))
+
+
+def backlog() -> list[tuple[str, int, float]]:
+    """[("sync", folders with a sync queued, age of the oldest request in seconds)] for /metrics."""
+    now = timezone.now()
+    waiting = Folder.objects.exclude(sync_pending=Folder.SyncPending.NONE).aggregate(
+        waiting=Count("pk"), oldest=Min("sync_requested_at"))
+    oldest = waiting["oldest"]
+    return [("sync", waiting["waiting"], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)]
 
 
 def sync_account(account_id: int) -> dict:

@@ -12,11 +12,13 @@ from inbound.channels.base import Reject
 from inbound.models import InboundChannel
 from inbound.receive import BadPayload
 from inbound.registry import CHANNELS, channel_for
+from mailgate import metrics
 
 log = logging.getLogger(__name__)
 
 
 @csrf_exempt
+@metrics.count_webhooks(CHANNELS)
 def hook(request, kind: str, token: str):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])

@@ -4,6 +4,7 @@ Every value has a default that runs on a laptop (SQLite and an embedded Redis in
 switches by environment variables only. README lists every variable.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -339,3 +340,14 @@ MAILGATE_ALLOW_PRIVATE_TARGETS = env_bool("MAILGATE_ALLOW_PRIVATE_TARGETS", Fals
 MAILGATE_TWILIO_MEDIA_HOSTS = env_list("MAILGATE_TWILIO_MEDIA_HOSTS", ("api.twilio.com",))
 # IDLE manager (imap/idle/): how often it looks for added, changed, disabled or deleted accounts.
 MAILGATE_IDLE_POLL = env_float("MAILGATE_IDLE_POLL", 2.0)
+# Metrics (mailgate/metrics.py, GET /metrics): prometheus-client's multiprocess mode keeps each
+# process's values in files here, merged at scrape. Set in the environment, before the library is
+# first imported (it chooses its value class at import) and so that every child (django-q's
+# workers, processes the tests start) inherits it. An operator's own PROMETHEUS_MULTIPROC_DIR wins.
+MAILGATE_METRICS_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                                                  str(private_dir(DATA_DIR / "metrics"))))
+MAILGATE_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+# Without it /metrics answers loopback only; with it, also anyone sending it as a bearer token.
+MAILGATE_METRICS_TOKEN = env_secret("MAILGATE_METRICS_TOKEN")
+# Prometheus scrapes over plain HTTP on the host or the private network (like load balancers' /healthz).
+SECURE_REDIRECT_EXEMPT.append(r"^metrics$")

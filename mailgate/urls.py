@@ -5,11 +5,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from frontend import links
-from imap import health as imap_health
-from mailgate import health
+from imap import health as imap_health, tasks as imap_tasks
+from mailgate import health, metrics
+from pipeline import backlog
 
 urlpatterns = [
     path("healthz", health.view(idle_manager=imap_health.idle_manager), name="healthz"),
+    # Prometheus; the backlog of each stage is read from the database at scrape time.
+    path("metrics", metrics.metrics_view(backlog.backlog, imap_tasks.backlog), name="metrics"),
     path("admin/", admin.site.urls),
     # Django's auth URLs without the password-reset ones: mailgate sends no mail of its own (no
     # EMAIL_* settings), and a reset form would let anyone make the host's local MTA mail users.

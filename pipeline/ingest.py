@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage, storages
 from django.db import IntegrityError, connections, router, transaction
 
+from mailgate import metrics
 from pipeline import audit, events, queue
 from pipeline.models import Event, Message, PurgedIdentity
 from pipeline.queue import Stage
@@ -125,6 +126,7 @@ def attach_raw_batch(pairs) -> int:
             _advance_to_received([(pk, *stored[pk]) for pk in waiting])
             _received(waiting)
             enqueue_standardize_many(waiting)
+    metrics.ingested(Message.Source.IMAP, len(waiting))  # phase 2 of IMAP sync is its only caller
     return len(waiting)
 
 
@@ -194,4 +196,5 @@ def ingest_raw(*, owner, raw: bytes, identity: str, source: str, account=None, f
     except IntegrityError:
         # Lost a race with a concurrent call for the same identity: the other one stored it.
         return Message.objects.get(identity=identity, **lookup), False
+    metrics.ingested(source)
     return message, True

@@ -14,7 +14,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 
-from mailgate import backoff
+from mailgate import backoff, metrics
 from outgoing import ratelimit, sending as outgoing_sending
 from outgoing.models import Service
 from outgoing.errors import TransportError, unexpected
@@ -57,6 +57,8 @@ def _finish(delivery: Delivery, kind, detail: str, service_fields=None, **fields
             # Whether or not our claim still holds, the send happened. Last, so the service's row
             # (shared by every worker sending through it) stays locked as briefly as possible.
             Service.objects.filter(pk=delivery.service_id).update(**service_fields)
+    if done:  # counted once committed
+        metrics.delivery_finished(delivery.service.kind, kind)
     return done
 
 

@@ -5,18 +5,22 @@ on the queue by pipeline/queue.py after the transaction that made its row ready 
 logic lives in the stage modules; these only name it for django-q.
 """
 
+from mailgate import metrics
 from pipeline import distribute as distribute_stage
 from pipeline import retention, sending, standardize as standardize_stage, sweeper
 
 
+@metrics.timed("standardize")
 def standardize(message_id: str) -> str:
     return standardize_stage.standardize(message_id)
 
 
+@metrics.timed("distribute")
 def distribute(message_id: str) -> str:
     return distribute_stage.distribute(message_id)
 
 
+@metrics.timed("send")
 def send(delivery_id: str) -> str:
     return sending.send(delivery_id)
 

@@ -308,7 +308,7 @@ def sync(account, **kwargs):
 FRESH_INSTALL_CLEARED = {"DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE", "MAILGATE_FERNET_KEYS",
                          "MAILGATE_FERNET_KEYS_FILE", "DATABASE_URL", "REDIS_URL", "MAILGATE_CHANNEL_LAYER",
                          "ALLOWED_HOSTS", "MAILGATE_USE_TEST_DB", "MAILGATE_DATA_DIR", "MAILGATE_ADMIN_PASSWORD",
-                         "PORT"}
+                         "PORT", "PROMETHEUS_MULTIPROC_DIR"}
 
 
 def fresh_env(data_dir: Path, **extra) -> dict:

@@ -29,7 +29,7 @@ from imap.idle.client import ConnectionLost, IdleClient, push_kinds
 from imap.models import Account, is_loopback
 from imap.oauth import tokens
 from imap.queue import enqueue_folder_sync
-from mailgate import backoff, crypto
+from mailgate import backoff, crypto, metrics
 
 log = logging.getLogger("imap.idle")
 
@@ -183,7 +183,8 @@ class AccountWatcher:
                     client = await self._open(folder)
                 self.clients[folder] = client
                 idle_started = time.monotonic()
-                await self._idle(client, folder)
+                with metrics.idle_session():
+                    await self._idle(client, folder)
             except (errors.ImapError, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
                 error = self._classify(exc)
             except Exception as exc:  # a bug or the database: logged, and the connection retried
@@ -214,6 +215,7 @@ class AccountWatcher:
                     await m.db_quiet(leases.record_disconnected, m.name, cfg.id, error_text(error), reconnect=False)
                     return
                 delay = max(delay, backoff)
+            metrics.IDLE_RECONNECTS.labels(type(error).__name__).inc()
             log.info("account %s %s: %s; reconnecting in %.1f s", cfg.id, folder, error_text(error), delay)
             await m.db_quiet(leases.record_disconnected, m.name, cfg.id, error_text(error))
             # The exception's traceback holds the frames of the dead connection: let them go.
