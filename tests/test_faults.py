@@ -8,18 +8,22 @@ cluster's schedule and runs the sweeper every half second (Django Q schedules in
 """
 
 import collections
+import os
 import time
 from datetime import timedelta
 
 import pytest
 from django.test import override_settings
 
+from imap.models import Folder, IdleSession
 from outgoing.models import Service
 from pipeline import clock, sweeper, tasks
-from pipeline.models import Delivery, Event, Subscriber, Subscription
-from tests.builders import eml, ingest, route_everything, smtp_service
+from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
+from tests.builders import dovecot_account, eml, ingest, route_everything, smtp_service
 from tests.servers import procs
+from tests.servers.dovecot import Dovecot
 from tests.servers.http import Response
+from tests.servers.waiting import eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -200,3 +204,54 @@ def test_a_worker_whose_clock_runs_an_hour_ahead_sends_nothing_twice(alice, clea
     keys = collections.Counter(r.header("Idempotency-Key") for r in clean_http_sink.requests)
     assert len(keys) == 12 and set(keys.values()) == {1}, f"sent twice: {[k for k, n in keys.items() if n > 1]}"
     assert not Event.objects.filter(kind="crashed").exists()
+
+
+IDLE_ACCOUNTS = 50
+
+
+def test_dovecot_restarted_under_50_idling_accounts_they_come_back_and_mail_sent_meanwhile_is_caught_up_once(
+        alice, clean_http_sink):
+    dovecot = Dovecot.start()  # private: this test takes it down
+    started = []
+    try:
+        users = [dovecot.add_user(f"restart{n}", f"pw-restart-{n}") for n in range(IDLE_ACCOUNTS)]
+        accounts = [dovecot_account(alice, dovecot, user) for user in users]  # each queues its first sync
+        hook = webhook(alice, clean_http_sink, 1)
+        route_everything(alice, hook)
+        env = {"MAILGATE_IDLE_LEASE_SECONDS": "3", "MAILGATE_IDLE_POLL": "0.5", "MAILGATE_IMAP_TIMEOUT": "5",
+               **WORKER_ENV}
+        started.append(procs.start(["manage.py", "worker"], "faults-restart-worker", **env))
+        started.append(procs.start(["manage.py", "idle"], "faults-restart-idle", **env))
+        eventually(lambda: IdleSession.objects.filter(connected=True).count() == IDLE_ACCOUNTS, 60,
+                   f"{IDLE_ACCOUNTS} accounts idling")
+        eventually(lambda: Folder.objects.filter(name="INBOX").count() == IDLE_ACCOUNTS
+                   and not Folder.objects.exclude(sync_pending="").exists(), 60, "every first sync done")
+        reconnects = dict(IdleSession.objects.values_list("pk", "reconnect_count"))
+
+        with dovecot.down():
+            # What the user sees meanwhile: the accounts are not idling.
+            eventually(lambda: not IdleSession.objects.filter(connected=True).exists(), 15,
+                       "every session shown disconnected")
+            for user in users:  # mail delivered (by the MTA, into new/) while the IMAP server is down
+                path = os.path.join(user.maildir, "new", f"{time.time_ns()}.down.mailgate")
+                with open(path, "wb") as fh:
+                    fh.write(eml(subject=f"While down {user.name}"))
+                os.chown(path, user.uid, user.gid)
+        back = time.monotonic()
+        # Every session comes back within the reconnect backoff (1 s base, doubling: a few seconds).
+        eventually(lambda: all(count > reconnects[pk] for pk, count in IdleSession.objects.filter(connected=True)
+                               .values_list("pk", "reconnect_count")) and
+                   IdleSession.objects.filter(connected=True).count() == IDLE_ACCOUNTS, 60,
+                   "every session back after the restart")
+        came_back = time.monotonic() - back
+        until(lambda: Delivery.objects.filter(status=Delivery.Status.SENT).count() == IDLE_ACCOUNTS, 60,
+              "the mail sent while down relayed")
+    finally:
+        for proc in started:
+            procs.stop(proc)
+        dovecot.stop()
+    for account in accounts:
+        assert Message.objects.filter(account=account).count() == 1, account.username
+    sent_once(hook)
+    assert set(accepted_keys(clean_http_sink).values()) == {1}
+    print(f"\n{IDLE_ACCOUNTS} sessions back {came_back:.1f} s after Dovecot restarted")
