@@ -9,17 +9,21 @@ cluster's schedule and runs the sweeper every half second (Django Q schedules in
 
 import collections
 import os
+import subprocess
 import time
 from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
-from imap.models import Folder, IdleSession
+from imap import account_state
+from imap.models import Account, Folder, IdleSession
+from imap.sync import sync_account_now
 from outgoing.models import Service
 from pipeline import clock, sweeper, tasks
 from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
-from tests.builders import dovecot_account, eml, ingest, route_everything, smtp_service
+from tests.builders import dovecot_account, eml, ingest, route_everything, smtp_service, sync
 from tests.servers import procs
 from tests.servers.dovecot import Dovecot
 from tests.servers.http import Response
@@ -255,3 +259,64 @@ def test_dovecot_restarted_under_50_idling_accounts_they_come_back_and_mail_sent
     sent_once(hook)
     assert set(accepted_keys(clean_http_sink).values()) == {1}
     print(f"\n{IDLE_ACCOUNTS} sessions back {came_back:.1f} s after Dovecot restarted")
+
+
+@pytest.fixture
+def small_files_dir(tmp_path):
+    """A 256 KiB tmpfs as the files dir (MEDIA_ROOT), grown by `.grow()`; skipped where mounting
+    is refused (not root, no CAP_SYS_ADMIN in a container)."""
+    path = tmp_path / "files"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs for the files dir: {mounted.stderr.strip() or mounted.returncode}")
+
+    class Mount:
+        dir = path
+
+        @staticmethod
+        def grow(size="64m"):
+            subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+    try:
+        with override_settings(MEDIA_ROOT=str(path)):
+            yield Mount
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_files_dir_out_of_space_stops_the_sync_with_a_clear_state_and_it_resumes_when_space_is_back(
+        alice, dovecot, mail_user, small_files_dir, client):
+    account = dovecot_account(alice, dovecot, mail_user)
+    sync(account)  # connected while empty
+    for n in range(12):  # 12 x ~40 KB: the first few fit in 256 KiB, the rest do not
+        dovecot.append(mail_user.name, "INBOX", eml(subject=f"Big {n}", body=f"{n} " + "x" * 40_000 + "\n"))
+
+    report = sync_account_now(account, ignore_backoff=True)
+    account.refresh_from_db()
+    # The account says why it stopped, in words the owner can act on.
+    assert report.errors and "no space left" in " ".join(report.errors).lower()
+    assert account.state == Account.State.ERROR and "no space left" in account.last_error.lower()
+    assert "files" in account.last_error.lower()
+    # /healthz turns 503 and names the files dir.
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json()["files"]["ok"] is False
+    # Nothing is marked stored that is not: every message past HEADERS has its whole file.
+    stored = Message.objects.filter(account=account).exclude(status=Message.Status.HEADERS)
+    for message in stored:
+        assert message.raw and os.path.getsize(os.path.join(small_files_dir.dir, message.raw.name)) == message.size
+    assert stored.count() < 12
+
+    small_files_dir.grow()
+    assert client.get("/healthz").json()["files"]["ok"] is True
+    # Resumes by itself: the next scheduled sync after the account's backoff, no owner action.
+    Account.objects.filter(pk=account.pk).update(backoff_until=timezone.now())  # the backoff has passed
+    account.refresh_from_db()
+    assert account_state.blocked_reason(account) is None
+    report = sync_account_now(account)
+    assert not report.errors
+    account.refresh_from_db()
+    assert account.state == Account.State.OK
+    assert Message.objects.filter(account=account, status=Message.Status.HEADERS).count() == 0
+    assert Message.objects.filter(account=account).count() == 12
