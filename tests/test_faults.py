@@ -26,8 +26,11 @@ from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
 from tests.builders import dovecot_account, eml, ingest, route_everything, smtp_service, sync
 from tests.servers import procs
 from tests.servers.dovecot import Dovecot
+from tests.servers.browser import login, off_the_event_loop, screenshot_path
 from tests.servers.http import Response
+from tests.servers.redis import RedisServer
 from tests.servers.waiting import eventually
+from tests.servers.web import start_daphne
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -320,3 +323,61 @@ def test_a_files_dir_out_of_space_stops_the_sync_with_a_clear_state_and_it_resum
     assert account.state == Account.State.OK
     assert Message.objects.filter(account=account, status=Message.Status.HEADERS).count() == 0
     assert Message.objects.filter(account=account).count() == 12
+
+
+REDIS_OUTAGE = 6.0
+
+
+@pytest.mark.browser
+def test_redis_down_for_a_while_the_open_inbox_shows_it_reconnecting_then_catches_up_without_a_reload(
+        page, alice, dovecot, mail_user, settings, request):
+    redis = RedisServer.start()  # private: this test stops it
+    started = []
+    try:
+        web = start_daphne(redis.url, log_name="faults-redis-web")
+        started.append(web.proc)
+        settings.CHANNEL_LAYERS = web.channel_layers()  # this process publishes to the same Redis
+        started.append(procs.start(["manage.py", "qcluster"], "faults-redis-worker", REDIS_URL=redis.url,
+                                   MAILGATE_CHANNEL_LAYER="", MAILGATE_CHANNEL_PREFIX=web.channel_prefix,
+                                   **WORKER_ENV))
+        account = off_the_event_loop(dovecot_account, alice, dovecot, mail_user)
+        off_the_event_loop(sync, account)  # connected while empty
+        login(page, alice)
+        page.goto(web.url + "/")
+        page.wait_for_selector("body[data-ws=open]")
+        navigations = []
+        page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
+
+        def arrive(subject):
+            dovecot.append(mail_user.name, "INBOX", eml(subject=subject))
+            assert not sync_account_now(account, ignore_backoff=True).errors
+
+        off_the_event_loop(arrive, "Before the outage")
+        page.locator("tr.message-row", has_text="Before the outage").wait_for()
+
+        with redis.down():
+            page.wait_for_selector("body[data-ws=reconnecting]")
+            assert page.locator("#live-status").inner_text() == "reconnecting…"
+            page.screenshot(path=str(screenshot_path(request, "-reconnecting")), full_page=True)
+            outage_started = time.monotonic()
+            for n in range(3):
+                off_the_event_loop(arrive, f"During the outage {n}")
+            # Nothing in the pipeline waits on Redis: synced and standardized while it is down.
+            eventually(lambda: Message.objects.filter(account=account, status="distributed").count() == 4,
+                       max(1.0, REDIS_OUTAGE - (time.monotonic() - outage_started)),
+                       "mail stored and through the pipeline while Redis is down")
+            time.sleep(max(0.0, REDIS_OUTAGE - (time.monotonic() - outage_started)))  # the outage itself
+        page.wait_for_selector("body[data-ws=open]", timeout=30_000)
+        assert page.locator("#live-status").inner_text() == "live"
+        for n in range(3):
+            page.locator("tr.message-row", has_text=f"During the outage {n}").wait_for()
+        # After the outage: events flow again, and carry on from the page's sequence number.
+        off_the_event_loop(arrive, "After the outage")
+        page.locator("tr.message-row", has_text="After the outage").wait_for()
+        assert page.locator("tr.message-row").count() == 5
+        assert navigations == []
+        page.screenshot(path=str(screenshot_path(request)), full_page=True)
+    finally:
+        for proc in started:
+            procs.stop(proc)
+        redis.stop()
