@@ -24,7 +24,7 @@ from imap.sync import sync_account_now
 from outgoing.models import Service
 from pipeline import clock, sweeper, tasks
 from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
-from tests.builders import dovecot_account, eml, fill_maildir, ingest, route_everything, smtp_service, sync
+from tests.builders import account_row, dovecot_account, eml, fill_maildir, ingest, route_everything, smtp_service, sync
 from tests.servers import postgres, procs
 from tests.servers.dovecot import Dovecot
 from tests.servers.browser import login, off_the_event_loop, screenshot_path
@@ -33,7 +33,8 @@ from tests.servers.redis import RedisServer
 from tests.servers.waiting import eventually
 from tests.servers.web import start_daphne
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True)]
+slow = pytest.mark.slow  # every fault test; the two unit tests at the end are not
 
 # The stage deadline outlasts the task timeout (mailgate.E007), as in production; the retry
 # backoff starts at 1 s and is capped at 2 s so a 6 s outage takes several attempts.
@@ -99,6 +100,7 @@ def sent_once(service) -> set[str]:
     return ids
 
 
+@slow
 @FAST
 def test_an_http_service_and_an_smtp_relay_down_for_a_while_are_retried_with_backoff_and_none_dies(
         alice, clean_http_sink, clean_smtp_sink):
@@ -165,6 +167,7 @@ def test_an_http_service_and_an_smtp_relay_down_for_a_while_are_retried_with_bac
     assert gaps and min(gaps) >= 0.45
 
 
+@slow
 @FAST
 def test_a_429_with_retry_after_holds_every_worker_until_it_passes(alice, clean_http_sink):
     hook = webhook(alice, clean_http_sink, 12)
@@ -189,6 +192,7 @@ def test_a_429_with_retry_after_holds_every_worker_until_it_passes(alice, clean_
     assert set(accepted_keys(clean_http_sink).values()) == {1}
 
 
+@slow
 @FAST
 def test_a_worker_whose_clock_runs_an_hour_ahead_sends_nothing_twice(alice, clean_http_sink, monkeypatch):
     # Slow sends, so leases are live while the hour-ahead worker and sweeper look at them.
@@ -217,6 +221,7 @@ def test_a_worker_whose_clock_runs_an_hour_ahead_sends_nothing_twice(alice, clea
 IDLE_ACCOUNTS = 50
 
 
+@slow
 def test_dovecot_restarted_under_50_idling_accounts_they_come_back_and_mail_sent_meanwhile_is_caught_up_once(
         alice, clean_http_sink):
     dovecot = Dovecot.start()  # private: this test takes it down
@@ -290,6 +295,7 @@ def small_files_dir(tmp_path):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@slow
 def test_a_files_dir_out_of_space_stops_the_sync_with_a_clear_state_and_it_resumes_when_space_is_back(
         alice, dovecot, mail_user, small_files_dir, client):
     account = dovecot_account(alice, dovecot, mail_user)
@@ -329,6 +335,7 @@ def test_a_files_dir_out_of_space_stops_the_sync_with_a_clear_state_and_it_resum
 REDIS_OUTAGE = 6.0
 
 
+@slow
 @pytest.mark.browser
 def test_redis_down_for_a_while_the_open_inbox_shows_it_reconnecting_then_catches_up_without_a_reload(
         page, alice, dovecot, mail_user, settings, request):
@@ -432,6 +439,7 @@ def install(env, code: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@slow
 def test_postgresql_restarted_during_a_first_sync_and_during_sending_loses_and_repeats_nothing(
         dovecot, mail_user, clean_http_sink):
     from django.db import connection
@@ -533,3 +541,49 @@ def test_postgresql_restarted_during_a_first_sync_and_during_sending_loses_and_r
         for proc in reversed(started):
             procs.stop(proc)
         pg.stop()
+
+
+# --- units for the defects the matrix found -------------------------------------------------------
+
+def test_a_slot_released_over_a_connection_the_database_dropped_is_released_on_a_fresh_one(
+        alice, monkeypatch):
+    from django.db import OperationalError
+
+    from imap import slots
+    from imap.models import ConnectionSlot
+
+    account = account_row(alice)
+    slot = slots.claim_slot(account, "sync")
+    monkeypatch.setattr(slots, "RELEASE_PAUSE", 0.01, raising=False)
+    real_filter, calls = ConnectionSlot.objects.filter, []
+
+    def dropped_once(*args, **kwargs):  # the one seam: the first UPDATE meets a restarted server
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(ConnectionSlot.objects, "filter", dropped_once)
+    slot.release()
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert not ConnectionSlot.objects.filter(account=account).exclude(holder="").exists()
+
+
+def test_two_syncs_storing_a_new_accounts_folders_at_once_both_succeed(alice, monkeypatch):
+    from imap import folders
+    from imap.models import Folder
+
+    account = account_row(alice, folders=())
+    infos = [folders.FolderInfo(name="INBOX", delimiter="/", attributes={"\\HasNoChildren"})]
+    real_filter = Folder.objects.filter
+
+    def other_sync_creates_it_meanwhile(*args, **kwargs):  # the one seam: the race, made certain
+        rows = list(real_filter(*args, **kwargs))
+        monkeypatch.setattr(Folder.objects, "filter", real_filter)
+        folders.store(account, infos)  # the other sync, between our read and our insert
+        return rows
+
+    monkeypatch.setattr(Folder.objects, "filter", other_sync_creates_it_meanwhile)
+    [row] = folders.store(account, infos)
+    assert row.name == "INBOX" and Folder.objects.filter(account=account).count() == 1
