@@ -67,7 +67,7 @@ def until(check, timeout, what, during=None):
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
+            pytest.fail(f"not within {timeout} s: {what() if callable(what) else what}")
         if time.monotonic() >= next_sweep:
             sweeper.sweep()
             next_sweep = time.monotonic() + 0.5
@@ -231,14 +231,19 @@ def test_dovecot_restarted_under_50_idling_accounts_they_come_back_and_mail_sent
         accounts = [dovecot_account(alice, dovecot, user) for user in users]  # each queues its first sync
         hook = webhook(alice, clean_http_sink, 1)
         route_everything(alice, hook)
-        env = {"MAILGATE_IDLE_LEASE_SECONDS": "3", "MAILGATE_IDLE_POLL": "0.5", "MAILGATE_IMAP_TIMEOUT": "5",
+        # A 10 s lease: with 3 s, a loaded machine (load 18 on 2 cores, seen) missed heartbeats
+        # and the manager dropped all 50 accounts, which is another fault than this one.
+        env = {"MAILGATE_IDLE_LEASE_SECONDS": "10", "MAILGATE_IDLE_POLL": "0.5", "MAILGATE_IMAP_TIMEOUT": "5",
                **WORKER_ENV}
         started.append(procs.start(["manage.py", "worker"], "faults-restart-worker", **env))
         started.append(procs.start(["manage.py", "idle"], "faults-restart-idle", **env))
         eventually(lambda: IdleSession.objects.filter(connected=True).count() == IDLE_ACCOUNTS, 60,
                    f"{IDLE_ACCOUNTS} accounts idling")
-        eventually(lambda: Folder.objects.filter(name="INBOX").count() == IDLE_ACCOUNTS
-                   and not Folder.objects.exclude(sync_pending="").exists(), 60, "every first sync done")
+        # Finished, not just started (a sync clears sync_pending when it starts): mail that lands
+        # before an account's first sync ends is history, never relayed, by design.
+        eventually(lambda: Folder.objects.filter(name="INBOX", last_synced_at__isnull=False,
+                                                 history_below_uid__isnull=False).count() == IDLE_ACCOUNTS,
+                   60, "every first sync done")
         reconnects = dict(IdleSession.objects.values_list("pk", "reconnect_count"))
 
         with dovecot.down():
@@ -257,8 +262,12 @@ def test_dovecot_restarted_under_50_idling_accounts_they_come_back_and_mail_sent
                    IdleSession.objects.filter(connected=True).count() == IDLE_ACCOUNTS, 60,
                    "every session back after the restart")
         came_back = time.monotonic() - back
-        until(lambda: Delivery.objects.filter(status=Delivery.Status.SENT).count() == IDLE_ACCOUNTS, 60,
-              "the mail sent while down relayed")
+        until(lambda: Delivery.objects.filter(status=Delivery.Status.SENT).count() == IDLE_ACCOUNTS, 90,
+              lambda: "the mail sent while down relayed; messages "
+              f"{collections.Counter(Message.objects.values_list('status', flat=True))}, deliveries "
+              f"{collections.Counter(Delivery.objects.values_list('status', flat=True))}, accounts "
+              f"{collections.Counter(Account.objects.values_list('state', flat=True))}, pending syncs "
+              f"{Folder.objects.exclude(sync_pending='').count()}")
     finally:
         for proc in started:
             procs.stop(proc)
