@@ -65,6 +65,13 @@ class Throttled(ImapError):
         self.backoff_seconds = backoff_seconds
 
 
+class StorageFailed(ImapError):
+    """Our own files dir refused the mail (full, read-only): not the server's fault, and the sync
+    can go on once space is back, so it backs off like any transient error."""
+
+    reason = "cannot store mail"
+
+
 class ProtocolError(ImapError):
     reason = "protocol error"
 

@@ -112,8 +112,14 @@ def store(account, infos: list[FolderInfo]) -> list[Folder]:
         values = {"delimiter": info.delimiter[:4], "special_use": info.special_use,
                   "selectable": info.selectable, "present": True}
         if row is None:
-            row = Folder.objects.create(account=account, name=info.name, **values)
-        elif any(getattr(row, k) != v for k, v in values.items()):
+            # A new account's first sync and its IDLE catch-up list it at once: a plain create by
+            # the second raised IntegrityError on the unique name and failed that sync (seen with
+            # tests/test_faults.py); get_or_create takes the row the other one made.
+            row, created = Folder.objects.get_or_create(account=account, name=info.name, defaults=values)
+            if created:
+                rows.append(row)
+                continue
+        if any(getattr(row, k) != v for k, v in values.items()):
             for k, v in values.items():
                 setattr(row, k, v)
             row.save(update_fields=list(values))

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # How often a waiting claimant looks at the table again: short, since a UI request is waiting.
 POLL_SECONDS = 0.25
+# A release that meets a dropped database connection tries again on a fresh one, this many times
+# over about 1 + 2 + ... pauses: a restart of PostgreSQL takes a second or two.
+RELEASE_TRIES = 4
+RELEASE_PAUSE = 1.0
 
 
 def default_ttl() -> float:
@@ -87,11 +91,24 @@ class Slot:
         if self._renewer is not None:
             self._renewer.stop()
             self._renewer = None
-        ConnectionSlot.objects.filter(account_id=self.account_id, slot=self.slot, holder=self.holder).update(
-            holder="", purpose="", expires_at=None)
         if self.counted_as:
             metrics.IMAP_CONNECTIONS.labels(self.counted_as).dec()
             self.counted_as = ""
+        for attempt in range(RELEASE_TRIES):
+            try:
+                ConnectionSlot.objects.filter(account_id=self.account_id, slot=self.slot, holder=self.holder).update(
+                    holder="", purpose="", expires_at=None)
+                return
+            except DatabaseError:
+                # A database restart dropped this process's connection mid-sync. Left alone, the
+                # slot stayed taken for its whole TTL (2 minutes): every sync of the account then
+                # waited for a slot and gave up (tests/test_faults.py). A fresh connection frees it
+                # now; inside a transaction only the caller can recover, so it gets the error.
+                connection = connections[ConnectionSlot.objects.db]
+                if connection.in_atomic_block or attempt == RELEASE_TRIES - 1:
+                    raise
+                connection.close()
+                time.sleep(RELEASE_PAUSE * (attempt + 1))
 
 
 class _Renewer(threading.Thread):

@@ -431,7 +431,11 @@ class FolderSync:
         # One transaction per batch: files first, then one conditional UPDATE of the messages still
         # in HEADERS and one insert of their standardize tasks after the commit. A crash rolls the
         # batch back to HEADERS; the raw files already written are content-addressed and reused.
-        ingest.attach_raw_batch(pairs)
+        try:
+            ingest.attach_raw_batch(pairs)
+        except OSError as exc:
+            # The disk, not the connection: classify() would call any OSError a network error.
+            raise errors.StorageFailed(f"cannot store mail in the files dir: {exc.strerror or exc}") from exc
         self.conn.slot.renew()
         self.progress(len(pairs))
 

@@ -1,6 +1,8 @@
 """GET /healthz: the state of every part mailgate needs, as JSON; HTTP 503 when one is down."""
 
 import asyncio
+import os
+import shutil
 import time
 
 from asgiref.sync import async_to_sync
@@ -57,6 +59,20 @@ def _channel_layer() -> dict:
     return {"ok": True, **part, "redis": embedded_redis.describe(), "roundtrip_ms": round(seconds * 1000, 2)}
 
 
+def _files() -> dict:
+    """The files dir (raw mail, attachments) is writable and has room for one more message of the
+    largest size accepted: a full disk stops every sync (imap.errors.StorageFailed), so it is
+    reported here before the owners see their accounts stop."""
+    root = str(settings.MEDIA_ROOT)
+    free = shutil.disk_usage(root).free
+    writable = os.access(root, os.W_OK)  # False on a read-only mount too (EROFS)
+    part = {"ok": writable and free >= settings.MAILGATE_MAX_MESSAGE_BYTES, "free_bytes": free,
+            "writable": writable, "path": root}
+    if not part["ok"]:
+        part["error"] = f"FilesDir: {'not writable' if not writable else 'less free space than one message'}"
+    return part
+
+
 def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
@@ -67,6 +83,7 @@ CHECKS = {
     "database": _database,
     "queue": _queue,
     "channel_layer": _channel_layer,
+    "files": _files,
 }
 
 

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
 
 from pipeline import audit, clock, events
 from pipeline.models import Delivery, Event, Message, Subscription
@@ -23,6 +24,18 @@ def lease(now):
     return now + timedelta(seconds=settings.MAILGATE_STAGE_DEADLINE)
 
 
+# A claim's lease is set and judged by the database's clock, not the worker's: a worker whose
+# clock ran an hour ahead took over every live lease as "expired" and sent those deliveries a
+# second time (tests/test_faults.py). Due times (windows, backoff) still follow clock.now().
+def db_lease():
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.MAILGATE_STAGE_DEADLINE),
+                             output_field=DateTimeField())
+
+
+def lease_expired():
+    return Q(claimed_until__lt=Now())
+
+
 def claim_message(message_id, status: str) -> Message | None:
     """Claim a message waiting in `status` for this worker; None if another worker holds it, it
     moved on, or it just ran out of attempts (then it is DEAD)."""
@@ -30,8 +43,8 @@ def claim_message(message_id, status: str) -> Message | None:
     me = audit.worker_name()
     # One UPDATE is atomic and, outside a transaction, committed on its own: no BEGIN/COMMIT needed.
     claimed = (Message.objects.filter(pk=message_id, status=status)
-               .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-               .update(claimed_by=me, claimed_until=lease(now), attempts=F("attempts") + 1, updated_at=now))
+               .filter(Q(claimed_until__isnull=True) | lease_expired())
+               .update(claimed_by=me, claimed_until=db_lease(), attempts=F("attempts") + 1, updated_at=now))
     if not claimed:
         return None
     message = Message.objects.select_related("owner").get(pk=message_id)
@@ -80,11 +93,11 @@ def claim_delivery(delivery_id) -> Delivery | None:
     now = clock.now()
     me = audit.worker_name()
     due = Q(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING], not_before__lte=now)
-    abandoned = Q(status=Delivery.Status.SENDING, claimed_until__lt=now)
+    abandoned = Q(status=Delivery.Status.SENDING) & lease_expired()
     # Claim and status change in one UPDATE, committed on its own (autocommit) before the send.
     claimed = Delivery.objects.filter(Q(pk=delivery_id) & (due | abandoned)).exclude(
         subscription__mode=Subscription.Mode.DIGEST).update(
-        status=Delivery.Status.SENDING, claimed_by=me, claimed_until=lease(now),
+        status=Delivery.Status.SENDING, claimed_by=me, claimed_until=db_lease(),
         attempts=F("attempts") + 1, updated_at=now)
     if not claimed:
         return None
@@ -109,7 +122,7 @@ def claim_digest(delivery_id, limit: int) -> list[Delivery]:
     now = clock.now()
     me = audit.worker_name()
     due = Q(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING], not_before__lte=now)
-    abandoned = Q(status=Delivery.Status.SENDING, claimed_until__lt=now)
+    abandoned = Q(status=Delivery.Status.SENDING) & lease_expired()
     with transaction.atomic():
         subscription_id = (Delivery.objects.filter(Q(pk=delivery_id) & (due | abandoned))
                            .values_list("subscription_id", flat=True).first())
@@ -120,7 +133,7 @@ def claim_digest(delivery_id, limit: int) -> list[Delivery]:
                       .exclude(pk=delivery_id).order_by("created_at", "pk").values_list("pk", flat=True)[:limit - 1])
         group = [delivery_id, *others]
         Delivery.objects.filter(pk__in=group).filter(due | abandoned).update(
-            status=Delivery.Status.SENDING, claimed_by=me, claimed_until=lease(now),
+            status=Delivery.Status.SENDING, claimed_by=me, claimed_until=db_lease(),
             attempts=F("attempts") + 1, updated_at=now)
     return list(Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
                 .filter(pk__in=group, status=Delivery.Status.SENDING, claimed_by=me)

@@ -37,7 +37,7 @@ def queue_deliveries(message: Message, services, now) -> list[Delivery]:
                      .select_related("subscriber", "service").order_by("pk"))
     existing = set(Delivery.objects.filter(message=message).values_list("subscription_id", flat=True))
     sender = sender_ids(message.sender_address)
-    lease = claims.lease(now)
+    lease = claims.db_lease()  # on the database's clock, as every lease (pipeline/claims.py)
     created = []
     for subscription in subscriptions:
         if subscription.pk in existing or is_sender(subscription, message.sender_address, sender):

@@ -26,8 +26,8 @@ _STAGE_OF = {Message.Status.RECEIVED: Stage.STANDARDIZE, Message.Status.STANDARD
 def sweep() -> dict:
     now = clock.now()
     stale = now - timedelta(seconds=settings.MAILGATE_STAGE_DEADLINE)
-    lease = claims.lease(now)
-    unclaimed = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    lease = claims.db_lease()  # leases by the database's clock (pipeline/claims.py says why)
+    unclaimed = Q(claimed_until__isnull=True) | claims.lease_expired()
     counts = {"messages": 0, "due": 0, "abandoned": 0}
 
     # Messages untouched past the deadline: their task was lost, or the worker died holding them.
@@ -50,11 +50,11 @@ def sweep() -> dict:
 
     # SENDING past its lease: the worker died mid-send. The send may have happened; the target
     # de-duplicates by delivery id, and at least once beats never.
-    for delivery in (Delivery.objects.filter(status=Delivery.Status.SENDING, claimed_until__lt=now)
+    for delivery in (Delivery.objects.filter(claims.lease_expired(), status=Delivery.Status.SENDING)
                      .select_related("message")[:BATCH]):
         with transaction.atomic():
-            if Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING,
-                                       claimed_until__lt=now).update(
+            if Delivery.objects.filter(claims.lease_expired(), pk=delivery.pk,
+                                       status=Delivery.Status.SENDING).update(
                     status=Delivery.Status.RETRYING, claimed_by="", claimed_until=lease, not_before=now,
                     updated_at=now):
                 counts["abandoned"] += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import datetime
 import glob
 import imaplib
@@ -279,6 +280,16 @@ class Dovecot:
         (for client reconnect tests). Clients see their connections drop."""
         self._stop_processes()
         self._launch(timeout)
+
+    @contextlib.contextmanager
+    def down(self, timeout: float = 10.0):
+        """Dovecot stopped inside the block (clients see their connections drop and connecting
+        refused), started again on the same ports with the same mail dirs when it ends."""
+        self._stop_processes()
+        try:
+            yield self
+        finally:
+            self._launch(timeout)
 
     def _stop_processes(self, grace: float = 5.0) -> None:
         proc, self._proc = self._proc, None

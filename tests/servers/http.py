@@ -49,6 +49,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]  # as sent (original case); see header()
     body: bytes
+    status: int = 0  # what the sink answered (set before it answers)
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Case-insensitive header lookup."""
@@ -79,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         response = sink._next_response(request)
+        request.status = response.status
         # Record before answering, so a client that got its reply can rely
         # on the request being visible in sink.requests.
         sink._record(request)

@@ -11,6 +11,7 @@ package, it speaks raw RESP for its readiness check.)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -135,6 +136,19 @@ class RedisServer:
         with _live_lock:
             _live.discard(self)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def down(self, timeout: float = 10.0):
+        """The server stopped inside the block (clients see refused connections), started again
+        on the same port, empty, when it ends: a restart without persistence."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(5)
+        try:
+            yield self
+        finally:
+            self._launch(timeout)
 
     def log_text(self) -> str:
         try:

@@ -214,6 +214,11 @@ class SmtpSink:
         with self._cond:
             self._failures.extend(_Failure(code, text, stage) for _ in range(n))
 
+    def clear_failures(self) -> None:
+        """Drop the replies fail_next() still had queued: the server is "back"."""
+        with self._cond:
+            self._failures.clear()
+
     def stop(self) -> None:
         controller, self._controller = self._controller, None
         if controller is not None:

@@ -103,7 +103,12 @@ const Mailgate = (() => {
 
     function setState(state) {
       document.body.dataset.ws = state;
-      if (indicator) { indicator.dataset.state = state; indicator.title = `Live updates: ${state}`; }
+      if (indicator) {
+        indicator.dataset.state = state;
+        indicator.title = `Live updates: ${state}`;
+        // Words, not only a colour: "reconnecting…" while the socket (or Redis behind it) is down.
+        indicator.textContent = state === "open" ? "live" : `${state}…`;
+      }
     }
 
     async function resync() {
@@ -143,7 +148,8 @@ const Mailgate = (() => {
         handlers.onEvent(event);
       };
       socket.onclose = () => {
-        setState("closed");
+        // Shown on the page (the "live" badge turns grey, its title says so) until it is back.
+        setState("reconnecting");
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 15000);
       };
