@@ -51,6 +51,7 @@ class S3Server:
         self.dir = tempfile.mkdtemp(prefix="mailgate-s3-")
         self.log_path = os.path.join(self.dir, "moto.log")
         self._proc: subprocess.Popen | None = None
+        self._client = None
 
     @classmethod
     def start(cls, timeout: float = 30.0) -> "S3Server":
@@ -92,10 +93,13 @@ class S3Server:
             return False
 
     def client(self):
-        import boto3
+        """A boto3 client for the tests' own calls (made once: loading botocore's models takes ~1 s)."""
+        if self._client is None:
+            import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION,
-                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION,
+                                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+        return self._client
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
