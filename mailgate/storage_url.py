@@ -69,8 +69,8 @@ def parse(url: str, *, files_dir: Path, endpoint_url: str = "", region: str = ""
             f"set MAILGATE_S3_ACCESS_KEY_ID and MAILGATE_S3_SECRET_ACCESS_KEY (or their _FILE variants)")
     if parts.query or parts.fragment:
         raise StorageConfigError(f"{variable}={url!r}: options go in the MAILGATE_S3_* variables, not in the URL")
-    bucket = parts.hostname or ""
-    if not _BUCKET.match(bucket) or ".." in bucket or parts.port is not None:
+    bucket = parts.netloc  # as written: .hostname would lower-case a bucket S3 then cannot find
+    if not _BUCKET.match(bucket) or ".." in bucket:
         raise StorageConfigError(
             f"{variable}={url!r}: {bucket or '(empty)'!r} is not a bucket name (3-63 characters: lower-case "
             f"letters, digits, dots and hyphens)")
