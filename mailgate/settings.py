@@ -179,10 +179,7 @@ MEDIA_ROOT = private_dir(Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "file
 # Object storage (README "Object storage", mailgate/storage_url.py): unset keeps the files dir above.
 MAILGATE_STORAGE_URL = env_str("MAILGATE_STORAGE_URL")
 try:
-    MAILGATE_STORAGE = storage_url.parse(
-        MAILGATE_STORAGE_URL, files_dir=MEDIA_ROOT, endpoint_url=env_str("MAILGATE_S3_ENDPOINT_URL"),
-        region=env_str("MAILGATE_S3_REGION"), access_key=env_secret("MAILGATE_S3_ACCESS_KEY_ID"),
-        secret_key=env_secret("MAILGATE_S3_SECRET_ACCESS_KEY"))
+    MAILGATE_STORAGE = storage_url.from_env(MAILGATE_STORAGE_URL, files_dir=MEDIA_ROOT)
     MAILGATE_STORAGE_ERROR = ""
 except storage_url.StorageConfigError as exc:
     # Reported by the system check mailgate.E008; the default storage refuses every use meanwhile.

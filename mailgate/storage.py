@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 
@@ -91,6 +92,34 @@ def write_once(name: str, data: bytes, storage: Storage | None = None) -> None:
         # An object store: one PUT, whole or not at all. Repeating it for bytes already there
         # costs an upload but is what refreshes LastModified (S3 has no touch).
         write(name, data, storage)
+
+
+def write_many_once(items, storage: Storage | None = None) -> None:
+    """write_once for each (name, data); returns when all are complete, raises the first failure.
+
+    On an object store each write is a network round trip (tens of ms on S3), so one sync batch
+    of 200 messages would wait seconds one PUT after another: they go UPLOAD_THREADS at a time.
+    The local disk gains nothing from threads."""
+    storage = storage or default()
+    if is_local(storage) or len(items) < 2:
+        for name, data in items:
+            write_once(name, data, storage)
+        return
+    list(_upload_pool().map(lambda item: write_once(item[0], item[1], storage), items))
+
+
+UPLOAD_THREADS = 8
+_pool = None
+_pool_pid = None
+
+
+def _upload_pool() -> ThreadPoolExecutor:
+    # Made on first use, again after a fork (django-q forks its workers; threads do not follow).
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="mailgate-upload")
+        _pool_pid = os.getpid()
+    return _pool
 
 
 def write(name: str, data: bytes, storage: Storage | None = None) -> str:

@@ -92,6 +92,16 @@ def parse(url: str, *, files_dir: Path, endpoint_url: str = "", region: str = ""
                          region=region, access_key=access_key, secret_key=secret_key)
 
 
+def from_env(url: str, *, files_dir: Path, variable: str = "MAILGATE_STORAGE_URL") -> StorageConfig:
+    """parse() with the MAILGATE_S3_* variables of this process's environment, each of which may
+    also come from the file named by NAME_FILE (an unreadable one raises EnvError at once)."""
+    from mailgate.env import env_secret
+
+    return parse(url, files_dir=files_dir, endpoint_url=env_secret("MAILGATE_S3_ENDPOINT_URL"),
+                 region=env_secret("MAILGATE_S3_REGION"), access_key=env_secret("MAILGATE_S3_ACCESS_KEY_ID"),
+                 secret_key=env_secret("MAILGATE_S3_SECRET_ACCESS_KEY"), variable=variable)
+
+
 def backend(config: StorageConfig | None, error: str = "") -> dict:
     """The STORAGES["default"] entry for `config` (or one that refuses every use with `error`)."""
     if config is None:

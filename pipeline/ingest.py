@@ -54,11 +54,15 @@ def attach_raw_batch(pairs) -> int:
     first bytes.
     """
     stored: dict = {}
+    writes: dict = {}
     for message, raw in pairs:
         if message.pk in stored:
             continue
-        name, digest = store_raw(raw)
-        stored[message.pk] = (name, digest, len(raw))
+        digest = hashlib.sha256(raw).hexdigest()
+        stored[message.pk] = (raw_name(digest), digest, len(raw))
+        writes[raw_name(digest)] = raw
+    # All of them before the transaction below: in parallel where each write is a round trip.
+    storage.write_many_once(list(writes.items()))
     if not stored:
         return 0
     with transaction.atomic():

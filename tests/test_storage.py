@@ -48,6 +48,14 @@ def test_raw_bytes_are_stored_once_under_their_digest_and_read_back(backend, ali
     assert storage.sha256_of(name) == (digest, len(raw))
 
 
+def test_a_sync_batch_of_raw_messages_is_stored_each_whole(backend, alice):
+    bodies = [eml(subject=f"Batch {n}") for n in range(12)]
+    expected = sorted(raw_name(hashlib.sha256(raw).hexdigest()) for raw in bodies)
+    storage.write_many_once([(raw_name(hashlib.sha256(raw).hexdigest()), raw) for raw in bodies])
+    assert names("raw") == expected
+    assert all(storage.read_bytes(raw_name(hashlib.sha256(raw).hexdigest())) == raw for raw in bodies)
+
+
 def test_the_worker_standardizes_attachments_into_the_same_storage(backend, alice):
     message = ingest(alice, eml(attachment=("report.pdf", PDF)))
     assert tasks.standardize(str(message.pk)) == "standardized"
@@ -170,10 +178,7 @@ def test_migrate_storage_copies_every_object_verified_and_is_idempotent(backend,
     assert len(before) == 3
 
     assert "Would copy 3 objects" in migrate("--to", other_storage, "--dry-run")
-    target = storage.for_config(storage_url.parse(
-        other_storage, files_dir=settings.MEDIA_ROOT, endpoint_url=os.environ.get("MAILGATE_S3_ENDPOINT_URL", ""),
-        access_key=os.environ.get("MAILGATE_S3_ACCESS_KEY_ID", ""),
-        secret_key=os.environ.get("MAILGATE_S3_SECRET_ACCESS_KEY", "")))
+    target = storage.for_config(storage_url.from_env(other_storage, files_dir=settings.MEDIA_ROOT))
     assert list(storage.iter_objects("raw", target)) == []
 
     assert f"Copied 3 objects ({sum(size for _, size in before.values())} bytes); 0 already there" \

@@ -19,11 +19,8 @@ class Command(BaseCommand):
         if not to.strip():
             raise CommandError("--to is empty: give s3://BUCKET/PREFIX or file:///path")
         try:
-            config = storage_url.parse(
-                to, files_dir=settings.MEDIA_ROOT, endpoint_url=env.env_str("MAILGATE_S3_ENDPOINT_URL"),
-                region=env.env_str("MAILGATE_S3_REGION"), access_key=env.env_secret("MAILGATE_S3_ACCESS_KEY_ID"),
-                secret_key=env.env_secret("MAILGATE_S3_SECRET_ACCESS_KEY"), variable="--to")
-        except storage_url.StorageConfigError as exc:
+            config = storage_url.from_env(to, files_dir=settings.MEDIA_ROOT, variable="--to")
+        except (storage_url.StorageConfigError, env.EnvError) as exc:
             raise CommandError(str(exc)) from None
         if config == settings.MAILGATE_STORAGE:
             raise CommandError(f"--to names the storage in use ({config.describe()}): nothing to copy")
