@@ -26,6 +26,8 @@ def files_under(path: Path) -> list[str]:
 
 def test_sync_stores_in_the_bucket_and_a_worker_without_the_disk_relays_it(
         alice, dovecot, mail_user, clean_smtp_sink, s3_storage, settings, tmp_path):
+    # This host's own files dir, empty: the session's is shared with every other test.
+    settings.MEDIA_ROOT = str(tmp_path / "host-a-files")
     account = Account(owner=alice, display_name="Alice", email="alice@example.test", host=dovecot.host,
                       port=dovecot.port, security=Account.Security.NONE, username=mail_user.name,
                       folders_include=["INBOX"])
@@ -47,7 +49,10 @@ def test_sync_stores_in_the_bucket_and_a_worker_without_the_disk_relays_it(
     worker = procs.start(["manage.py", "worker"], "worker-host-b", MAILGATE_DATA_DIR=str(host_b),
                          MAILGATE_TEST_DB_NAME=str(connection.settings_dict["NAME"]), **s3_storage)
     try:
-        [relayed] = clean_smtp_sink.wait_for(1, timeout=60)
+        try:
+            [relayed] = clean_smtp_sink.wait_for(1, timeout=90)
+        except TimeoutError:
+            pytest.fail(f"nothing relayed in 90 s; host B's worker log:\n{procs.log_text('worker-host-b')[-4000:]}")
         eventually(lambda: Delivery.objects.filter(message=message, status="sent").exists(), 20,
                    "the delivery recorded as sent")
     finally:
