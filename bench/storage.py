@@ -80,7 +80,7 @@ def main():
         largest, total = 0, 0
         started = time.perf_counter()
         with storage.open_stream("attachments/bb/big", bucket) as fh:
-            while chunk := fh.read(8192):  # FileResponse's block size
+            while chunk := fh.read(8192):  # a download reads FileResponse.block_size (4 KiB) at a time
                 largest, total = max(largest, len(chunk)), total + len(chunk)
         stream_seconds = time.perf_counter() - started
 

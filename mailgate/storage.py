@@ -39,6 +39,8 @@ class MisconfiguredStorage(Storage):
         raise StorageConfigError(self.reason)
 
     _open = _save = delete = exists = listdir = size = url = get_modified_time = path = _refuse
+    # What the helpers below use of an S3 storage, refused the same way.
+    bucket = location = property(_refuse)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import pytest
 
 from mailgate import checks, storage_url
 from mailgate.storage_url import StorageConfigError
-from pipeline.ingest import store_raw
-from tests.builders import manage
+from pipeline.ingest import ingest_raw, store_raw
+from pipeline.models import Message
+from tests.builders import eml, manage
 
 S3 = {"endpoint_url": "http://minio:9000", "region": "eu-1", "access_key": "id", "secret_key": "secret"}
 
@@ -54,10 +55,15 @@ def test_a_url_that_cannot_work_is_explained(url, kwargs, error):
         parse(url, **kwargs)
 
 
-def test_a_misconfigured_storage_refuses_every_use_with_the_reason(settings):
+@pytest.mark.django_db
+def test_a_misconfigured_storage_refuses_every_use_and_no_row_points_at_nothing(settings, alice):
     settings.STORAGES = {**settings.STORAGES, "default": storage_url.backend(None, "MAILGATE_STORAGE_URL='x': no")}
     with pytest.raises(StorageConfigError, match="MAILGATE_STORAGE_URL='x': no"):
         store_raw(b"Subject: lost?\r\n\r\n")
+    # The write comes first: when it fails, the message row is never created.
+    with pytest.raises(StorageConfigError):
+        ingest_raw(owner=alice, raw=eml(), identity="never-stored", source="import")
+    assert not Message.objects.exists()
 
 
 def test_the_orphan_grace_must_outlast_a_stage(settings):
