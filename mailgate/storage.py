@@ -57,7 +57,9 @@ def default() -> Storage:
 def for_config(config: StorageConfig) -> Storage:
     """A storage for `config` apart from the default (migrate_storage's target)."""
     if config.kind == "local":
-        return FileSystemStorage(location=str(config.path), file_permissions_mode=0o600)
+        # Private like the files dir: stored mail is for this user only.
+        return FileSystemStorage(location=str(config.path), file_permissions_mode=0o600,
+                                 directory_permissions_mode=0o700)
     from storages.backends.s3 import S3Storage  # boto3 loads only where a bucket is used
 
     return S3Storage(**s3_options(config))
