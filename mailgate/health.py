@@ -1,6 +1,7 @@
 """GET /healthz: the state of every part mailgate needs, as JSON; HTTP 503 when one is down."""
 
 import asyncio
+import os
 import time
 
 from asgiref.sync import async_to_sync
@@ -11,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django_q.models import OrmQ
 
-from mailgate import embedded_redis
+from mailgate import embedded_redis, storage
 from mailgate.realtime import channel_layer
 
 
@@ -57,6 +58,26 @@ def _channel_layer() -> dict:
     return {"ok": True, **part, "redis": embedded_redis.describe(), "roundtrip_ms": round(seconds * 1000, 2)}
 
 
+def _storage() -> dict:
+    """Where raw mail and attachments live answers: the files dir is there and writable, or the
+    bucket answers a HEAD with these credentials (every host needs it, not just the one that
+    stored a message)."""
+    config = settings.MAILGATE_STORAGE
+    if config is None:
+        return {"ok": False, "kind": "misconfigured", "error": settings.MAILGATE_STORAGE_ERROR}
+    if config.kind == "local":
+        path = settings.MEDIA_ROOT
+        return {"ok": os.path.isdir(path) and os.access(path, os.W_OK), "kind": "local", "path": str(path)}
+    bucket = storage.default()
+    started = time.monotonic()
+    try:
+        bucket.connection.meta.client.head_bucket(Bucket=bucket.bucket_name)
+    except Exception as exc:  # a health probe reports every failure instead of raising
+        return {"ok": False, "kind": "s3", "where": config.describe(), "error": _error(exc)}
+    return {"ok": True, "kind": "s3", "where": config.describe(),
+            "roundtrip_ms": round((time.monotonic() - started) * 1000, 2)}
+
+
 def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
@@ -67,6 +88,7 @@ CHECKS = {
     "database": _database,
     "queue": _queue,
     "channel_layer": _channel_layer,
+    "storage": _storage,
 }
 
 

@@ -113,6 +113,8 @@ def backend(config: StorageConfig | None, error: str = "") -> dict:
 
 
 def s3_options(config: StorageConfig) -> dict:
+    from botocore.config import Config  # only where a bucket is configured
+
     return {
         "bucket_name": config.bucket,
         "location": config.prefix,
@@ -126,9 +128,14 @@ def s3_options(config: StorageConfig) -> dict:
         # Objects stay private (bucket policy decides); mailgate never hands out bucket URLs.
         "default_acl": None,
         "querystring_auth": True,
-        # MinIO, Ceph and most self-hosted servers answer only path-style requests; AWS and R2
-        # accept both. Virtual-host style stays the default for AWS itself.
-        "addressing_style": "path" if config.endpoint_url else None,
+        "client_config": Config(
+            # MinIO, Ceph and most self-hosted servers answer only path-style requests; AWS and R2
+            # accept both. Virtual-host style stays the default for AWS itself.
+            s3={"addressing_style": "path" if config.endpoint_url else None},
+            # botocore waits 60 s to connect by default, with up to 5 tries: a stage, a download
+            # or /healthz would hang minutes on an unreachable endpoint. Reads of big objects keep
+            # the default 60 s between bytes.
+            connect_timeout=5, retries={"mode": "standard", "max_attempts": 3}),
         # A whole-file read (standardize, an SMTP relay's attachment) spills to a temporary file
         # past this instead of holding a 50 MB message in memory; downloads stream anyway
         # (mailgate.storage.open_stream).

@@ -33,6 +33,7 @@ PDF = b"%PDF-1.4\n" + os.urandom(300_000)  # several 64 KiB chunks; random, so n
 def backend(request, settings, tmp_path):
     """The default storage of this test: a private local files dir, or a fresh bucket."""
     if request.param == "local":
+        (tmp_path / "files").mkdir(mode=0o700)  # as settings make it (private_dir)
         settings.MEDIA_ROOT = str(tmp_path / "files")
         return "local"
     request.getfixturevalue("s3_storage")
@@ -154,6 +155,20 @@ def test_retention_removes_the_objects_of_purged_messages(backend, alice):
         status=Message.Status.SUPPRESSED, received_at=message.received_at - timedelta(days=400))
     assert retention.purge()["messages"] == 1
     assert names("raw") == [] and names("attachments") == []
+
+
+def test_healthz_says_whether_the_storage_answers(backend, client, admin_client, settings, s3_server):
+    body = client.get("/healthz").json()
+    assert body["storage"] == {"ok": True, "kind": backend, **({"roundtrip_ms": body["storage"].get("roundtrip_ms")}
+                                                                if backend == "s3" else {})}
+    if backend == "s3":
+        settings.STORAGES = {**settings.STORAGES, "default": {
+            **settings.STORAGES["default"],
+            "OPTIONS": {**settings.STORAGES["default"]["OPTIONS"], "bucket_name": "no-such-bucket"}}}
+    else:
+        settings.MEDIA_ROOT = "/nonexistent/files"
+    response = admin_client.get("/healthz")
+    assert response.status_code == 503 and response.json()["storage"]["ok"] is False
 
 
 # ---------------------------------------------------------------------------- migrate_storage

@@ -30,11 +30,12 @@ def test_an_s3_url_names_bucket_and_prefix_and_keeps_the_secret_out_of_its_repr(
         "s3", "mail-archive", "prod/eu", "http://minio:9000")
     assert "secret" not in repr(config) and "secret" not in config.describe()
     options = storage_url.backend(config)["OPTIONS"]
-    assert options["location"] == "prod/eu" and options["addressing_style"] == "path"
+    assert options["location"] == "prod/eu" and options["client_config"].s3 == {"addressing_style": "path"}
+    assert options["client_config"].connect_timeout == 5
     assert options["file_overwrite"] is True
     # AWS itself: virtual-host style, no endpoint.
     aws = storage_url.backend(parse("s3://mail-archive", access_key="id", secret_key="s"))["OPTIONS"]
-    assert (aws["endpoint_url"], aws["addressing_style"], aws["location"]) == (None, None, "")
+    assert (aws["endpoint_url"], aws["client_config"].s3, aws["location"]) == (None, {"addressing_style": None}, "")
 
 
 @pytest.mark.parametrize("url, kwargs, error", [
