@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-from django.http import FileResponse
+from django.http import FileResponse, Http404
+
+from mailgate import storage
 
 # Types a browser shows without running anything; everything else is sent as opaque bytes.
 SAFE_DOWNLOAD_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
@@ -26,11 +28,24 @@ def safe_download_type(content_type: str | None) -> str:
     return base if base in SAFE_DOWNLOAD_TYPES else "application/octet-stream"
 
 
+def stored_response(name: str, **kwargs) -> FileResponse:
+    """A stored object streamed in chunks as it is sent (mailgate.storage.open_stream: never the
+    whole attachment in memory, from a local file or from the bucket), with the locked-down
+    headers; 404 when the object is gone."""
+    try:
+        stream = storage.open_stream(name)
+    except FileNotFoundError:
+        raise Http404("no such file") from None
+    response = FileResponse(stream, **kwargs)
+    # A bucket's stream has no file name or seek for FileResponse to measure; the store knows.
+    response["Content-Length"] = str(stream.size)
+    return locked_down(response)
+
+
 def attachment_response(item) -> FileResponse:
     """An Attachment row as a download (Content-Disposition: attachment), never rendered inline."""
-    return locked_down(FileResponse(item.file.open("rb"), as_attachment=True,
-                                    filename=item.filename or "attachment",
-                                    content_type=safe_download_type(item.content_type)))
+    return stored_response(item.file.name, as_attachment=True, filename=item.filename or "attachment",
+                           content_type=safe_download_type(item.content_type))
 
 
 def eml_filename(subject: str | None) -> str:

@@ -11,12 +11,13 @@ from urllib.parse import urlsplit
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from frontend import access, downloads, listing, serializers, wording
+from mailgate import storage
 from pipeline.parsing.message import parse_message
 
 # Pages a reader may come from and go back to: the list in any of its filtered forms.
@@ -129,7 +130,8 @@ def message_raw(request, message_id):
     item = access.get_or_404(access.messages(request.user), pk=message_id)
     if not item.raw:
         raise Http404("the original of this message is not kept")
-    with item.raw.open("rb") as handle:
+    # A stream, not raw.open(): on a bucket that would download the whole message first.
+    with storage.open_stream(item.raw.name) as handle:
         data = handle.read(RAW_SHOWN_BYTES + 1)
     text = data[:RAW_SHOWN_BYTES].decode("utf-8", "replace")
     if len(data) > RAW_SHOWN_BYTES:
@@ -147,8 +149,8 @@ def message_eml(request, message_id):
     if not item.raw:
         raise Http404("the original of this message is not kept")
     name = downloads.eml_filename(item.subject)
-    return downloads.locked_down(FileResponse(item.raw.open("rb"), as_attachment=True, filename=name,
-                                              content_type="application/octet-stream"))
+    return downloads.stored_response(item.raw.name, as_attachment=True, filename=name,
+                                     content_type="application/octet-stream")
 
 
 @login_required
@@ -160,7 +162,7 @@ def attachment_preview(request, attachment_id):
     content_type = _base_type(item.content_type)
     if content_type not in PREVIEW_TYPES:
         raise Http404("no preview for this type")
-    response = downloads.locked_down(FileResponse(item.file.open("rb"), content_type=content_type))
+    response = downloads.stored_response(item.file.name, content_type=content_type)
     response["Content-Disposition"] = "inline"
     return response
 
@@ -173,8 +175,7 @@ def attached_message(request, attachment_id):
     item = access.get_or_404(access.attachments(request.user).select_related("message"), pk=attachment_id)
     if _base_type(item.content_type) not in ATTACHED_MESSAGE_TYPES:
         raise Http404("not an attached message")
-    with item.file.open("rb") as handle:
-        parsed = parse_message(handle.read())
+    parsed = parse_message(storage.read_bytes(item.file.name))
     return render(request, "frontend/attached_message.html", {
         "attachment": item, "parent": item.message, "parsed": parsed,
         "warnings": [wording.parse_warning(w) for w in parsed.warnings],

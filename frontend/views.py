@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core import signing
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -163,7 +163,7 @@ def message_inline(request, message_id, token):
     content_type = part.content_type.split(";")[0].strip().lower() if part else ""
     if part is None or content_type not in INLINE_IMAGE_TYPES:
         raise Http404("not found")
-    response = downloads.locked_down(FileResponse(part.file.open("rb"), content_type=content_type))
+    response = downloads.stored_response(part.file.name, content_type=content_type)
     response["Content-Disposition"] = "inline"
     response["Referrer-Policy"] = "no-referrer"
     return response

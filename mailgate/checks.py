@@ -82,3 +82,25 @@ def check_stage_deadline(app_configs=None, **kwargs):
             id="mailgate.E007",
         )]
     return []
+
+
+@register(Tags.compatibility)
+def check_storage(app_configs=None, **kwargs):
+    """MAILGATE_STORAGE_URL and its S3 variables (mailgate/storage_url.py); nothing is contacted
+    here, so `manage.py check` stays fast and works offline."""
+    errors = []
+    reason = getattr(settings, "MAILGATE_STORAGE_ERROR", "")
+    if reason:
+        errors.append(Error(
+            reason, hint="See README \"Object storage\". Raw mail and attachments cannot be stored or read until "
+                         "this is fixed.",
+            id="mailgate.E008"))
+    grace = settings.MAILGATE_STORAGE_ORPHAN_HOURS * 3600
+    if grace <= settings.MAILGATE_STAGE_DEADLINE:
+        errors.append(Error(
+            f"MAILGATE_STORAGE_ORPHAN_HOURS ({settings.MAILGATE_STORAGE_ORPHAN_HOURS}) must be longer than "
+            f"MAILGATE_STAGE_DEADLINE ({settings.MAILGATE_STAGE_DEADLINE} s).",
+            hint="A stage writes its objects before its row commits; a shorter grace age lets the retention job "
+                 "remove an object that a running stage is about to point at.",
+            id="mailgate.E009"))
+    return errors

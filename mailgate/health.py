@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django_q.models import OrmQ
 
-from mailgate import embedded_redis
+from mailgate import embedded_redis, storage
 from mailgate.realtime import channel_layer
 
 
@@ -59,15 +59,34 @@ def _channel_layer() -> dict:
     return {"ok": True, **part, "redis": embedded_redis.describe(), "roundtrip_ms": round(seconds * 1000, 2)}
 
 
-def _files() -> dict:
-    """The files dir (raw mail, attachments) is writable and has room for one more message of the
-    largest size accepted: a full disk stops every sync (imap.errors.StorageFailed), so it is
-    reported here before the owners see their accounts stop."""
-    root = str(settings.MEDIA_ROOT)
+def _storage() -> dict:
+    """Where raw mail and attachments live answers: the files dir is writable and has room for one
+    more message of the largest size accepted (a full disk stops every sync: imap.errors.
+    StorageFailed, reported here before the owners see their accounts stop), or the bucket
+    answers a HEAD with these credentials (every host needs it, not just the one that stored a
+    message)."""
+    config = settings.MAILGATE_STORAGE
+    if config is None:
+        return {"ok": False, "kind": "misconfigured", "error": settings.MAILGATE_STORAGE_ERROR}
+    if config.kind == "local":
+        return _local_files(str(settings.MEDIA_ROOT))
+    bucket = storage.default()
+    started = time.monotonic()
+    try:
+        bucket.connection.meta.client.head_bucket(Bucket=bucket.bucket_name)
+    except Exception as exc:  # a health probe reports every failure instead of raising
+        return {"ok": False, "kind": "s3", "where": config.describe(), "error": _error(exc)}
+    return {"ok": True, "kind": "s3", "where": config.describe(),
+            "roundtrip_ms": round((time.monotonic() - started) * 1000, 2)}
+
+
+def _local_files(root: str) -> dict:
+    if not os.path.isdir(root):
+        return {"ok": False, "kind": "local", "path": root, "error": "FilesDir: missing"}
     free = shutil.disk_usage(root).free
     writable = os.access(root, os.W_OK)  # False on a read-only mount too (EROFS)
-    part = {"ok": writable and free >= settings.MAILGATE_MAX_MESSAGE_BYTES, "free_bytes": free,
-            "writable": writable, "path": root}
+    part = {"ok": writable and free >= settings.MAILGATE_MAX_MESSAGE_BYTES, "kind": "local",
+            "free_bytes": free, "writable": writable, "path": root}
     if not part["ok"]:
         part["error"] = f"FilesDir: {'not writable' if not writable else 'less free space than one message'}"
     return part
@@ -83,7 +102,7 @@ CHECKS = {
     "database": _database,
     "queue": _queue,
     "channel_layer": _channel_layer,
-    "files": _files,
+    "storage": _storage,
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from mailgate import keys
+from mailgate import keys, storage_url
 from mailgate.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -177,13 +177,26 @@ Q_CLUSTER = {
 
 # --- Files ----------------------------------------------------------------------------------
 MEDIA_ROOT = private_dir(Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "files"))))
+# Object storage (README "Object storage", mailgate/storage_url.py): unset keeps the files dir above.
+MAILGATE_STORAGE_URL = env_str("MAILGATE_STORAGE_URL")
+try:
+    MAILGATE_STORAGE = storage_url.from_env(MAILGATE_STORAGE_URL, files_dir=MEDIA_ROOT)
+    MAILGATE_STORAGE_ERROR = ""
+except storage_url.StorageConfigError as exc:
+    # Reported by the system check mailgate.E008; the default storage refuses every use meanwhile.
+    MAILGATE_STORAGE, MAILGATE_STORAGE_ERROR = None, str(exc)
+if MAILGATE_STORAGE is not None and MAILGATE_STORAGE.kind == "local":
+    MEDIA_ROOT = private_dir(MAILGATE_STORAGE.path)
+# An object no row points to (its transaction rolled back, its process died) is removed by the
+# retention job once it is this old; a write in flight commits its row long before.
+MAILGATE_STORAGE_ORPHAN_HOURS = env_float("MAILGATE_STORAGE_ORPHAN_HOURS", 24.0)
 # Raw mail and attachments, for this user only (pipeline/ingest.py's fast path applies it too).
 FILE_UPLOAD_PERMISSIONS = 0o600
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": storage_url.backend(MAILGATE_STORAGE, MAILGATE_STORAGE_ERROR),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # static works before (or without) collectstatic on a laptop

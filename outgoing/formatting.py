@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 
+from mailgate import storage
 from outgoing.errors import TransportError
 
 FIELDS = {
@@ -313,5 +314,4 @@ def with_links(parts: list[Run], attachments) -> list[Run]:
 
 
 def read_attachment(attachment) -> bytes:
-    with attachment.file.open("rb") as fh:
-        return fh.read()
+    return storage.read_bytes(attachment.file.name)

@@ -7,6 +7,8 @@ from email.parser import BytesHeaderParser
 
 from django.conf import settings
 
+from mailgate import storage
+
 # Marks of earlier hops carried forward, at most: a chain A -> B -> A between two installs is
 # caught by A finding its own mark; a longer chain is not worth an unbounded header.
 MAX_PRIOR_MARKS = 10
@@ -36,7 +38,8 @@ def prior_marks(message) -> list[str]:
     if not raw or not getattr(message, "pk", None):
         return []
     try:
-        with raw.open("rb") as fh:
+        # A stream, not raw.open(): that would download the whole message from a bucket first.
+        with storage.open_stream(raw.name) as fh:
             head = fh.read(_HEADER_BYTES)
     except (OSError, ValueError):  # purged, moved, or no file on this field
         return []

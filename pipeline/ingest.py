@@ -1,23 +1,17 @@
 """The single door into the pipeline for every source (IMAP sync, import, inbound webhooks).
 
-Raw bytes are stored content-addressed (sha256) through Django's storage API, so the same bytes
-are written once and an S3-style storage can be configured later.
+Raw bytes are stored content-addressed (sha256) through Django's storage API (mailgate/storage.py:
+the local files dir or an S3-compatible bucket), so the same bytes are written once.
 """
 
 import hashlib
-import os
-import uuid
 
-from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage, default_storage, storages
 from django.db import IntegrityError, connections, router, transaction
 
-from mailgate import metrics
+from mailgate import metrics, storage
 from pipeline import audit, events, queue
 from pipeline.models import Event, Message, PurgedIdentity
 from pipeline.queue import Stage
-
-_known_dirs: set = set()
 
 
 def raw_name(sha256: str) -> str:
@@ -25,63 +19,16 @@ def raw_name(sha256: str) -> str:
 
 
 def store_raw(raw: bytes) -> tuple[str, str]:
-    """Store raw RFC 822 bytes once; returns (storage name, sha256 hex)."""
+    """Store raw RFC 822 bytes once; returns (storage name, sha256 hex). Complete when this
+    returns, so the caller's row may point at it from then on (mailgate/storage.py)."""
     digest = hashlib.sha256(raw).hexdigest()
     name = raw_name(digest)
-    storage = storages["default"]  # the object default_storage wraps
-    if _plain_filesystem(storage):
-        _write_file_once(storage, name, raw)
-    elif not default_storage.exists(name):
-        saved = default_storage.save(name, ContentFile(raw))
-        if saved != name:
-            # Another process stored the same bytes between exists() and save(): keep one copy.
-            default_storage.delete(saved)
+    storage.write_once(name, raw)
     return name, digest
 
 
-def _plain_filesystem(storage) -> bool:
-    # Only the stock local storage takes the direct path; anything else (S3, a directory
-    # permission mode) goes through the storage API.
-    return type(storage) is FileSystemStorage and storage.directory_permissions_mode is None
-
-
-def _write_file_once(storage: FileSystemStorage, name: str, raw: bytes) -> None:
-    """Local-disk fast path of store_raw (bench/sync.py: the storage API's exists + name checks +
-    makedirs cost as much as the write). The bytes go to a temporary file renamed into place, so
-    a file under the content-addressed name is always complete: a process killed mid-write leaves
-    only a stray *.tmp, never a truncated message that exists() would then vouch for."""
-    path = storage.path(name)
-    if os.path.exists(path):
-        return
-    directory = os.path.dirname(path)
-    if directory not in _known_dirs:
-        os.makedirs(directory, exist_ok=True)
-        _known_dirs.add(directory)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except FileNotFoundError:  # the directory was removed since we cached it
-        _known_dirs.discard(directory)
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if storage.file_permissions_mode is not None:  # FILE_UPLOAD_PERMISSIONS, as save() applies it
-                os.fchmod(fh.fileno(), storage.file_permissions_mode)
-            fh.write(raw)
-        # A concurrent writer of the same digest renames identical bytes: either one wins.
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def read_raw(message: Message) -> bytes:
-    with default_storage.open(message.raw.name, "rb") as fh:
-        return fh.read()
+    return storage.read_bytes(message.raw.name)
 
 
 def enqueue_standardize(message_id) -> None:
@@ -107,11 +54,15 @@ def attach_raw_batch(pairs) -> int:
     first bytes.
     """
     stored: dict = {}
+    writes: dict = {}
     for message, raw in pairs:
         if message.pk in stored:
             continue
-        name, digest = store_raw(raw)
-        stored[message.pk] = (name, digest, len(raw))
+        digest = hashlib.sha256(raw).hexdigest()
+        stored[message.pk] = (raw_name(digest), digest, len(raw))
+        writes[raw_name(digest)] = raw
+    # All of them before the transaction below: in parallel where each write is a round trip.
+    storage.write_many_once(list(writes.items()))
     if not stored:
         return 0
     with transaction.atomic():

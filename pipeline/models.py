@@ -308,9 +308,6 @@ class Delivery(models.Model):
                          condition=Q(status__in=["scheduled", "sending", "retrying"])),
         ]
 
-    def __str__(self):
-        return f"{self.message_id} → {self.address or self.service}"
-
     def record_progress(self, remote_id: str) -> None:
         """Keep the remote ids of the parts of a multi-part send already delivered (a transport
         calls this after each part), so a retry does not send them again."""

@@ -13,9 +13,9 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import transaction
 
+from mailgate import storage
 from pipeline import audit, clock
 from pipeline.models import Attachment, Delivery, Event, Message, PurgedIdentity
 
@@ -35,8 +35,9 @@ def expired(now=None):
 
 def _delete_file(name: str) -> None:
     try:
-        default_storage.delete(name)
-    except OSError:  # already gone, or storage refused: the row is gone either way
+        storage.delete(name)
+    except Exception:  # disk or bucket refused (OSError, botocore's ClientError): the row is gone
+        # either way, and the orphan sweep (pipeline/orphans.py) tries the object again later.
         log.warning("could not delete stored file %s", name, exc_info=True)
 
 

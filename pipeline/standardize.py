@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
 
+from mailgate import storage
 from pipeline import audit, claims, clock, events, loops, parsing, queue, threads
 from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
@@ -118,10 +117,9 @@ def store_attachments(message: Message, parsed) -> list[Attachment]:
         )
         if not row.sha256:
             row.sha256 = hashlib.sha256(payload).hexdigest()
-        name = attachment_upload_path(row, row.filename)
-        if default_storage.exists(name):
-            default_storage.delete(name)
-        row.file.name = default_storage.save(name, ContentFile(payload))
+        # Written (whole) before the transaction that inserts its row; a crash in between leaves an
+        # object the orphan sweep removes, and a rerun writes the same name again.
+        row.file.name = storage.write(attachment_upload_path(row, row.filename), payload)
         rows.append(row)
     return rows
 

@@ -7,7 +7,7 @@ logic lives in the stage modules; these only name it for django-q.
 
 from mailgate import metrics
 from pipeline import distribute as distribute_stage
-from pipeline import retention, sending, standardize as standardize_stage, sweeper
+from pipeline import orphans, retention, sending, standardize as standardize_stage, sweeper
 
 
 @metrics.timed("standardize")
@@ -30,4 +30,7 @@ def sweep() -> dict:
 
 
 def purge() -> dict:
-    return retention.purge()
+    """The daily retention job: expired messages, then stored objects no row points to."""
+    counts = retention.purge()
+    counts["orphans"] = orphans.sweep()["orphans"]
+    return counts

@@ -27,8 +27,9 @@ from mailgate.settings import *  # noqa: E402,F401,F403
 from mailgate.settings import DATA_DIR, DATABASES  # noqa: E402
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # A file, not :memory:, so worker and IDLE subprocesses started by tests share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # A file, not :memory:, so worker and IDLE subprocesses started by tests share it. A child
+    # that plays another host, with a data dir of its own, is told the file (test_storage_hosts.py).
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("MAILGATE_TEST_DB_NAME") or str(DATA_DIR / "test.sqlite3")}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
 Q_CLUSTER = {**Q_CLUSTER, "sync": False}  # noqa: F405

@@ -320,7 +320,7 @@ def test_a_files_dir_out_of_space_stops_the_sync_with_a_clear_state_and_it_resum
     assert "files" in account.last_error.lower()
     # /healthz turns 503 and names the files dir.
     response = client.get("/healthz")
-    assert response.status_code == 503 and response.json()["files"]["ok"] is False
+    assert response.status_code == 503 and response.json()["storage"]["ok"] is False
     # Nothing is marked stored that is not: every message past HEADERS has its whole file.
     stored = Message.objects.filter(account=account).exclude(status=Message.Status.HEADERS)
     for message in stored:
@@ -328,7 +328,7 @@ def test_a_files_dir_out_of_space_stops_the_sync_with_a_clear_state_and_it_resum
     assert stored.count() < 12
 
     small_files_dir.grow()
-    assert client.get("/healthz").json()["files"]["ok"] is True
+    assert client.get("/healthz").json()["storage"]["ok"] is True
     # Resumes by itself: the next scheduled sync after the account's backoff, no owner action.
     Account.objects.filter(pk=account.pk).update(backoff_until=timezone.now())  # the backoff has passed
     account.refresh_from_db()

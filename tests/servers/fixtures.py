@@ -16,6 +16,7 @@ import pytest
 from .dovecot import Dovecot, User
 from .http import HttpSink
 from .redis import RedisServer
+from .s3 import S3Server
 from .smtp import SmtpSink
 
 
@@ -97,3 +98,32 @@ def clean_http_sink(http_sink):
     http_sink.clear()
     yield http_sink
     http_sink.clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A private S3-compatible server (moto); .endpoint_url, .create_bucket(), .env(bucket)."""
+    server = S3Server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_bucket_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def s3_storage(s3_server, settings):
+    """A fresh bucket on the private S3 server as this test's default storage, configured exactly
+    as MAILGATE_STORAGE_URL and the MAILGATE_S3_* variables would; returns the server's env()."""
+    from mailgate import storage_url
+
+    env = s3_server.env(s3_server.create_bucket(f"mail-{next(_bucket_numbers)}"))
+    config = storage_url.parse(
+        env["MAILGATE_STORAGE_URL"], files_dir=settings.MEDIA_ROOT, endpoint_url=env["MAILGATE_S3_ENDPOINT_URL"],
+        region=env["MAILGATE_S3_REGION"], access_key=env["MAILGATE_S3_ACCESS_KEY_ID"],
+        secret_key=env["MAILGATE_S3_SECRET_ACCESS_KEY"])
+    settings.MAILGATE_STORAGE = config
+    settings.STORAGES = {**settings.STORAGES, "default": storage_url.backend(config)}
+    return env

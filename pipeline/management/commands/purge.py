@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from pipeline import orphans
 from pipeline.retention import purge
 
 
@@ -14,3 +15,6 @@ class Command(BaseCommand):
         verb = "Would remove" if dry_run else "Removed"
         self.stdout.write(f"{verb} {counts['messages']} messages, {counts['attachments']} attachments, "
                           f"{counts['raw_files']} raw files ({counts['bytes']} bytes of raw mail).")
+        swept = orphans.sweep(dry_run=dry_run)
+        self.stdout.write(f"{verb} {swept['orphans']} stored objects no message points to "
+                          f"({swept['bytes']} bytes; {swept['checked']} objects checked).")
