@@ -34,6 +34,7 @@ import argparse
 import collections
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def main() -> int:
     rng = random.Random(args.seed)
 
     data_dir = tempfile.mkdtemp(prefix="mailgate-bench-chaos-")
+    cleanup: list[str] = []
     from tests.servers.redis import RedisServer
 
     redis = RedisServer.start()
@@ -301,6 +303,8 @@ def main() -> int:
         failed = lost or stored < appended or by_status[Message.Status.DISTRIBUTED] < appended or unknown
         if failed:
             print(f"FAILED: losses (logs in {log_dir})")
+        else:
+            cleanup.append(data_dir)  # kept on a failure, for its logs and database
         return 1 if failed else 0
     finally:
         for process in processes:
@@ -308,6 +312,8 @@ def main() -> int:
         sink.stop()
         dovecot.stop()
         redis.stop()
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -494,7 +494,7 @@ def test_postgresql_restarted_during_a_first_sync_and_during_sending_loses_and_r
         idle = procs.start(["manage.py", "idle"], "faults-pg-idle", **env)
         started += [worker, idle]
 
-        stored = f"SELECT count(*) FROM pipeline_message WHERE status <> 'headers'"
+        stored = "SELECT count(*) FROM pipeline_message WHERE status <> 'headers'"
         until_pg = lambda check, timeout, what: eventually(check, timeout, what, interval=0.1)  # noqa: E731
         until_pg(lambda: 0 < count(stored) < HISTORY_MESSAGES - 50, 60, "the first sync under way")
         pg.restart()  # 1: during the first sync

@@ -330,7 +330,7 @@ def test_the_sweeper_re_enqueues_a_message_whose_task_was_lost(alice, monkeypatc
 
 
 @override_settings(MAILGATE_STAGE_DEADLINE=60)
-def test_a_delivery_abandoned_mid_send_is_handed_to_another_worker(alice, clean_smtp_sink, monkeypatch):
+def test_a_delivery_abandoned_mid_send_is_handed_to_another_worker(alice, clean_smtp_sink):
     service = smtp_service(alice, clean_smtp_sink)
     route_everything(alice, service)
     delivery = sending.claims.claim_delivery(queued_delivery(alice, service).pk)  # then the worker dies
