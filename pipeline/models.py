@@ -67,11 +67,8 @@ class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.IMAP)
-    # No index of its own: the (account, arrived_at, id) and (account, date) indexes below serve
-    # every lookup by account, and with a plain one PostgreSQL ANDed a search's few matches with
-    # all of an account's rows (bench/api.py at 1,000,000: 176 ms instead of 0.8 ms).
     account = models.ForeignKey("imap.Account", on_delete=models.CASCADE, null=True, blank=True,
-                                related_name="messages", db_index=False)
+                                related_name="messages")
     folder = models.ForeignKey("imap.Folder", on_delete=models.SET_NULL, null=True, blank=True,
                                related_name="messages")  # first folder it was seen in
     channel = models.ForeignKey("inbound.InboundChannel", on_delete=models.CASCADE, null=True, blank=True,
