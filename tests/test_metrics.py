@@ -237,7 +237,9 @@ def test_stages_run_by_a_worker_process_are_served_by_this_one(alice, dovecot, m
     # This process ran no stage: the durations and the delivery were recorded by the worker's
     # children (forked by django-q), in files of their own.
     for stage in ("standardize", "distribute", "send"):
-        assert moved(before, after, "mailgate_stage_duration_seconds_count", stage=stage) == 1, stage
+        assert moved(before, after, "mailgate_stage_duration_seconds_count", stage=stage) == 1, (
+            stage, value(before, "mailgate_stage_duration_seconds_count", stage=stage),
+            value(after, "mailgate_stage_duration_seconds_count", stage=stage), sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])), os.getpid())
     assert moved(before, after, "mailgate_deliveries_total", service_kind="smtp", outcome="sent") == 1
     assert files_of_other_processes("histogram_")
     # The worker has exited: its counts stay (totals never go backwards while the install runs).
