@@ -113,9 +113,13 @@ def _int_param(params, name):
         raise BadFilter(f"{name} must be a number") from None
 
 
-def filtered(user, params, scope: Q | None = None):
+_SEARCH = object()
+
+
+def filtered(user, params, scope: Q | None = None, match=_SEARCH):
     """The user's messages (or those in `scope`, one of access.message_scopes) narrowed by the
-    request's filters (see docs/api.md)."""
+    request's filters (see docs/api.md). `match`: search.matching(q) when the caller already has
+    it (one search for several scopes)."""
     rows = Message.objects.filter(scope if scope is not None else access.message_filter(user))
     account_id = _int_param(params, "account")
     if account_id is not None:
@@ -151,7 +155,7 @@ def filtered(user, params, scope: Q | None = None):
             raise BadFilter("id must be a message id") from None
     query = params.get("q", "").strip()
     if query:
-        condition = search.matching(query)
+        condition = search.matching(query) if match is _SEARCH else match
         rows = rows.filter(condition) if condition is not None else rows.none()
     return rows
 
@@ -191,8 +195,10 @@ def message_page(user, params) -> Page:
     # One keyset walk per scope (the user's own messages, then each shared account), each on its
     # own index and stopping after a page, merged here: cheap however deep the cursor is.
     merged: dict = {}
+    query = params.get("q", "").strip()
+    match = search.matching(query) if query else None
     for scope in scopes:
-        for row in _scope_page(filtered(user, params, scope).values(*ROW_FIELDS), cursor, limit):
+        for row in _scope_page(filtered(user, params, scope, match).values(*ROW_FIELDS), cursor, limit):
             merged[row["id"]] = row
     found = sorted(merged.values(), key=_order_key, reverse=True)[: limit + 1]
     more = len(found) > limit

@@ -231,13 +231,18 @@ def test_stages_run_by_a_worker_process_are_served_by_this_one(alice, dovecot, m
         clean_smtp_sink.wait_for(1, timeout=30)
         message = Message.objects.get(account=account)
         eventually(lambda: Delivery.objects.filter(message=message, status="sent").exists(), 10, "delivery sent")
+        # The send task's duration is recorded when it returns, just after the row says sent.
+        eventually(lambda: moved(before, scrape(client), "mailgate_stage_duration_seconds_count",
+                                 stage="send") >= 1, 10, "send duration recorded")
         after = scrape(client)
     finally:
         procs.stop(worker)
     # This process ran no stage: the durations and the delivery were recorded by the worker's
     # children (forked by django-q), in files of their own.
     for stage in ("standardize", "distribute", "send"):
-        assert moved(before, after, "mailgate_stage_duration_seconds_count", stage=stage) == 1, stage
+        assert moved(before, after, "mailgate_stage_duration_seconds_count", stage=stage) == 1, (
+            stage, value(before, "mailgate_stage_duration_seconds_count", stage=stage),
+            value(after, "mailgate_stage_duration_seconds_count", stage=stage))
     assert moved(before, after, "mailgate_deliveries_total", service_kind="smtp", outcome="sent") == 1
     assert files_of_other_processes("histogram_")
     # The worker has exited: its counts stay (totals never go backwards while the install runs).
