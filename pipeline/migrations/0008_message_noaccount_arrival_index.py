@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('imap', '0005_oauth2'),
         ('inbound', '0001_initial'),
-        ('pipeline', '0006_message_arrived_at'),
+        ('pipeline', '0007_status_words'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
