@@ -14,9 +14,13 @@ urlpatterns = [
     path("messages/<uuid:message_id>/inline/<str:token>/", views.message_inline, name="message_inline"),
     path("attachments/<uuid:attachment_id>/", views.attachment, name="attachment"),
     path("pipeline/", views.pipeline, name="pipeline"),
+    # Browsers ask for /favicon.ico on every page without a <link rel=icon> (the admin's too).
+    path("favicon.ico", views.favicon, name="favicon"),
     # JSON API (docs/api.md)
     path("api/messages/", api.messages, name="api_messages"),
     path("api/messages/batch/", api.batch, name="api_batch"),
+    path("api/messages/counts/", api.message_counts, name="api_message_counts"),
+    path("api/folders/", api.folders, name="api_folders"),
     path("api/messages/<uuid:message_id>/", api.message_detail, name="api_message"),
     path("api/messages/<uuid:message_id>/thread/", api.message_thread, name="api_thread"),
     path("api/messages/<uuid:message_id>/events/", api.message_events, name="api_message_events"),

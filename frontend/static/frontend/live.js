@@ -16,6 +16,11 @@ const Mailgate = (() => {
     const response = await fetch(url, init);
     let data = null;
     try { data = await response.json(); } catch (e) { data = null; }
+    // 401: the session is gone (logged out elsewhere, expired). A 403 without our JSON is
+    // Django's CSRF page, which a logged-out session's POST gets: ask once whether we are signed in.
+    if (response.status === 401 || (response.status === 403 && data === null && url !== SESSION_PROBE)) {
+      if (response.status === 401 || await signedOut()) toLogin();
+    }
     if (!response.ok && response.status !== 207) {
       const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
       error.status = response.status;
@@ -23,6 +28,30 @@ const Mailgate = (() => {
     }
     return data;
   }
+
+  /* An expired session sends the user to the login page, back here afterwards. */
+  const SESSION_PROBE = "/api/seq/";
+  let leaving = false;
+  function toLogin() {
+    if (leaving) return;
+    leaving = true;
+    const login = document.body.dataset.loginUrl || "/accounts/login/";
+    location.assign(`${login}?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
+  async function signedOut() {
+    try {
+      const response = await fetch(SESSION_PROBE, {credentials: "same-origin", headers: {"Accept": "application/json"}});
+      return response.status === 401;
+    } catch (e) { return false; }  // the server is down, not the session
+  }
+  async function checkSession() { if (await signedOut()) toLogin(); }
+  // Logging out in one tab takes the others to the login page too (the storage event reaches
+  // the other tabs of this origin); coming back to a tab checks the session.
+  document.addEventListener("submit", (event) => {
+    if (event.target.matches("form.logout")) localStorage.setItem("mailgate.logout", String(Date.now()));
+  });
+  window.addEventListener("storage", (event) => { if (event.key === "mailgate.logout") checkSession(); });
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") checkSession(); });
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -101,9 +130,15 @@ const Mailgate = (() => {
     let opened = false;
     const indicator = document.getElementById("live-status");
 
+    // Shown in words too, not by colour alone.
+    const WORDS = {open: "live", closed: "offline", connecting: "connecting"};
     function setState(state) {
       document.body.dataset.ws = state;
-      if (indicator) { indicator.dataset.state = state; indicator.title = `Live updates: ${state}`; }
+      if (indicator) {
+        indicator.dataset.state = state;
+        indicator.textContent = WORDS[state] || state;
+        indicator.title = state === "open" ? "Live updates: on" : "Live updates: off, reconnecting";
+      }
     }
 
     async function resync() {
@@ -116,8 +151,11 @@ const Mailgate = (() => {
 
     function open() {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      if (leaving) return;
       const socket = new WebSocket(scheme + location.host + "/ws/events/");
+      let accepted = false;
       socket.onopen = async () => {
+        accepted = true;
         delay = 500;
         setState("open");
         if (opened) { await resync(); return; }
@@ -142,8 +180,11 @@ const Mailgate = (() => {
         }
         handlers.onEvent(event);
       };
-      socket.onclose = () => {
+      socket.onclose = async () => {
         setState("closed");
+        // A refused handshake is most often a session that ended: no reconnect storm, the
+        // login page instead. Otherwise (server restarting) back off and try again.
+        if (!accepted && await signedOut()) { toLogin(); return; }
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 15000);
       };
@@ -152,5 +193,5 @@ const Mailgate = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", () => localizeTimes());
-  return {api, el, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect};
+  return {api, el, toLogin, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect};
 })();
