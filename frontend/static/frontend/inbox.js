@@ -523,7 +523,8 @@
     window.scrollTo({top: 0});
     reload();
   }
-  const searchLater = debounce(() => filtersChanged(false), 250);
+  // Starting a search is a history entry (Back returns to the list); refining it is not.
+  const searchLater = debounce(() => filtersChanged(!new URLSearchParams(location.search).get("q")), 250);
   search.addEventListener("input", searchLater);
   // A finished search (Enter, leaving the box) becomes its own history entry.
   search.addEventListener("change", () => { toUrl(true); });
@@ -575,7 +576,8 @@
   }
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
-    const typing = event.target.closest("input, textarea, select, [contenteditable]");
+    // Shortcuts wait while the user types (a checkbox or a link with focus is not typing).
+    const typing = event.target.closest("input:not([type=checkbox]):not([type=radio]), textarea, select, [contenteditable]");
     if (event.key === "Escape") {
       if (event.target === search) { search.blur(); return; }
       if (selected.size) { selected.clear(); updateSelection(); }

@@ -153,9 +153,7 @@ const Mailgate = (() => {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
       if (leaving) return;
       const socket = new WebSocket(scheme + location.host + "/ws/events/");
-      let accepted = false;
       socket.onopen = async () => {
-        accepted = true;
         delay = 500;
         setState("open");
         if (opened) { await resync(); return; }
@@ -182,9 +180,9 @@ const Mailgate = (() => {
       };
       socket.onclose = async () => {
         setState("closed");
-        // A refused handshake is most often a session that ended: no reconnect storm, the
-        // login page instead. Otherwise (server restarting) back off and try again.
-        if (!accepted && await signedOut()) { toLogin(); return; }
+        // A refused handshake, or a socket dropped, is often a session that ended: no reconnect
+        // storm, the login page instead. Otherwise (server restarting) back off and try again.
+        if (await signedOut()) { toLogin(); return; }
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 15000);
       };
