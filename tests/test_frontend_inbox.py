@@ -81,12 +81,16 @@ def test_the_inbox_looks_like_a_mail_client_and_never_scrolls_sideways(browser, 
             .filter(([, h]) => h < 40)""")
         assert small == []
         page.click("#toggle-sidebar")
-        page.wait_for_selector("#sidebar a.folder-link:visible")
+        page.wait_for_function("getComputedStyle(document.getElementById('sidebar')).transform === 'none'")
+        page.wait_for_function("document.getAnimations().length === 0")
         page.screenshot(path=str(screenshot_path(request, f"{tag}-folders")))
         page.click("#scrim", position={"x": 370, "y": 400})
+        page.wait_for_function("getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden'")
+        assert overflow(page) <= 0 and page.evaluate("window.scrollX") == 0
     page.keyboard.press("Escape")
     page.keyboard.press("?")
     page.wait_for_selector("#help[open]")
+    assert overflow(page) <= 0 and page.evaluate("window.scrollX") == 0
     page.screenshot(path=str(screenshot_path(request, f"{tag}-help")))
     page.context.close()
 
