@@ -7,7 +7,7 @@
 (() => {
   const {api, el, formatDate, formatDateTime, debounce, status, connect} = Mailgate;
   const UNDO_MS = 8000;
-  const PAGE = 100;           // rows per API call when scrolling on
+  const PAGE = 50;            // rows of the first page (the API default); later pages take 200
   const RENDER_ALL_UP_TO = 150;  // below this every row is in the DOM (find-in-page works)
   const OVERSCAN = 15;        // rows rendered beyond each edge of the viewport
   const INVERSE = {read: "unread", unread: "read", flag: "unflag", unflag: "flag"};
@@ -310,7 +310,7 @@
   async function reload() {
     const mine = ++generation;
     const params = filterParams();
-    params.set("limit", String(Math.min(PAGE, 200)));
+    params.set("limit", String(PAGE));
     updateMarker();
     showPlace();
     if (!rows.length) showState("loading");
