@@ -36,3 +36,9 @@ for _model in (Schedule, Success, Failure, OrmQ):
         _stock = type(admin.site.get_model_admin(_model))
         admin.site.unregister(_model)
         admin.site.register(_model, type(f"SuperusersOnly{_stock.__name__}", (_SuperusersOnly, _stock), {}))
+
+
+# Our name on every admin page instead of "Django administration".
+admin.site.site_header = "mailgate administration"
+admin.site.site_title = "mailgate admin"
+admin.site.index_title = "Administration"

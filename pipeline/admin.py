@@ -126,10 +126,13 @@ class RouteAdmin(OwnerScopedAdmin):
     filter_horizontal = ("services",)
 
 
-class SubscriptionInline(admin.TabularInline):
+class SubscriptionInline(admin.StackedInline):
+    """Stacked, three short rows per subscription: as a table its eight columns (time pickers,
+    a 500-character address) made the page over 2,000 px wide."""
+
     model = Subscription
     extra = 1
-    fields = ("service", "address", "active", "mode", "window_start", "window_end", "timezone", "digest_time")
+    fields = (("service", "address", "active"), ("mode", "timezone"), ("window_start", "window_end", "digest_time"))
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         return super().formfield_for_foreignkey(db_field, request, **scoped_choices(db_field, request, kwargs))

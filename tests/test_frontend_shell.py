@@ -120,3 +120,15 @@ def test_every_text_colour_of_the_theme_meets_wcag_aa(dark):
     assert not failing, failing
     # Focus rings and the current-row bar are not text: 3:1 against the surface (WCAG 1.4.11).
     assert contrast(colours["current"], colours["surface"]) >= 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/admin/pipeline/route/add/", "/admin/pipeline/subscriber/add/",
+                                  "/admin/outgoing/service/add/"])
+def test_the_admin_preselects_the_owner_and_says_mailgate(client, admin_user, path):
+    client.force_login(admin_user)
+    response = client.get(path)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert re.search(rf'<option value="{admin_user.pk}" selected>', page), "owner not preselected"
+    assert "mailgate administration" in page and "Django administration" not in page

@@ -191,6 +191,7 @@
   window.addEventListener("resize", debounce(() => { rowHeight = 0; paint(true); }, 100));
 
   function render() {
+    tbody.dataset.loaded = String(rows.length);  // how many rows are held (the DOM shows a window)
     updateSelection();
     paint(true);
     loadMore.hidden = !nextCursor;
