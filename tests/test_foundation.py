@@ -94,7 +94,7 @@ def test_the_run_command_serves_a_green_healthz_and_ctrl_c_stops_everything(tmp_
         assert body["channel_layer"]["redis"]["kind"] == "embedded"
         assert embedded_redis.answers(sock)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5) as response:
-            assert response.status == 200 and b"Django administration" in response.read()
+            assert response.status == 200 and b"mailgate administration" in response.read()
     finally:
         if group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C

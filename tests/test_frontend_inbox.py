@@ -340,6 +340,16 @@ def bulk_messages(owner, account, count: int) -> None:
 
 # Scrolls one viewport per frame for `frames` frames; records each frame's gap and, after each
 # scroll, the time until the row now at the top of the viewport is in the DOM.
+# The same two frames without scrolling: what this (shared, loaded) machine gives any page.
+IDLE_PROBE = """async (frames) => {
+  const gaps = [];
+  for (let i = 0; i < frames; i++) {
+    const started = performance.now();
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    gaps.push(performance.now() - started);
+  }
+  return gaps;
+}"""
 SCROLL_PROBE = """async (frames) => {
   const tbody = document.getElementById('message-rows');
   const gaps = [], renders = [];
@@ -374,6 +384,7 @@ def test_a_folder_of_100000_messages_scrolls_with_a_bounded_dom(browser, live_we
         page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
         page.wait_for_function(f"Number(document.getElementById('message-rows').dataset.loaded) > {held}")
     page.evaluate("window.scrollTo(0, 0)")
+    idle = sorted(page.evaluate(IDLE_PROBE, 60))
     result = page.evaluate(SCROLL_PROBE, 120)
     gaps = sorted(result["gaps"])
     renders = sorted(r["ms"] for r in result["renders"])
@@ -382,7 +393,9 @@ def test_a_folder_of_100000_messages_scrolls_with_a_bounded_dom(browser, live_we
                "frame_gap_median_ms": round(statistics.median(gaps), 1),
                "frame_gap_p95_ms": round(gaps[int(len(gaps) * 0.95) - 1], 1),
                "render_after_scroll_median_ms": round(statistics.median(renders), 1),
-               "render_after_scroll_max_ms": round(max(renders), 1), "unpainted_frames": unpainted}
+               "render_after_scroll_max_ms": round(max(renders), 1), "unpainted_frames": unpainted,
+               "idle_two_frames_median_ms": round(statistics.median(idle), 1),
+               "scroll_vs_idle_ratio": round(statistics.median(renders) / statistics.median(idle), 2)}
     print("virtual scrolling, 100,000 messages (shared 2-core machine):", figures)
     (screenshot_path(request, "-figures").with_suffix(".txt")).write_text(repr(figures))
     # The DOM holds a window of the viewport plus overscan (about 55 rows at 900 px), never the
@@ -390,7 +403,9 @@ def test_a_folder_of_100000_messages_scrolls_with_a_bounded_dom(browser, live_we
     assert result["loaded"] >= 5000
     assert result["maxRows"] <= 80
     assert unpainted == 0
-    assert statistics.median(renders) < 50
+    # Smooth: a scroll of a whole viewport is painted in about the time two idle frames take
+    # (absolute times depend on the machine's load; 2 x 16.7 ms on an idle one).
+    assert statistics.median(renders) <= 1.5 * statistics.median(idle) + 10, figures
     page.screenshot(path=str(screenshot_path(request)))
 
     # Live mail still lands on top of a list this size.
