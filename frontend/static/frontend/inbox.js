@@ -155,6 +155,7 @@
     return [start, Math.min(rows.length, start + visible)];
   }
   function paint(force = false) {
+    const started = performance.now();
     if (!rowHeight) measure();
     const [first, last] = windowRange();
     if (force || first !== shown[0] || last !== shown[1]) {
@@ -177,6 +178,7 @@
       setSpacer(spacerBottom, (rows.length - last) * rowHeight);
       shown = [first, last];
       if (first === 0 && last > 0 && rows.length > RENDER_ALL_UP_TO) measure();
+      tbody.dataset.paintMs = (performance.now() - started).toFixed(2);  // read by the scrolling test
     }
     // Near the end of what is loaded: fetch the next page (keyset cursor) before it shows.
     const bottom = tbody.getBoundingClientRect().bottom;

@@ -73,23 +73,29 @@ const Mailgate = (() => {
    * formatDate for lists (today: "14:05"; this year: "Dec 3"; older: "Dec 3, 2024"),
    * formatDateTime where the exact moment matters ("Thu, Dec 3, 2026, 14:05:09 EST", zone shown). */
   const TIME = {hour: "2-digit", minute: "2-digit", hourCycle: "h23"};
+  // Built once: toLocale*String(options) builds a new formatter on every call, which made each
+  // list row cost milliseconds (a virtual list formats rows on every scroll).
+  const FORMAT = {
+    time: new Intl.DateTimeFormat([], TIME),
+    day: new Intl.DateTimeFormat([], {month: "short", day: "numeric"}),
+    dayYear: new Intl.DateTimeFormat([], {month: "short", day: "numeric", year: "numeric"}),
+    full: new Intl.DateTimeFormat([], {weekday: "short", year: "numeric", month: "short", day: "numeric",
+                                       ...TIME, second: "2-digit", timeZoneName: "short"}),
+  };
   function formatDate(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "—";
     const now = new Date();
-    if (date.toDateString() === now.toDateString()) return date.toLocaleTimeString([], TIME);
-    const day = {month: "short", day: "numeric"};
-    if (date.getFullYear() !== now.getFullYear()) day.year = "numeric";
-    return date.toLocaleDateString([], day);
+    if (date.toDateString() === now.toDateString()) return FORMAT.time.format(date);
+    return (date.getFullYear() !== now.getFullYear() ? FORMAT.dayYear : FORMAT.day).format(date);
   }
 
   function formatDateTime(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "—";
-    return date.toLocaleString([], {weekday: "short", year: "numeric", month: "short", day: "numeric",
-                                    ...TIME, second: "2-digit", timeZoneName: "short"});
+    return FORMAT.full.format(date);
   }
 
   /* Server-rendered <time datetime=... data-format="date|datetime"> in the reader's time zone. */
