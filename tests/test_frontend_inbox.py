@@ -4,10 +4,12 @@ the keyboard, and virtual scrolling over 100,000 messages."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import statistics
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from mailgate.realtime import publish_for_message
 from tests.builders import account_row, stored_message
@@ -211,9 +213,11 @@ def test_an_expired_session_goes_to_the_login_page_and_comes_back(browser, live_
     rows(page).first.wait_for()
     Session.objects.all().delete()  # logged out elsewhere, or expired
 
-    # An action answers 401: straight to the login page, with the way back.
-    rows(page).first.locator("input.select").check()
-    page.click("#toolbar button[data-action=read]")
+    # An action answers 401: straight to the login page, with the way back. (A count still
+    # loading may get its 401 first and go there sooner: the same path.)
+    with contextlib.suppress(PlaywrightError):
+        page.evaluate("Mailgate.api('/api/messages/batch/', {method: 'POST', body: {action: 'read', ids: []}})"
+                      ".catch(() => {})")
     page.wait_for_url(re.compile(r".*/accounts/login/\?next=%2F%3Fq%3Dkeep$"))
 
     # The live socket drops while the session is gone: no reconnect storm, the login page.
