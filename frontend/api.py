@@ -9,6 +9,7 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from frontend import access, actions, listing, serializers, wording
+from imap import trash
 from mailgate.realtime import current_seq
 from pipeline.models import Delivery
 
@@ -63,6 +64,24 @@ def messages(request):
         "next_cursor": page.next_cursor,
         "seq": seq_before,
     })
+
+
+@require_GET
+@api_view
+def message_counts(request):
+    """How many messages the list's filters (the same parameters) select, and how many are unread."""
+    return JsonResponse(listing.counts(request.user, request.GET))
+
+
+@require_GET
+@api_view
+def folders(request):
+    """The sidebar: each folder of the user's accounts with its unread count, Trash marked."""
+    unread = listing.folder_unread(request.user)
+    trash_ids = set(trash.folder_ids(access.account_ids(request.user)))
+    rows = access.folders(request.user).filter(present=True, selectable=True).order_by("account_id", "name")
+    return JsonResponse({"results": [{"id": f.pk, "account": f.account_id, "name": f.name,
+                                      "unread": unread.get(f.pk, 0), "trash": f.pk in trash_ids} for f in rows]})
 
 
 @require_GET

@@ -224,3 +224,19 @@ def stats(user) -> dict:
         "messages": {status: messages.get(status, 0) for status in Message.Status.values},
         "deliveries": {status: deliveries.get(status, 0) for status in Delivery.Status.values},
     }
+
+
+def counts(user, params) -> dict:
+    """Total and unread of the list the filters describe: the heading's counts and a search's
+    result count."""
+    rows = filtered(user, params)
+    return {"total": rows.count(), "unread": rows.exclude(has_flag(SEEN)).count()}
+
+
+def folder_unread(user) -> dict[int, int]:
+    """Unread messages per folder of the user's accounts (the sidebar), in one grouped query: a
+    message counts in every folder it has a live location in."""
+    rows = (Message.objects.filter(account_id__in=access.account_ids(user)).exclude(has_flag(SEEN))
+            .filter(locations__expunged_at__isnull=True)
+            .values("locations__folder_id").annotate(n=Count("pk", distinct=True)).order_by())
+    return {row["locations__folder_id"]: row["n"] for row in rows}

@@ -14,6 +14,9 @@ query repeats exactly that expression so the planner uses the index. No trigger 
 
 User input never reaches either query language raw: it is split into words, each quoted (FTS5)
 or reduced to word characters (tsquery), the last word matching as a prefix (search as you type).
+Words joined by punctuation ("LIVE-B", "report-299.pdf") stay together as a phrase: otherwise
+"LIVE-B" would be "live AND b*" and match "LIVE-A ... before". Attachment file names match too
+(a substring of the name), through a second, OR-ed condition on the attachment table.
 """
 
 import re
@@ -104,27 +107,51 @@ def terms(text: str) -> list[str]:
     return _WORD.findall(text or "")[:MAX_TERMS]
 
 
-def fts5_query(words: list[str]) -> str:
-    """Each word a quoted FTS5 string (no operators, columns or syntax errors); last one prefix."""
-    quoted = ['"' + word.replace('"', '""') + '"' for word in words]
+def groups(text: str) -> list[list[str]]:
+    """The query's whitespace-separated tokens, each as its words (a phrase when more than one),
+    MAX_TERMS words in all."""
+    found, budget = [], MAX_TERMS
+    for token in (text or "").split():
+        words = _WORD.findall(token)[:budget]
+        if words:
+            found.append(words)
+            budget -= len(words)
+        if budget <= 0:
+            break
+    return found
+
+
+def fts5_query(phrases: list[list[str]]) -> str:
+    """Each token a quoted FTS5 string (no operators, columns or syntax errors; several words in
+    one string are a phrase); the last token's last word a prefix."""
+    quoted = ['"' + " ".join(word.replace('"', '""') for word in words) + '"' for words in phrases]
     quoted[-1] += " *"
     return " AND ".join(quoted)
 
 
-def tsquery(words: list[str]) -> str:
-    # \w+ words contain no tsquery operators; ':*' makes the last one a prefix.
-    parts = [word.lower() for word in words]
-    parts[-1] += ":*"
-    return " & ".join(parts)
+def tsquery(phrases: list[list[str]]) -> str:
+    # \w+ words contain no tsquery operators; '<->' keeps a token's words adjacent, in order;
+    # ':*' makes the last word a prefix.
+    parts = [[word.lower() for word in words] for words in phrases]
+    parts[-1][-1] += ":*"
+    return " & ".join("(" + " <-> ".join(words) + ")" if len(words) > 1 else words[0] for words in parts)
+
+
+def _attachment_names(text: str) -> Q:
+    from pipeline.models import Attachment
+
+    # Messages whose attachment name contains the query as typed ("report-299.pdf", "299.pdf").
+    return Q(pk__in=Attachment.objects.filter(filename__icontains=text.strip()).values("message_id"))
 
 
 def matching(text: str) -> Q | None:
     """A Q for messages matching `text`, or None when `text` has no searchable words.
 
     On SQLite the Q reads the matches collected by this call: use it before the next call."""
-    words = terms(text)
-    if not words:
+    phrases = groups(text)
+    if not phrases:
         return None
+    names = _attachment_names(text)
     if connection.vendor == "sqlite":
         # The matches are collected once into a temporary table keyed by rowid (this connection's
         # own; refilled by each call), so the inbox's per-scope queries (frontend/listing.py) each
@@ -134,23 +161,23 @@ def matching(text: str) -> Q | None:
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {SQLITE_MATCHES} (id INTEGER PRIMARY KEY)")
             cursor.execute(f"DELETE FROM temp.{SQLITE_MATCHES}")
             cursor.execute(f"INSERT INTO temp.{SQLITE_MATCHES} SELECT rowid FROM {SQLITE_FTS} "
-                           f"WHERE {SQLITE_FTS} MATCH %s", (fts5_query(words),))
+                           f"WHERE {SQLITE_FTS} MATCH %s", (fts5_query(phrases),))
             dense = cursor.rowcount >= DENSE_MATCHES
         # Few matches: fetch them by rowid and sort (cheap). Many: a unary + stops SQLite from
         # driving the query from the match list, so it walks the (owner|account, date, id) index
         # in page order and stops after one page of matches.
         column = "+pipeline_message.rowid" if dense else "pipeline_message.rowid"
         # rowid IN (...) probes the message table's own b-tree; cheaper than matching UUID text.
-        return Q(RawSQL(f"{column} IN (SELECT id FROM temp.{SQLITE_MATCHES})", (), output_field=_bool()))
+        return Q(RawSQL(f"{column} IN (SELECT id FROM temp.{SQLITE_MATCHES})", (), output_field=_bool())) | names
     if connection.vendor == "postgresql":
-        return Q(RawSQL(f"{POSTGRES_DOCUMENT} @@ to_tsquery('simple'::regconfig, %s)", (tsquery(words),),
-                        output_field=_bool()))
+        return Q(RawSQL(f"{POSTGRES_DOCUMENT} @@ to_tsquery('simple'::regconfig, %s)", (tsquery(phrases),),
+                        output_field=_bool())) | names
     # Any other database: a slow but correct fallback.
     condition = Q()
-    for word in words:
+    for word in (w for words in phrases for w in words):
         condition &= Q(subject__icontains=word) | Q(sender_address__icontains=word) | Q(
             sender_name__icontains=word) | Q(text_body__icontains=word)
-    return condition
+    return condition | names
 
 
 def _bool():

@@ -27,9 +27,13 @@ urlpatterns = [
     path("mail-accounts/<int:account_id>/sync/", accounts.sync_now, name="account_sync"),
     path("mail-accounts/<int:account_id>/import/", accounts.upload, name="account_import"),
     path("mail-accounts/<int:account_id>/delete/", accounts.delete, name="account_delete"),
+    # Browsers ask for /favicon.ico on every page without a <link rel=icon> (the admin's too).
+    path("favicon.ico", views.favicon, name="favicon"),
     # JSON API (docs/api.md)
     path("api/messages/", api.messages, name="api_messages"),
     path("api/messages/batch/", api.batch, name="api_batch"),
+    path("api/messages/counts/", api.message_counts, name="api_message_counts"),
+    path("api/folders/", api.folders, name="api_folders"),
     path("api/messages/<uuid:message_id>/", api.message_detail, name="api_message"),
     path("api/messages/<uuid:message_id>/thread/", api.message_thread, name="api_thread"),
     path("api/messages/<uuid:message_id>/events/", api.message_events, name="api_message_events"),

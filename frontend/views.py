@@ -10,9 +10,10 @@ from urllib.parse import quote, unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core import signing
-from django.http import Http404, HttpResponse
-from django.shortcuts import render
-from django.urls import reverse
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
@@ -86,12 +87,40 @@ def _page(request, template, **context):
     return render(request, template, context)
 
 
+# The last path segment of folders clients use to archive ("Archive", "[Gmail]/All Mail" aside).
+_ARCHIVE_NAME = re.compile(r"(^|[/.])(archive|archives)$", re.IGNORECASE)
+
+
+def _archive_folders(accounts) -> dict[int, int]:
+    """Each account's archive folder (special-use \\Archive, else one named Archive), for the
+    `e` key; an account without one cannot archive."""
+    found = {}
+    for account in accounts:
+        folders = [f for f in account.folders.all() if f.present and f.selectable]
+        marked = [f for f in folders if f.special_use == "\\Archive"] or [f for f in folders if _ARCHIVE_NAME.search(f.name)]
+        if marked:
+            found[account.pk] = marked[0].pk
+    return found
+
+
+def _add_account_url(user) -> str:
+    # The in-app setup page when this build has one, else the admin's form (staff only).
+    for name in ("frontend:account_add", "frontend:account_new", "frontend:accounts"):
+        try:
+            return reverse(name)
+        except NoReverseMatch:
+            continue
+    return reverse("admin:imap_account_add") if user.is_staff else ""
+
+
 @login_required
 @require_GET
 def inbox(request):
-    accounts = access.accounts(request.user).prefetch_related("folders")
+    accounts = list(access.accounts(request.user).prefetch_related("folders").order_by("display_name", "pk"))
     return _page(request, "frontend/inbox.html", accounts=accounts,
-                 trash_ids=trash.folder_ids(access.account_ids(request.user)))
+                 trash_ids=trash.folder_ids(access.account_ids(request.user)),
+                 inbox_data={"archive": _archive_folders(accounts), "addAccountUrl": _add_account_url(request.user)},
+                 add_account_url=_add_account_url(request.user))
 
 
 @login_required
@@ -180,3 +209,9 @@ def attachment(request, attachment_id):
 @require_GET
 def pipeline(request):
     return _page(request, "frontend/pipeline.html")
+
+
+@require_GET
+def favicon(request):
+    """/favicon.ico, asked for by pages without a <link rel=icon> (the admin's): our SVG icon."""
+    return redirect(static("frontend/favicon.svg"), permanent=True)

@@ -37,6 +37,8 @@ for _model in (Schedule, Success, Failure, OrmQ):
         admin.site.unregister(_model)
         admin.site.register(_model, type(f"SuperusersOnly{_stock.__name__}", (_SuperusersOnly, _stock), {}))
 
-# The admin is mailgate's, not a generic Django site.
+
+# Our name on every admin page instead of "Django administration".
 admin.site.site_header = "mailgate administration"
 admin.site.site_title = "mailgate admin"
+admin.site.index_title = "Administration"

@@ -36,6 +36,13 @@ class OwnerScopedAdmin(admin.ModelAdmin):
     def owner_filter(self, user) -> Q:
         return Q(owner=user)
 
+    def get_changeform_initial_data(self, request):
+        # The owner is required: a new row starts as the user's own (as a Service's does).
+        initial = super().get_changeform_initial_data(request)
+        if has_owner(self.model):
+            initial.setdefault("owner", request.user.pk)
+        return initial
+
     def get_queryset(self, request):
         return owned(super().get_queryset(request), request.user, self.owner_filter(request.user))
 

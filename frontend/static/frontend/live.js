@@ -16,6 +16,11 @@ const Mailgate = (() => {
     const response = await fetch(url, init);
     let data = null;
     try { data = await response.json(); } catch (e) { data = null; }
+    // 401: the session is gone (logged out elsewhere, expired). A 403 without our JSON is
+    // Django's CSRF page, which a logged-out session's POST gets: ask once whether we are signed in.
+    if (response.status === 401 || (response.status === 403 && data === null && url !== SESSION_PROBE)) {
+      if (response.status === 401 || await signedOut()) toLogin();
+    }
     if (!response.ok && response.status !== 207) {
       const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
       error.status = response.status;
@@ -23,6 +28,30 @@ const Mailgate = (() => {
     }
     return data;
   }
+
+  /* An expired session sends the user to the login page, back here afterwards. */
+  const SESSION_PROBE = "/api/seq/";
+  let leaving = false;
+  function toLogin() {
+    if (leaving) return;
+    leaving = true;
+    const login = document.body.dataset.loginUrl || "/accounts/login/";
+    location.assign(`${login}?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
+  async function signedOut() {
+    try {
+      const response = await fetch(SESSION_PROBE, {credentials: "same-origin", headers: {"Accept": "application/json"}});
+      return response.status === 401;
+    } catch (e) { return false; }  // the server is down, not the session
+  }
+  async function checkSession() { if (await signedOut()) toLogin(); }
+  // Logging out in one tab takes the others to the login page too (the storage event reaches
+  // the other tabs of this origin); coming back to a tab checks the session.
+  document.addEventListener("submit", (event) => {
+    if (event.target.matches("form.logout")) localStorage.setItem("mailgate.logout", String(Date.now()));
+  });
+  window.addEventListener("storage", (event) => { if (event.key === "mailgate.logout") checkSession(); });
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") checkSession(); });
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -44,23 +73,29 @@ const Mailgate = (() => {
    * formatDate for lists (today: "14:05"; this year: "Dec 3"; older: "Dec 3, 2024"),
    * formatDateTime where the exact moment matters ("Thu, Dec 3, 2026, 14:05:09 EST", zone shown). */
   const TIME = {hour: "2-digit", minute: "2-digit", hourCycle: "h23"};
+  // Built once: toLocale*String(options) builds a new formatter on every call, which made each
+  // list row cost milliseconds (a virtual list formats rows on every scroll).
+  const FORMAT = {
+    time: new Intl.DateTimeFormat([], TIME),
+    day: new Intl.DateTimeFormat([], {month: "short", day: "numeric"}),
+    dayYear: new Intl.DateTimeFormat([], {month: "short", day: "numeric", year: "numeric"}),
+    full: new Intl.DateTimeFormat([], {weekday: "short", year: "numeric", month: "short", day: "numeric",
+                                       ...TIME, second: "2-digit", timeZoneName: "short"}),
+  };
   function formatDate(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "—";
     const now = new Date();
-    if (date.toDateString() === now.toDateString()) return date.toLocaleTimeString([], TIME);
-    const day = {month: "short", day: "numeric"};
-    if (date.getFullYear() !== now.getFullYear()) day.year = "numeric";
-    return date.toLocaleDateString([], day);
+    if (date.toDateString() === now.toDateString()) return FORMAT.time.format(date);
+    return (date.getFullYear() !== now.getFullYear() ? FORMAT.dayYear : FORMAT.day).format(date);
   }
 
   function formatDateTime(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "—";
-    return date.toLocaleString([], {weekday: "short", year: "numeric", month: "short", day: "numeric",
-                                    ...TIME, second: "2-digit", timeZoneName: "short"});
+    return FORMAT.full.format(date);
   }
 
   /* Server-rendered <time datetime=... data-format="date|datetime"> in the reader's time zone. */
@@ -101,13 +136,14 @@ const Mailgate = (() => {
     let opened = false;
     const indicator = document.getElementById("live-status");
 
+    // Shown in words too, not by colour alone.
+    const WORDS = {open: "live", closed: "offline", connecting: "connecting", reconnecting: "reconnecting…"};
     function setState(state) {
       document.body.dataset.ws = state;
       if (indicator) {
         indicator.dataset.state = state;
-        indicator.title = `Live updates: ${state}`;
-        // Words, not only a colour: "reconnecting…" while the socket (or Redis behind it) is down.
-        indicator.textContent = state === "open" ? "live" : `${state}…`;
+        indicator.textContent = WORDS[state] || state;
+        indicator.title = state === "open" ? "Live updates: on" : "Live updates: off, reconnecting";
       }
     }
 
@@ -121,6 +157,7 @@ const Mailgate = (() => {
 
     function open() {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      if (leaving) return;
       const socket = new WebSocket(scheme + location.host + "/ws/events/");
       socket.onopen = async () => {
         delay = 500;
@@ -147,9 +184,12 @@ const Mailgate = (() => {
         }
         handlers.onEvent(event);
       };
-      socket.onclose = () => {
-        // Shown on the page (the "live" badge turns grey, its title says so) until it is back.
+      socket.onclose = async () => {
+        // Shown on the page ("reconnecting…") until it is back (or Redis behind it is).
         setState("reconnecting");
+        // A refused handshake, or a socket dropped, is often a session that ended: no reconnect
+        // storm, the login page instead. Otherwise (server restarting) back off and try again.
+        if (await signedOut()) { toLogin(); return; }
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 15000);
       };
@@ -158,5 +198,5 @@ const Mailgate = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", () => localizeTimes());
-  return {api, el, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect};
+  return {api, el, toLogin, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect};
 })();
