@@ -44,6 +44,43 @@ def claim_message(message_id, status: str) -> Message | None:
     return message
 
 
+def claim_messages(message_ids, status: str) -> list[Message]:
+    """Claim the messages of a batch that wait in `status`, with ONE conditional UPDATE (attempts
+    bumped and committed before any work, as claim_message); returns those this worker now holds.
+
+    A message that already started once (attempts > 1 after the claim) may be the one that killed
+    its batch's worker: in a batch of several it is handed back (attempt count as before) and queued
+    in a task of its own, so a message that crashes its worker every time ends DEAD alone and its
+    batch-mates go on. A message alone behaves exactly as claim_message."""
+    ids = [str(pk) for pk in message_ids]
+    if len(ids) == 1:
+        message = claim_message(ids[0], status)
+        return [message] if message is not None else []
+    now = clock.now()
+    me, until = audit.worker_name(), lease(now)
+    claimed = (Message.objects.filter(pk__in=ids, status=status)
+               .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+               .update(claimed_by=me, claimed_until=until, attempts=F("attempts") + 1, updated_at=now))
+    if not claimed:
+        return []
+    messages = list(Message.objects.select_related("owner").filter(
+        pk__in=ids, status=status, claimed_by=me, claimed_until=until).order_by("received_at", "pk"))
+    suspects = [m for m in messages if m.attempts > 1]
+    if suspects:
+        # Imported here: pipeline.queue imports no stage, and claims is imported by the stages.
+        from pipeline import queue
+
+        back = [m.pk for m in suspects]
+        Message.objects.filter(pk__in=back, claimed_by=me, claimed_until=until).update(
+            claimed_by="", claimed_until=None, attempts=F("attempts") - 1)
+        log.warning("%s: %d message(s) of a batch had started before; each runs alone", status, len(back))
+        stage = {Message.Status.RECEIVED: "standardize", Message.Status.STANDARDIZED: "distribute"}[status]
+        for pk in back:
+            queue.enqueue(stage, pk)
+        messages = [m for m in messages if m.attempts <= 1]
+    return messages
+
+
 def give_up_message(message: Message, status: str, reason: str) -> bool:
     with transaction.atomic():
         done = Message.objects.filter(pk=message.pk, status=status).update(

@@ -1,0 +1,72 @@
+"""Lanes and stage order with a real `manage.py worker` (both clusters): mail that just arrived is
+relayed while a bulk backlog is still being worked through, and a backlog flows stage by stage
+per batch instead of parsing everything before the first send (docs/pipeline.md "Lanes")."""
+
+import pytest
+from django.db.models import Count
+
+from outgoing.models import Service
+from pipeline import queue
+from pipeline.ingest import ingest_raw, store_raw
+from pipeline.models import Delivery, Message
+from tests.builders import account_row, eml, route_everything, subscribe
+from tests.servers import procs
+from tests.servers.waiting import eventually
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+BACKLOG = 1500
+
+
+def webhook(owner, sink) -> Service:
+    service = Service(owner=owner, kind="webhook", name="hook", rate_per_minute=0,
+                      config={"url": sink.url("/hook"), "timeout": 5})
+    service.set_secrets({"signing_secret": "s3cret"})
+    service.save()
+    return service
+
+
+def bulk_backlog(owner, count: int) -> list[str]:
+    """`count` imported messages waiting to be standardized, queued in the bulk lane as an import
+    queues them (one raw file: the content does not matter, the amount of work does)."""
+    name, digest = store_raw(eml(subject="Old newsletter", body="Archived text.\n" * 200))
+    rows = Message.objects.bulk_create(
+        Message(owner=owner, source=Message.Source.IMPORT, identity=f"backlog-{n}", raw=name, raw_sha256=digest,
+                size=4000, status=Message.Status.RECEIVED) for n in range(count))
+    ids = [str(m.pk) for m in rows]
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ids, queue.Lane.BULK)
+    return ids
+
+
+def test_a_pushed_message_is_relayed_while_a_bulk_backlog_is_still_running(alice, clean_http_sink):
+    service = webhook(alice, clean_http_sink)
+    route_everything(alice, service)
+    subscribe(service, "bob", "")
+    account = account_row(alice)
+    backlog = bulk_backlog(alice, BACKLOG)
+    in_backlog = Delivery.objects.filter(message_id__in=backlog)
+
+    worker = procs.start(["manage.py", "worker"], "worker-lanes")
+    try:
+        # The backlog flows at once: its first webhook leaves while most of it is still unparsed
+        # (send and distribute tasks go before the lane's remaining standardize tasks).
+        eventually(lambda: in_backlog.filter(status=Delivery.Status.SENT).exists(), 60,
+                   "the backlog's first webhook")
+        waiting = Message.objects.filter(pk__in=backlog, status=Message.Status.RECEIVED).count()
+        assert waiting > BACKLOG // 2, f"only {waiting} of {BACKLOG} still unparsed at the first send"
+
+        # Mail that just arrived (an IMAP message above history: the live lane) goes past it.
+        live, created = ingest_raw(owner=alice, raw=eml(subject="Pushed just now"), identity="pushed-1",
+                                   source=Message.Source.IMAP, account=account)
+        assert created
+        eventually(lambda: Delivery.objects.filter(message=live, status=Delivery.Status.SENT).exists(), 30,
+                   "the pushed message's webhook")
+        sent = in_backlog.filter(status=Delivery.Status.SENT).count()
+        assert sent < BACKLOG, "the backlog finished first: the pushed message waited behind it"
+    finally:
+        procs.stop(worker)
+    # Each relayed once by key (the webhook's Idempotency-Key is the delivery id).
+    keys = [r.header("Idempotency-Key") for r in clean_http_sink.requests]
+    assert len(keys) == len(set(keys))
+    assert str(Delivery.objects.get(message=live).pk) in keys
+    assert not Delivery.objects.values("message").annotate(n=Count("id")).filter(n__gt=1).exists()
