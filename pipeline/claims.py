@@ -55,7 +55,42 @@ def claim_messages(message_ids, status: str) -> list[Message]:
     ids = [str(pk) for pk in message_ids]
     if len(ids) == 1:
         message = claim_message(ids[0], status)
-        return [message] if message is not None else []
+        messages = [message] if message is not None else []
+    else:
+        messages = _claim_several(ids, status)
+    if settings.MAILGATE_STAGE_COMPANIONS and all(m.attempts == 1 for m in messages):
+        messages += _claim_companions(status, settings.MAILGATE_STAGE_BATCH - len(messages))
+    return messages
+
+
+def _lane_filter() -> Q:
+    """The messages whose work belongs to this worker's lane (pipeline.queue.lane_of, as a query)."""
+    from pipeline import queue
+
+    bulk = Q(arrival=Message.Arrival.HISTORY) | Q(source=Message.Source.IMPORT)
+    return bulk if queue.current_lane() is queue.Lane.BULK else ~bulk
+
+
+def _claim_companions(status: str, limit: int) -> list[Message]:
+    """Fill a batch with other messages of this lane waiting in `status` that never started
+    (attempts 0, no claim): a backlog queued one task per message (imports, a burst of webhooks)
+    is processed in batches, and the tasks queued for the companions find them taken and return.
+    Only with MAILGATE_STAGE_COMPANIONS (on in workers; tests call stages one message at a time)."""
+    if limit <= 0:
+        return []
+    now = clock.now()
+    me, until = audit.worker_name(), lease(now)
+    fresh = Message.objects.filter(status=status, attempts=0, claimed_until__isnull=True)
+    # The conditions again on the UPDATE itself: the compare-and-set between workers.
+    picked = fresh.filter(_lane_filter()).order_by("updated_at").values("pk")[:limit]
+    if not fresh.filter(pk__in=picked).update(claimed_by=me, claimed_until=until, attempts=F("attempts") + 1,
+                                              updated_at=now):
+        return []
+    return list(Message.objects.select_related("owner").filter(
+        status=status, claimed_by=me, claimed_until=until).order_by("received_at", "pk"))
+
+
+def _claim_several(ids: list[str], status: str) -> list[Message]:
     now = clock.now()
     me, until = audit.worker_name(), lease(now)
     claimed = (Message.objects.filter(pk__in=ids, status=status)

@@ -110,7 +110,8 @@ def test_sigkilled_clusters_lose_no_delivery_and_send_each_once_by_key(alice, cl
     OrmQ.objects.all().delete()
     queue.enqueue_many(queue.Stage.STANDARDIZE, [m.pk for m in messages], queue.Lane.BULK)
     # The stage deadline outlasts the task timeout (mailgate.E007), as in production.
-    env = {"MAILGATE_STAGE_DEADLINE": "5", "MAILGATE_TASK_TIMEOUT": "4", "MAILGATE_TASK_RETRY": "6"}
+    env = {"MAILGATE_STAGE_DEADLINE": "5", "MAILGATE_TASK_TIMEOUT": "4", "MAILGATE_TASK_RETRY": "6",
+           "MAILGATE_STAGE_COMPANIONS": "1"}  # batches as in production
 
     rng = random.Random(20250303)
     kills = 0
@@ -149,7 +150,8 @@ from django.core.management import call_command
 call_command("qcluster")
 """
 POISON_ENV = {"MAILGATE_STAGE_DEADLINE": "1", "MAILGATE_PIPELINE_MAX_ATTEMPTS": "3", "MAILGATE_TASK_TIMEOUT": "1",
-              "MAILGATE_TASK_RETRY": "2", "Q_CLUSTER_NAME": "mailgate-bulk"}  # imports go to the bulk lane
+              "MAILGATE_TASK_RETRY": "2", "Q_CLUSTER_NAME": "mailgate-bulk",  # imports go to the bulk lane
+              "MAILGATE_STAGE_COMPANIONS": "1"}
 
 
 @override_settings(MAILGATE_STAGE_DEADLINE=1, MAILGATE_PIPELINE_MAX_ATTEMPTS=3)
