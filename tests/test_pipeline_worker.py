@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from django.db.models import Count
 from django.test import override_settings
 from django_q.models import OrmQ
 
@@ -33,11 +34,21 @@ def wait_until(check, timeout, sweep_every=None, what=""):
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what or check}")
+            pytest.fail(f"not within {timeout}s: {(what() if callable(what) else what) or check}")
         if sweep_every and time.monotonic() >= next_sweep:
             sweeper.sweep()
             next_sweep = time.monotonic() + sweep_every
         time.sleep(0.2)
+
+
+def statuses() -> dict:
+    """Deliveries and messages by status (what a timed-out wait shows)."""
+    stuck = Message.objects.exclude(status="distributed")
+    return {"deliveries": dict(Delivery.objects.values_list("status").annotate(n=Count("id"))),
+            "messages": dict(Message.objects.values_list("status").annotate(n=Count("id"))),
+            "stuck": [(m.attempts, m.claimed_by, m.claimed_until, m.updated_at,
+                       list(Event.objects.filter(message=m).values_list("kind", "detail", "worker"))) for m in stuck],
+            "queue": [(q.key, q.lock, q.task.get("name")) for q in OrmQ.objects.all()]}
 
 
 def start_cluster(name, **env):
@@ -46,8 +57,9 @@ def start_cluster(name, **env):
 
 
 def start_clusters(name, **env):
-    """Bare qclusters of both lanes (live, and bulk where imports go), for tests that SIGKILL them."""
-    return [start_cluster(name, **env), start_cluster(f"{name}-bulk", Q_CLUSTER_NAME="mailgate-bulk", **env)]
+    """The bulk lane's bare qcluster (imports go there), for tests that SIGKILL it; in a list, as
+    a test may start several."""
+    return [start_cluster(f"{name}-bulk", Q_CLUSTER_NAME="mailgate-bulk", **env)]
 
 
 def start_worker(name, **env):
@@ -126,7 +138,7 @@ def test_sigkilled_clusters_lose_no_delivery_and_send_each_once_by_key(alice, cl
             sweeper.sweep()
             clusters = start_clusters("qcluster-kill", **env)
         wait_until(lambda: Delivery.objects.filter(status="sent").count() == 500, 80 - (time.monotonic() - started),
-                   sweep_every=2, what="all 500 deliveries SENT")
+                   sweep_every=2, what=lambda: f"all 500 deliveries SENT: {statuses()}")
     finally:
         for cluster in clusters:
             procs.stop(cluster)
