@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--target", choices=["webhook", "smtp"], default="webhook")
     parser.add_argument("--profile", help="write a cProfile of the in-process stages here")
+    parser.add_argument("--profile-only", action="store_true", help="stop after the queries and the profile")
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="mailgate-bench-")
@@ -150,6 +151,9 @@ def main() -> None:
             profiler.dump_stats(args.profile)
             sink.wait_for(2 * sample + 200, timeout=60)
         sink.clear()
+        if args.profile_only:
+            print(f"{per_message:.1f} DB queries/message one per task, {per_message_batched:.1f} in batches of {sample}")
+            return
 
         # 2. The pipeline with a real worker (both lanes, default worker counts from settings).
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
