@@ -32,7 +32,10 @@ def stage_key(cluster: str, rank: int, stage: str) -> str:
 class StageOrderedORM(ORM):
     def _mine(self):
         key = self.list_key or Conf.CLUSTER_NAME
-        return self.get_connection().filter(Q(key=key) | Q(key__startswith=f"{key}{SEPARATOR}"))
+        # A range, not LIKE 'key|%' (case-insensitive on SQLite, so no index): every key that
+        # starts with "<key>|" sorts between "<key>|" and "<key>}" ('}' follows '|' in ASCII).
+        return self.get_connection().filter(
+            Q(key=key) | Q(key__gt=f"{key}{SEPARATOR}", key__lt=f"{key}{chr(ord(SEPARATOR) + 1)}"))
 
     def queue_size(self) -> int:
         return self._mine().filter(lock__lte=timezone.now()).count()
