@@ -192,6 +192,8 @@ MAILGATE_BULK_NICE = env_int("MAILGATE_BULK_NICE", 10)
 MAILGATE_STAGE_BATCH = env_int("MAILGATE_STAGE_BATCH", 50)
 MAILGATE_SEND_BATCH = env_int("MAILGATE_SEND_BATCH", 10)
 MAILGATE_STAGE_BATCH_BYTES = env_int("MAILGATE_STAGE_BATCH_BYTES", 8 * 1024 * 1024)
+# Messages standardize writes per transaction (short: SQLite has one write lock for all lanes).
+MAILGATE_STAGE_WRITE_BATCH = env_int("MAILGATE_STAGE_WRITE_BATCH", 10)
 # A stage task fills its batch with other waiting messages of its lane (pipeline/claims.py).
 MAILGATE_STAGE_COMPANIONS = env_bool("MAILGATE_STAGE_COMPANIONS", True)
 
