@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
-from pipeline import audit, clock, events
+from pipeline import audit, clock, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,6 @@ def claim_messages(message_ids, status: str) -> list[Message]:
 
 def _lane_filter() -> Q:
     """The messages whose work belongs to this worker's lane (pipeline.queue.lane_of, as a query)."""
-    from pipeline import queue
-
     bulk = Q(arrival=Message.Arrival.HISTORY) | Q(source=Message.Source.IMPORT)
     return bulk if queue.current_lane() is queue.Lane.BULK else ~bulk
 
@@ -102,9 +100,6 @@ def _claim_several(ids: list[str], status: str) -> list[Message]:
         pk__in=ids, status=status, claimed_by=me, claimed_until=until).order_by("received_at", "pk"))
     suspects = [m for m in messages if m.attempts > 1]
     if suspects:
-        # Imported here: pipeline.queue imports no stage, and claims is imported by the stages.
-        from pipeline import queue
-
         back = [m.pk for m in suspects]
         Message.objects.filter(pk__in=back, claimed_by=me, claimed_until=until).update(
             claimed_by="", claimed_until=None, attempts=F("attempts") - 1)
