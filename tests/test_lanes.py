@@ -4,6 +4,8 @@ per batch instead of parsing everything before the first send (docs/pipeline.md 
 
 import pytest
 from django.db.models import Count
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from outgoing.models import Service
 from pipeline import queue
@@ -13,7 +15,6 @@ from tests.builders import account_row, eml, route_everything, subscribe
 from tests.servers import procs
 from tests.servers.waiting import eventually
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 BACKLOG = 1500
 
@@ -38,6 +39,39 @@ def bulk_backlog(owner, count: int) -> list[str]:
     return ids
 
 
+@pytest.mark.django_db
+def test_a_lane_hands_out_control_tasks_then_sends_then_distributes_then_standardizes():
+    from django_q.brokers import get_broker
+    from django_q.tasks import async_task
+
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["m1"], queue.Lane.BULK)
+    queue.enqueue_many(queue.Stage.DISTRIBUTE, ["m2"], queue.Lane.BULK)
+    queue.enqueue_many(queue.Stage.SEND, ["d1"], queue.Lane.BULK)
+    async_task("imap.tasks.sync_folder", 1, "INBOX", task_name="sync:1:INBOX", cluster=queue.Lane.BULK.cluster)
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["live"], queue.Lane.LIVE)
+    bulk = get_broker(queue.Lane.BULK.cluster)
+
+    order = []
+    while taken := bulk.dequeue():
+        for task_id, payload in taken:
+            order.append(SignedPackage.loads(payload)["name"])
+            bulk.acknowledge(task_id)
+    assert order == ["sync:1:INBOX", "send:d1", "distribute:m2", "standardize:m1"]  # the live task is not the bulk lane's
+    assert [SignedPackage.loads(p)["name"] for _, p in get_broker(queue.Lane.LIVE.cluster).dequeue()] == ["standardize:live"]
+
+
+@pytest.mark.django_db
+def test_a_backlog_is_queued_in_batches_and_a_message_alone_in_a_task_of_its_own():
+    ids = [f"m{n}" for n in range(120)]
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ids, queue.Lane.BULK)
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["alone"], queue.Lane.LIVE)
+    tasks = [row.task for row in OrmQ.objects.order_by("id")]
+    assert [len(t["args"][0]) for t in tasks[:3]] == [50, 50, 20]
+    assert tasks[3]["args"] == ("alone",) and tasks[3]["name"] == "standardize:alone"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
 def test_a_pushed_message_is_relayed_while_a_bulk_backlog_is_still_running(alice, clean_http_sink):
     service = webhook(alice, clean_http_sink)
     route_everything(alice, service)
