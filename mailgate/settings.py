@@ -174,6 +174,10 @@ Q_CLUSTER = {
     "label": "Task queue",
     # Downstream stages first within a lane (pipeline/broker.py): a backlog flows at once.
     "broker_class": "pipeline.broker.StageOrderedORM",
+    # Tasks the pusher takes ahead of the workers (django-q's default: workers², each a batch of
+    # 50 messages): with more, a queued distribute or send waits behind that many standardize
+    # batches already taken (bench/pipeline.py --backlog: first webhook 17 s after the commit).
+    "queue_limit": 1,
     # The bulk lane (docs/pipeline.md "Lanes"): a second cluster under its own queue name, run by
     # `manage.py worker` beside the live one (Q_CLUSTER_NAME=mailgate-bulk); history, imports and
     # history relays go there, so live mail never queues behind them. Its workers run niced, so
