@@ -22,6 +22,14 @@ a fresh SQLite database (DEBUG off, as in production). For each message, in the 
 Dovecot notifies each IDLE session on its own ~0.5 s timer, which is why push and raw push vary
 between 0 and ~0.55 s. Messages are appended one at a time, each once the previous one is stored
 and the queue is idle: these are latencies of a quiet system, not of a loaded one.
+
+    .venv/bin/python bench/idle_latency.py --under-load [--backfill 20000] [-n 100]
+
+measures the same, plus APPEND -> webhook at a local HTTP sink (the message relayed), while another
+account's first sync of --backfill messages and their standardize run (issue #19: the live lane).
+First the same backfill runs alone on a third account (the unloaded rate); then a second one is
+added and the latency loop runs while it is in progress (only messages appended before the backfill
+finished count). Prints the backfill's rate both times.
 """
 
 from __future__ import annotations
@@ -131,10 +139,84 @@ class EventWatcher:
             return self.seen[subject]
 
 
+class HookTimes:
+    """A local HTTP sink that stamps the wall time each webhook arrives."""
+
+    def __init__(self):
+        from tests.servers.http import HttpSink
+
+        self.sink = HttpSink.start()
+        self.times: list[float] = []
+        record = self.sink._record
+
+        def stamped(request):
+            self.times.append(time.time())
+            record(request)
+
+        self.sink._record = stamped
+
+    def wait(self, count: int, timeout: float) -> float:
+        self.sink.wait_for(count, timeout)
+        return self.times[count - 1]
+
+
+def relay_to_sink(owner, account) -> HookTimes:
+    """A webhook service and a route relaying the measured account's mail to a local sink."""
+    from outgoing.models import Service
+    from pipeline.models import Route, Subscriber, Subscription
+
+    hooks = HookTimes()
+    service = Service(owner=owner, kind="webhook", name="sink", rate_per_minute=0,
+                      config={"url": hooks.sink.url("/hook"), "timeout": 10})
+    service.set_secrets({"signing_secret": "bench-secret"})
+    service.save()
+    route = Route.objects.create(owner=owner, name="measured account", account=account)
+    route.services.set([service])
+    Subscription.objects.create(subscriber=Subscriber.objects.create(owner=owner, name="reader"), service=service)
+    return hooks
+
+
+def backfill(dovecot, name: str, count: int, wait: bool):
+    """Another user's account whose mailbox holds `count` messages (written straight into its
+    Maildir) added now: its first sync and standardize are the load. Returns (msg/s if waited, account)."""
+    from django.contrib.auth import get_user_model
+
+    from imap.accounts import create_account
+    from imap.models import Account
+    from pipeline.models import Message
+
+    user = dovecot.add_user(name, f"{name}-pw")
+    dovecot.create_folder(user.name, "Drafts")  # the first login creates the Maildir
+    cur = os.path.join(user.maildir, "cur")
+    stamp = int(time.time())
+    for n in range(count):
+        raw = (f"From: Sender {n} <sender{n}@example.test>\r\nTo: {name}@example.test\r\n"
+               f"Subject: Old message {n}\r\nDate: Tue, 01 Jul 2025 10:00:00 +0000\r\n"
+               f"Message-ID: <{name}-{n}@example.test>\r\n\r\n" + "Archived text of a message.\r\n" * 60).encode()
+        with open(os.path.join(cur, f"{stamp}.M{n}P{os.getpid()}.bench,S={len(raw)}:2,"), "wb") as fh:
+            fh.write(raw)
+    owner = get_user_model().objects.create_user(name, f"{name}@example.test", "bench-password")
+    started = time.monotonic()
+    account = create_account(owner=owner, email=f"{name}@example.test", host="127.0.0.1", port=dovecot.port,
+                             security=Account.Security.NONE, username=user.name, password=user.password)
+    if not wait:
+        return None, account
+    done = Message.objects.filter(account=account, status="history")
+    deadline = time.monotonic() + 3600
+    while done.count() < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"backfill {name}: {done.count()} of {count} standardized after an hour")
+        time.sleep(0.5)
+    return count / (time.monotonic() - started), account
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=200)
     parser.add_argument("--poll", type=float, help="MAILGATE_QUEUE_POLL for the worker (default: settings)")
+    parser.add_argument("--under-load", action="store_true",
+                        help="measure while another account's first sync + standardize runs")
+    parser.add_argument("--backfill", type=int, default=20000, help="messages of that first sync")
     args = parser.parse_args()
 
     from idle_scale import setup_django
@@ -169,12 +251,13 @@ def main() -> None:
                    PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", DEBUG="0", SECRET_KEY=settings.SECRET_KEY,
                    MAILGATE_FERNET_KEYS=",".join(settings.MAILGATE_FERNET_KEYS), MAILGATE_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
         env.pop("MAILGATE_USE_TEST_DB", None)
+        env["MAILGATE_STAGE_COMPANIONS"] = "1"  # as in production (tests.settings turns it off)
         if args.poll is not None:
             env["MAILGATE_QUEUE_POLL"] = str(args.poll)
             settings.Q_CLUSTER = {**settings.Q_CLUSTER, "poll": args.poll}  # for the printout
         logs = Path(data_dir) / "logs"
         logs.mkdir(exist_ok=True)
-        for name, command in (("worker", "qcluster"), ("idle", "idle")):
+        for name, command in (("worker", "worker"), ("idle", "idle")):
             children.append(subprocess.Popen(
                 [sys.executable, "manage.py", command], cwd=ROOT, env=env, start_new_session=True,
                 stdout=open(logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT))
@@ -199,7 +282,20 @@ def main() -> None:
         watcher = EventWatcher(user_group(owner.pk))
         watcher.thread.start()
         watcher.ready.wait(10)
-        rows = {key: [] for key in ("raw", "push", "stored", "adds", "to_task", "task", "ws")}
+        rows = {key: [] for key in ("raw", "push", "stored", "adds", "to_task", "task", "ws", "hook")}
+        hooks = None
+        backfill_rates = {}
+        backfill_account = None
+        if args.under_load:
+            hooks = relay_to_sink(owner, account)
+            # Unloaded: a first sync of --backfill messages with nothing else going on.
+            rate, _ = backfill(dovecot, "backfill-alone", args.backfill, wait=True)
+            backfill_rates["alone"] = rate
+            print(f"  backfill alone: {args.backfill} messages standardized at {rate:.1f} msg/s", flush=True)
+            _, backfill_account = backfill(dovecot, "backfill-loaded", args.backfill, wait=False)
+            backfill_started = time.monotonic()
+            backfilled = Message.objects.filter(account=backfill_account, status="history")
+            wait_until(lambda: backfilled.exists(), 120, "the loaded backfill started", 0.05)
         session = IdleSession.objects.filter(pk=account.pk)
         for i in range(1, args.messages + 1):
             message_id = f"latency-{i}@example.test"
@@ -226,7 +322,13 @@ def main() -> None:
                 time.sleep(0.002)
             if push_at is None:
                 push_at = session.values_list("last_push_at", flat=True).get().timestamp()
-            wait_until(quiet, 30, "queue idle", 0.01)
+            if hooks is not None:
+                rows["hook"].append(hooks.wait(i, 30) - sent)
+                if backfilled.count() >= args.backfill:
+                    print(f"  the backfill finished after {i} messages: later ones are not under load", flush=True)
+                    args.messages = i
+            else:
+                wait_until(quiet, 30, "queue idle", 0.01)
             task = (Task.objects.filter(name=f"sync:{account.pk}:INBOX", started__gte=datetime.fromtimestamp(
                 push_at, timezone.utc)).order_by("started").values_list("started", flat=True).first())
             rows["raw"].append(raw.wait(i, 10) - raw_sent)
@@ -239,6 +341,11 @@ def main() -> None:
                 rows["task"].append(done - task.timestamp())
             if i % 50 == 0:
                 print(f"  {i} messages", flush=True)
+            if i >= args.messages:
+                break
+        if backfill_account is not None:
+            wait_until(lambda: backfilled.count() >= args.backfill, 3600, "the loaded backfill", 0.5)
+            backfill_rates["loaded"] = args.backfill / (time.monotonic() - backfill_started)
         raw.stop = True
         watcher.stop = True
 
@@ -249,10 +356,24 @@ def main() -> None:
         print(f"stored    (APPEND -> raw bytes stored):         {percentiles(rows['stored'])}")
         print(f"mailgate adds (push -> stored):                 {percentiles(rows['adds'])}")
         print(f"websocket (APPEND -> message.new event):       {percentiles(rows['ws'])}")
+        if rows["hook"]:
+            print(f"webhook   (APPEND -> webhook at the sink):      {percentiles(rows['hook'])}")
+            raw_p = sorted(rows["raw"])
+            hook_p = sorted(rows["hook"])
+            for p in (50, 99):
+                pick = lambda v: v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))]  # noqa: E731
+                print(f"  webhook p{p} above Dovecot's own push (raw): {(pick(hook_p) - pick(raw_p)) * 1000:7.1f} ms")
+        if backfill_rates:
+            loaded = backfill_rates.get("loaded", 0.0)
+            print(f"backfill ({args.backfill} messages, first sync + standardize): alone {backfill_rates['alone']:.1f} "
+                  f"msg/s, with the live mail {loaded:.1f} msg/s ({loaded / backfill_rates['alone']:.0%})")
         if rows["task"]:
             print(f"  push -> enqueued (IDLE manager):              {percentiles(rows['to_task'])}")
             print(f"  enqueued -> stored (queue + worker + sync):   {percentiles(rows['task'])}")
         assert Message.objects.filter(account=account).count() == args.messages, "a message was lost or duplicated"
+        if hooks is not None:
+            keys = [r.header("Idempotency-Key") for r in hooks.sink.requests]
+            assert len(keys) == len(set(keys)) == args.messages, "a webhook was lost or duplicated"
         print(f"every message stored exactly once ({args.messages} rows)")
     finally:
         for child in children:

@@ -1,16 +1,24 @@
-"""Benchmark: messages/s from ingest to SENT at a local SMTP sink through the real pipeline
-(a `manage.py qcluster` subprocess with the default worker count), printed beside a plain loop
-that parses and sends the same messages with smtplib, without the pipeline, in the same run.
+"""Benchmark: a backlog of messages from ingest to the sink through the real pipeline (`manage.py
+worker`: the live and bulk lanes' clusters with the default worker counts), printed beside a plain
+loop that parses and sends the same messages without the pipeline, in the same run.
 
-    .venv/bin/python bench/pipeline.py [--messages 200]
+    .venv/bin/python bench/pipeline.py [--messages 2000] [--backlog] [--target webhook|smtp] [--profile FILE]
 
-Runs on a throwaway data dir (SQLite), so it touches nothing of a real install. Database queries
-per message are counted in-process (the same stage functions, run synchronously) because a
-query count cannot be taken inside the worker processes.
+Prints, for the pipeline: the first message at the sink after the first one stored (a backlog must
+flow at once, issue #19; with --backlog all are stored in one transaction, so the whole backlog is
+queued at once, as after an outage), all at the sink after the first stored, messages/s, and the database
+queries per message, counted in-process (the same stage functions, run synchronously, since a query
+count cannot be taken inside the worker processes) one message per task and in batches of 20.
+The messages are imports, so they go through the bulk lane. Runs on a throwaway data dir (SQLite),
+so it touches nothing of a real install. --profile writes a cProfile of the in-process stages of
+200 messages run in batches (see docs/pipeline.md).
 """
 
 import argparse
+import http.client
+import json
 import os
+import threading
 import shutil
 import smtplib
 import subprocess
@@ -36,15 +44,58 @@ def make_raw(n: int) -> bytes:
     return msg.as_bytes()
 
 
+def queries_per_message(owner, tasks, ingest_raw, Delivery, sample: int, batched: bool, tag: str) -> float:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        messages = [ingest_raw(owner=owner, raw=make_raw(10_000 + n), identity=f"q-{tag}-{n}", source="import")[0]
+                    for n in range(sample)]
+        ids = [str(m.pk) for m in messages]
+        if batched:
+            tasks.standardize(ids)
+            tasks.distribute(ids)
+            tasks.send([str(pk) for pk in Delivery.objects.filter(message_id__in=ids).values_list("pk", flat=True)])
+        else:
+            for pk in ids:
+                tasks.standardize(pk)
+                tasks.distribute(pk)
+                for delivery in Delivery.objects.filter(message_id=pk):
+                    tasks.send(str(delivery.pk))
+    return len(queries) / sample
+
+
+def plain_send(target: str, sink, parsed) -> None:
+    if target == "smtp":
+        email = EmailMessage()
+        email["From"], email["To"], email["Subject"] = "gate@bench.test", "reader@example.test", parsed.subject or ""
+        email.set_content(parsed.text_body)
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.send_message(email)
+        return
+    body = json.dumps({"subject": parsed.subject, "from": parsed.sender_address, "text": parsed.text_body,
+                       "html": parsed.html_body}).encode()
+    conn = http.client.HTTPConnection(sink.host, sink.port, timeout=10)
+    conn.request("POST", "/hook", body, {"Content-Type": "application/json"})
+    conn.getresponse().read()
+    conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--target", choices=["webhook", "smtp"], default="webhook")
+    parser.add_argument("--profile", help="write a cProfile of the in-process stages here")
+    parser.add_argument("--profile-only", action="store_true", help="stop after the queries and the profile")
+    parser.add_argument("--backlog", action="store_true",
+                        help="store all messages in one transaction, so the whole backlog is queued at once "
+                             "(an outage catch-up); times count from its commit")
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="mailgate-bench-")
     os.environ.update(DJANGO_SETTINGS_MODULE="mailgate.settings", MAILGATE_DATA_DIR=data_dir, DEBUG="1",
                       MAILGATE_CHANNEL_LAYER="memory", MAILGATE_LOG_LEVEL="WARNING",
-                      MAILGATE_ALLOW_PRIVATE_TARGETS="1")  # the SMTP sink is on loopback
+                      MAILGATE_ALLOW_PRIVATE_TARGETS="1")  # the sinks are on loopback
     import django
     from django.conf import settings
 
@@ -57,79 +108,126 @@ def main() -> None:
 
     from django.contrib.auth import get_user_model
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     from outgoing.models import Service
     from pipeline import tasks
     from pipeline.ingest import ingest_raw
     from pipeline.models import Delivery, Route, Subscriber, Subscription
     from pipeline.parsing import parse_message
+    from tests.servers.http import HttpSink
     from tests.servers.smtp import SmtpSink
 
-    sink = SmtpSink.start()
+    sink = SmtpSink.start() if args.target == "smtp" else HttpSink.start()
     cluster = None
     try:
         owner = get_user_model().objects.create_user("bench", "bench@example.test", "bench-password")
-        service = Service.objects.create(owner=owner, kind="smtp", name="sink", rate_per_minute=0, config={
-            "host": sink.host, "port": sink.port, "security": "none", "from_address": "gate@bench.test"})
+        if args.target == "smtp":
+            service = Service.objects.create(owner=owner, kind="smtp", name="sink", rate_per_minute=0, config={
+                "host": sink.host, "port": sink.port, "security": "none", "from_address": "gate@bench.test"})
+        else:
+            service = Service(owner=owner, kind="webhook", name="sink", rate_per_minute=0,
+                              config={"url": sink.url("/hook"), "timeout": 10})
+            service.set_secrets({"signing_secret": "bench-secret"})
+            service.save()
         route = Route.objects.create(owner=owner, name="all")
         route.services.set([service])
         subscriber = Subscriber.objects.create(owner=owner, name="reader")
-        Subscription.objects.create(subscriber=subscriber, service=service, address="reader@example.test")
+        Subscription.objects.create(subscriber=subscriber, service=service,
+                                    address="reader@example.test" if args.target == "smtp" else "")
 
         # 1. Queries per message: every stage of 20 messages, run in this process.
         sample = 20
-        with CaptureQueriesContext(connection) as queries:
-            for n in range(sample):
-                message, _ = ingest_raw(owner=owner, raw=make_raw(10_000 + n), identity=f"q-{n}", source="import")
-                tasks.standardize(str(message.pk))
-                tasks.distribute(str(message.pk))
-                for delivery in Delivery.objects.filter(message=message):
-                    tasks.send(str(delivery.pk))
-        per_message = len(queries) / sample
-        sink.wait_for(sample, timeout=30)
-        sink.clear()
+        per_message = queries_per_message(owner, tasks, ingest_raw, Delivery, sample, False, "one")
+        per_message_batched = queries_per_message(owner, tasks, ingest_raw, Delivery, sample, True, "batch")
+        sink.wait_for(2 * sample, timeout=60)
+        if args.profile:
+            import cProfile
 
-        # 2. The pipeline with a real worker cluster (default worker count from settings).
+            ids = [str(ingest_raw(owner=owner, raw=make_raw(20_000 + n), identity=f"p-{n}", source="import")[0].pk)
+                   for n in range(200)]
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for i in range(0, len(ids), 50):
+                tasks.standardize(ids[i:i + 50])
+                tasks.distribute(ids[i:i + 50])
+            tasks.send([str(pk) for pk in Delivery.objects.filter(message_id__in=ids).values_list("pk", flat=True)])
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+            sink.wait_for(2 * sample + 200, timeout=60)
+        sink.clear()
+        if args.profile_only:
+            print(f"{per_message:.1f} DB queries/message one per task, {per_message_batched:.1f} in batches of {sample}")
+            return
+
+        # 2. The pipeline with a real worker (both lanes, default worker counts from settings).
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        log = open(Path(data_dir) / "qcluster.log", "ab")
-        cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log,
+        log = open(Path(data_dir) / "worker.log", "ab")
+        cluster = subprocess.Popen([sys.executable, "manage.py", "worker"], cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         warm, _ = ingest_raw(owner=owner, raw=make_raw(99_999), identity="warm-up", source="import")
-        sink.wait_for(1, timeout=60)  # the cluster is up and every stage has run once
+        sink.wait_for(1, timeout=120)  # the cluster is up and every stage has run once
         sink.clear()
         raws = [make_raw(n) for n in range(args.messages)]
+        first_sent = []
+        watcher = threading.Thread(target=lambda: (sink.wait_for(1, timeout=600),
+                                                   first_sent.append(time.perf_counter())), daemon=True)
+        watcher.start()
         started = time.perf_counter()
-        for n, raw in enumerate(raws):
-            ingest_raw(owner=owner, raw=raw, identity=f"bench-{n}", source="import")
-        sink.wait_for(args.messages, timeout=600)
-        pipeline_seconds = time.perf_counter() - started
+        first_stored = None
+        if args.backlog:
+            from django.db import transaction
+
+            with transaction.atomic():  # every task is queued at the commit
+                for n, raw in enumerate(raws):
+                    ingest_raw(owner=owner, raw=raw, identity=f"bench-{n}", source="import")
+            # After the commit and its on_commit enqueues (one per message); the workers may have
+            # started on the first tasks while the later ones were still being queued.
+            started = time.perf_counter()
+            first_stored = started
+        else:
+            for n, raw in enumerate(raws):
+                ingest_raw(owner=owner, raw=raw, identity=f"bench-{n}", source="import")
+                if first_stored is None:
+                    first_stored = time.perf_counter()
+        ingest_done = time.perf_counter()
+        sink.wait_for(args.messages, timeout=1200)
+        finished = time.perf_counter()
+        watcher.join(5)
+        pipeline_seconds = finished - started
 
         # 3. The same messages parsed and sent in a plain loop.
         sink.clear()
-        started = time.perf_counter()
+        plain_started = time.perf_counter()
         for raw in raws:
-            parsed = parse_message(raw)
-            email = EmailMessage()
-            email["From"], email["To"], email["Subject"] = "gate@bench.test", "reader@example.test", parsed.subject or ""
-            email.set_content(parsed.text_body)
-            with smtplib.SMTP(sink.host, sink.port) as smtp:
-                smtp.send_message(email)
-        sink.wait_for(args.messages, timeout=60)
-        plain_seconds = time.perf_counter() - started
+            plain_send(args.target, sink, parse_message(raw))
+        sink.wait_for(args.messages, timeout=120)
+        plain_seconds = time.perf_counter() - plain_started
 
+        from pipeline.queue import Lane
         workers = settings.Q_CLUSTER["workers"]
-        print(f"messages: {args.messages}, workers: {workers}, database: {connection.vendor}")
-        print(f"pipeline (ingest → standardize → distribute → send, qcluster): "
+        bulk = settings.Q_CLUSTER["ALT_CLUSTERS"][Lane.BULK.cluster]["workers"]
+        print(f"messages: {args.messages}, target: {args.target}, workers: live {workers} + bulk {bulk} "
+              f"(imports: bulk lane), stage batch {settings.MAILGATE_STAGE_BATCH}, "
+              f"send batch {settings.MAILGATE_SEND_BATCH}, database: {connection.vendor}")
+        print(f"backlog: all {args.messages} stored in one transaction, times from the end of its commit's enqueues"
+              if args.backlog
+              else "times from the first message stored (the bench stores one at a time)")
+        print(f"first at the sink after the first stored:  {first_sent[0] - first_stored:7.2f} s" if first_sent
+              else "first at the sink: not seen")
+        print(f"all at the sink after the first stored:    {finished - first_stored:7.2f} s  "
+              f"(ingest of all took {ingest_done - started:.2f} s)")
+        print(f"pipeline (ingest → standardize → distribute → send, worker): "
               f"{args.messages / pipeline_seconds:8.1f} messages/s  ({pipeline_seconds:.2f} s), "
-              f"{per_message:.1f} DB queries/message")
-        print(f"plain loop (parse_message + smtplib, no pipeline):             "
-              f"{args.messages / plain_seconds:8.1f} messages/s  ({plain_seconds:.2f} s)")
+              f"{per_message:.1f} DB queries/message one per task, {per_message_batched:.1f} in batches of {sample}")
+        print(f"plain loop (parse_message + {'smtplib' if args.target == 'smtp' else 'HTTP POST'}, no pipeline):"
+              f"{' ' * (9 if args.target == 'smtp' else 7)}{args.messages / plain_seconds:8.1f} messages/s  "
+              f"({plain_seconds:.2f} s)")
+        print(f"ratio pipeline/plain: {plain_seconds / pipeline_seconds:.2f}")
     finally:
         if cluster is not None:
             os.killpg(cluster.pid, 15)
             try:
-                cluster.wait(15)
+                cluster.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(cluster.pid, 9)
         sink.stop()

@@ -11,6 +11,13 @@ Maildir, warms both clients up on a 100-message mailbox (untimed), then in one r
   * plain: imap-tools MailBoxUnencrypted.fetch(mark_seen=False, bulk=True), each message parsed by
     the stdlib (subject, from, text) and nothing stored.
 Prints the median messages/s of each over --rounds interleaved rounds and the ratio mailgate/plain. See docs/sync.md for what bounds it.
+
+    .venv/bin/python bench/sync.py --first-sync [--messages 5000]
+
+times instead a first sync *until every message is standardized* (issue #14): a realistic mailbox
+(60 % plain text, 30 % multipart/alternative with HTML, 10 % with a 200 KB attachment), the
+account added while `manage.py worker` runs (both lanes, default worker counts), against a plain
+imap-tools bulk fetch + stdlib `policy.default` parse + `get_body` of the same mailbox, in one run.
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ def mailgate_rate(dovecot, user, owner, label: str, enqueue: bool) -> tuple[floa
                              folders_include=["INBOX"])
     original = pipeline_queue.enqueue_many
     if not enqueue:
-        pipeline_queue.enqueue_many = lambda stage, object_ids: None
+        pipeline_queue.enqueue_many = lambda stage, object_ids, lane=None: None
     try:
         # A fresh file store per run: raw files are content-addressed, so a run after another one
         # would otherwise find every file already written.
@@ -100,11 +107,108 @@ def plain_rate(dovecot, user) -> float:
     return count / (time.perf_counter() - started)
 
 
+def realistic(n: int) -> bytes:
+    """60 % plain text, 30 % alternative with HTML, 10 % with a 200 KB attachment."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"] = f"Sender {n % 97} <sender{n % 97}@example.test>", "bench@example.test"
+    msg["Subject"] = f"Realistic message {n}"
+    msg["Date"] = "Tue, 01 Jul 2025 10:00:00 +0000"
+    msg["Message-ID"] = f"<real-{n}@example.test>"
+    text = f"Hello {n},\n\n" + "A line of an ordinary message, with some words in it.\n" * 30
+    msg.set_content(text)
+    kind = n % 10
+    if 6 <= kind <= 8:
+        msg.add_alternative("<html><body>" + "".join(f"<p>Paragraph {i} with <b>bold</b> and "
+                                                     f"<a href='https://example.test/{i}'>a link</a>.</p>"
+                                                     for i in range(30)) + "</body></html>", subtype="html")
+    elif kind == 9:
+        msg.add_attachment(bytes(range(256)) * 800, maintype="application", subtype="pdf", filename=f"report-{n}.pdf")
+    return msg.as_bytes()
+
+
+def fill_realistic(dovecot: Dovecot, user, count: int) -> None:
+    dovecot.create_folder(user.name, "Drafts")
+    cur = os.path.join(user.maildir, "cur")
+    stamp = int(time.time())
+    for i in range(count):
+        raw = realistic(i).replace(b"\n", b"\r\n")
+        with open(os.path.join(cur, f"{stamp}.M{i}P{os.getpid()}.real,S={len(raw)}:2,"), "wb") as fh:
+            fh.write(raw)
+    dovecot.flags(user.name, "INBOX")
+
+
+def plain_parse_rate(dovecot, user) -> float:
+    """imap-tools bulk fetch + stdlib policy.default parse + get_body: a plain first-sync loop."""
+    import email
+    from email import policy
+
+    from imap_tools import MailBoxUnencrypted
+
+    started = time.perf_counter()
+    count = 0
+    with MailBoxUnencrypted(dovecot.host, dovecot.port, timeout=60).login(user.name, user.password) as box:
+        for msg in box.fetch(mark_seen=False, bulk=True):
+            parsed = email.message_from_bytes(msg.obj.as_bytes(), policy=policy.default)
+            body = parsed.get_body(("html", "plain"))
+            _ = (parsed["subject"], parsed["from"], body.get_content() if body else "")
+            count += 1
+    return count / (time.perf_counter() - started)
+
+
+def first_sync(args) -> None:
+    import subprocess
+
+    from django.contrib.auth import get_user_model
+
+    from imap.accounts import create_account
+    from imap.models import Account
+    from pipeline.models import Message
+
+    owner = get_user_model().objects.create_user("bench", "bench@example.test", "bench-password")
+    data_dir = os.environ["MAILGATE_DATA_DIR"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", DEBUG="0", SECRET_KEY=settings.SECRET_KEY,
+               MAILGATE_FERNET_KEYS=",".join(settings.MAILGATE_FERNET_KEYS), MAILGATE_STAGE_COMPANIONS="1")
+    with Dovecot.start() as dovecot:
+        user = dovecot.add_user("real", "real-secret")
+        fill_realistic(dovecot, user, args.messages)
+        plain = plain_parse_rate(dovecot, user)
+        worker = subprocess.Popen([sys.executable, "manage.py", "worker"], cwd=ROOT, env=env, start_new_session=True,
+                                  stdout=open(os.path.join(data_dir, "worker.log"), "ab"), stderr=subprocess.STDOUT)
+        try:
+            time.sleep(3)  # the clusters start (untimed)
+            started = time.perf_counter()
+            account = create_account(owner=owner, email="real@example.test", host="127.0.0.1", port=dovecot.port,
+                                     security=Account.Security.NONE, username=user.name, password=user.password,
+                                     folders_include=["INBOX"])
+            done = Message.objects.filter(account=account, status__in=["history", "suppressed", "standardized",
+                                                                       "distributed"])
+            stored = None
+            while (count := done.count()) < args.messages:
+                if stored is None and Message.objects.filter(account=account, status="received").exists():
+                    stored = time.perf_counter() - started
+                if time.perf_counter() - started > 3600:
+                    raise SystemExit(f"only {count} of {args.messages} standardized after an hour")
+                time.sleep(0.2)
+            seconds = time.perf_counter() - started
+        finally:
+            os.killpg(worker.pid, 15)
+            worker.wait(60)
+    workers = settings.Q_CLUSTER["workers"], settings.Q_CLUSTER.get("ALT_CLUSTERS", {}).get("mailgate-bulk", {}).get("workers", 0)
+    print(f"first sync of {args.messages} realistic messages (60 % plain, 30 % HTML alternative, 10 % 200 KB "
+          f"attachment), worker: live {workers[0]} + bulk {workers[1]}, SQLite, DEBUG off")
+    print(f"plain imap-tools fetch + policy.default parse + get_body: {plain:8.1f} msg/s")
+    print(f"mailgate first sync until all standardized:              {args.messages / seconds:8.1f} msg/s  "
+          f"({seconds:.1f} s; first body stored after {stored or 0:.1f} s)   ratio {args.messages / seconds / plain:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=2000, help="body bytes per message")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each client")
+    parser.add_argument("--first-sync", action="store_true", help="first sync until standardized, realistic mail")
     args = parser.parse_args()
 
     # Tables straight from the models, as the test suite does (--nomigrations).
@@ -115,6 +219,9 @@ def main() -> None:
     # Django formats and keeps every SQL statement (~10 % of the sync's time here).
     settings.DEBUG = False
     call_command("migrate", run_syncdb=True, verbosity=0)
+    if args.first_sync:
+        first_sync(args)
+        return
     from django.contrib.auth import get_user_model
 
     from django_q.models import OrmQ

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from imap.models import Account, Folder
+from pipeline.queue import Lane
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,13 @@ def enqueue_folder_sync(account_id: int, folder_name: str, flags_only: bool = Fa
         stale = now - timedelta(seconds=settings.MAILGATE_SYNC_PENDING_STALE)
         if folder.filter(Q(sync_pending=Pending.NONE) | Q(sync_requested_at__lt=stale)
                          | Q(sync_requested_at__isnull=True)).update(sync_pending=mode, sync_requested_at=now):
+            # A folder's first sync downloads its whole history: the bulk lane's work, never in
+            # the way of a push to another folder (docs/pipeline.md "Lanes").
+            first = folder.filter(last_synced_at__isnull=True).exists()
+            cluster = (Lane.BULK if first else Lane.LIVE).cluster
             transaction.on_commit(lambda: async_task(
                 "imap.tasks.sync_folder", account_id, folder_name, flags_only=mode == Pending.FLAGS,
-                task_name=task_name(account_id, folder_name)))
+                task_name=task_name(account_id, folder_name), cluster=cluster))
             log.debug("queued %s sync of %s/%s (%s)", mode, account_id, folder_name, reason)
             return True
         # A task is queued. A flags-only one must become full if that is what we need.

@@ -21,7 +21,7 @@ Per folder, on one connection (EXAMINE: read-only, so nothing we do can set \\Se
 
 The pieces around it: imap/connection.py (connect: slot, backoff, capabilities), imap/wire.py
 (FETCH responses and their values, UID sets), imap/headers.py (phase 1's header fields),
-imap/bulk_insert.py (phase 1's inserts), imap/locations.py (flag union and GONE).
+mailgate/bulk_insert.py (phase 1's inserts), imap/locations.py (flag union and GONE).
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from imap import errors, folders as folder_list, identity as identity_mod, utf7, wire
-from imap.bulk_insert import InsertIgnoringConflicts
 from imap.connection import Connection, check, classify, connect
 from imap.headers import header_fields
 from imap.locations import mark_gone, refresh_message_flags
 from imap.models import Account, Folder, MessageLocation
 from mailgate import metrics, realtime
+from mailgate.bulk_insert import InsertIgnoringConflicts
 from pipeline import audit, events as pipeline_events, ingest
 from pipeline.models import Event, Message, PurgedIdentity, Thread
 

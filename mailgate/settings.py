@@ -179,7 +179,34 @@ Q_CLUSTER = {
     "ack_failures": True,
     "catch_up": False,
     "label": "Task queue",
+    # Downstream stages first within a lane (pipeline/broker.py): a backlog flows at once.
+    "broker_class": "pipeline.broker.StageOrderedORM",
+    # Tasks the pusher takes ahead of the workers (django-q's default: workers², each a batch of
+    # 50 messages): with more, a queued distribute or send waits behind that many standardize
+    # batches already taken (bench/pipeline.py --backlog: first webhook 17 s after the commit).
+    "queue_limit": 1,
+    # The bulk lane (docs/pipeline.md "Lanes"): a second cluster under its own queue name, run by
+    # `manage.py worker` beside the live one (Q_CLUSTER_NAME=mailgate-bulk); history, imports and
+    # history relays go there, so live mail never queues behind them. Its workers run niced, so
+    # on a 2-core box they take what CPU the live lane leaves; it polls less often (no one waits).
+    "ALT_CLUSTERS": {
+        "mailgate-bulk": {
+            "workers": env_int("MAILGATE_BULK_WORKERS", 2),
+            "poll": env_float("MAILGATE_BULK_QUEUE_POLL", 0.1),
+        },
+    },
 }
+# Bulk workers' niceness (0 = as the live lane); see pipeline/management/commands/worker.py.
+MAILGATE_BULK_NICE = env_int("MAILGATE_BULK_NICE", 10)
+# Stage batches (docs/pipeline.md "Batches"): messages per standardize/distribute task, deliveries
+# per send task, and the raw bytes standardize holds before it writes a batch's results.
+MAILGATE_STAGE_BATCH = env_int("MAILGATE_STAGE_BATCH", 50)
+MAILGATE_SEND_BATCH = env_int("MAILGATE_SEND_BATCH", 10)
+MAILGATE_STAGE_BATCH_BYTES = env_int("MAILGATE_STAGE_BATCH_BYTES", 8 * 1024 * 1024)
+# Messages standardize writes per transaction (short: SQLite has one write lock for all lanes).
+MAILGATE_STAGE_WRITE_BATCH = env_int("MAILGATE_STAGE_WRITE_BATCH", 10)
+# A stage task fills its batch with other waiting messages of its lane (pipeline/claims.py).
+MAILGATE_STAGE_COMPANIONS = env_bool("MAILGATE_STAGE_COMPANIONS", True)
 
 # --- Files ----------------------------------------------------------------------------------
 MEDIA_ROOT = private_dir(Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "files"))))

@@ -3,6 +3,7 @@
 import os
 import socket
 
+from mailgate.bulk_insert import InsertIgnoringConflicts
 from pipeline.models import Event
 
 
@@ -44,6 +45,12 @@ def record(kind, message=None, delivery=None, detail: str = "") -> Event:
     return row
 
 
+_COLUMNS = ["kind", "owner", "message", "delivery", "worker", "detail", "summary"]
+
+
 def record_all(rows: list[Event]) -> None:
-    """Write several audit rows of one transition in one INSERT, in the given order."""
-    Event.objects.bulk_create(rows)
+    """Write several audit rows (one batch's) in one prepared INSERT, in the given order. Not
+    bulk_create: its per-row compile cost was a sixth of a profiled sync (FETCHED and RECEIVED)."""
+    if rows:
+        InsertIgnoringConflicts(Event, _COLUMNS, {}, ignore_conflicts=False).insert(
+            [(r.kind, r.owner_id, r.message_id, r.delivery_id, r.worker, r.detail, r.summary) for r in rows])

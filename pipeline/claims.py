@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 
-from pipeline import audit, clock, events
+from pipeline import audit, clock, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,73 @@ def claim_message(message_id, status: str) -> Message | None:
         audit.record(Event.Kind.CRASHED, message, detail=f"{status}: attempt {message.attempts} "
                                                          f"(an earlier attempt did not finish)")
     return message
+
+
+def claim_messages(message_ids, status: str) -> list[Message]:
+    """Claim the messages of a batch that wait in `status`, with ONE conditional UPDATE (attempts
+    bumped and committed before any work, as claim_message); returns those this worker now holds.
+
+    A message that already started once (attempts > 1 after the claim) may be the one that killed
+    its batch's worker: in a batch of several it is handed back (attempt count as before) and queued
+    in a task of its own, so a message that crashes its worker every time ends DEAD alone and its
+    batch-mates go on. A message alone behaves exactly as claim_message."""
+    ids = [str(pk) for pk in message_ids]
+    if len(ids) == 1:
+        message = claim_message(ids[0], status)
+        messages = [message] if message is not None else []
+    else:
+        messages = _claim_several(ids, status)
+    if settings.MAILGATE_STAGE_COMPANIONS and all(m.attempts == 1 for m in messages):
+        messages += _claim_companions(status, settings.MAILGATE_STAGE_BATCH - len(messages))
+    return messages
+
+
+def _lane_filter() -> Q:
+    """The messages whose work belongs to this worker's lane (pipeline.queue.lane_of, as a query)."""
+    bulk = Q(arrival=Message.Arrival.HISTORY) | Q(source=Message.Source.IMPORT)
+    return bulk if queue.current_lane() is queue.Lane.BULK else ~bulk
+
+
+def _claim_companions(status: str, limit: int) -> list[Message]:
+    """Fill a batch with other messages of this lane waiting in `status` that never started
+    (attempts 0, no claim): a backlog queued one task per message (imports, a burst of webhooks)
+    is processed in batches, and the tasks queued for the companions find them taken and return.
+    Only with MAILGATE_STAGE_COMPANIONS (on in workers; tests call stages one message at a time)."""
+    if limit <= 0:
+        return []
+    now = clock.now()
+    me, until = audit.worker_name(), lease(now)
+    fresh = Message.objects.filter(status=status, attempts=0, claimed_until__isnull=True)
+    # The conditions again on the UPDATE itself: the compare-and-set between workers.
+    picked = fresh.filter(_lane_filter()).order_by("updated_at").values("pk")[:limit]
+    if not fresh.filter(pk__in=picked).update(claimed_by=me, claimed_until=until, attempts=F("attempts") + 1,
+                                              updated_at=now):
+        return []
+    return list(Message.objects.select_related("owner").filter(
+        status=status, claimed_by=me, claimed_until=until).order_by("received_at", "pk"))
+
+
+def _claim_several(ids: list[str], status: str) -> list[Message]:
+    now = clock.now()
+    me, until = audit.worker_name(), lease(now)
+    claimed = (Message.objects.filter(pk__in=ids, status=status)
+               .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+               .update(claimed_by=me, claimed_until=until, attempts=F("attempts") + 1, updated_at=now))
+    if not claimed:
+        return []
+    messages = list(Message.objects.select_related("owner").filter(
+        pk__in=ids, status=status, claimed_by=me, claimed_until=until).order_by("received_at", "pk"))
+    suspects = [m for m in messages if m.attempts > 1]
+    if suspects:
+        back = [m.pk for m in suspects]
+        Message.objects.filter(pk__in=back, claimed_by=me, claimed_until=until).update(
+            claimed_by="", claimed_until=None, attempts=F("attempts") - 1)
+        log.warning("%s: %d message(s) of a batch had started before; each runs alone", status, len(back))
+        stage = {Message.Status.RECEIVED: "standardize", Message.Status.STANDARDIZED: "distribute"}[status]
+        for pk in back:
+            queue.enqueue(stage, pk)
+        messages = [m for m in messages if m.attempts <= 1]
+    return messages
 
 
 def give_up_message(message: Message, status: str, reason: str) -> bool:

@@ -60,37 +60,61 @@ def queue_deliveries(message: Message, services, now) -> list[Delivery]:
 
 
 def distribute(message_id) -> str:
-    """Stage task body; returns what happened (for logs and tests)."""
-    message = claims.claim_message(message_id, Message.Status.STANDARDIZED)
-    if message is None:
-        return "skipped"
-    with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
-        services = routing.matching_services(message)
-        now = clock.now()
-        with transaction.atomic():
-            deliveries = queue_deliveries(message, services, now)
-            moved = Message.objects.filter(pk=message.pk, status=Message.Status.STANDARDIZED,
-                                           claimed_by=message.claimed_by).update(
-                status=Message.Status.DISTRIBUTED, claimed_by="", claimed_until=None, attempts=0, updated_at=now)
-            if not moved:  # our claim expired and another worker finished it: undo ours
-                transaction.set_rollback(True)
-                return "lost claim"
-            message.status = Message.Status.DISTRIBUTED
-            # Read by people on the message page: "no route matched", never "0 deliveries via ...".
-            count = len(deliveries)
-            detail = (f"{count} deliver{'y' if count == 1 else 'ies'} via {', '.join(s.name for s in services)}"
-                      if count else "no route matched: nothing to relay" if not services
-                      else f"nothing to relay: no subscriber of {', '.join(s.name for s in services)} to send it to")
-            rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=detail)]
-            due = []
-            for delivery in deliveries:
-                rows.append(audit.event(
-                    Event.Kind.QUEUED, message, delivery,
-                    detail=f"to {delivery.address or delivery.service_id} at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
-                events.delivery_updated(delivery)
-                if delivery.not_before <= now:
-                    due.append(delivery.pk)
-            audit.record_all(rows)
-            queue.enqueue_on_commit(Stage.SEND, due)
-            events.message_updated(message)
-        return "distributed"
+    """One message (tests, benches); see distribute_batch."""
+    return distribute_batch([message_id])
+
+
+def distribute_batch(message_ids) -> str:
+    """Stage task body for a batch of messages; returns what happened (for logs and tests).
+
+    One conditional UPDATE claims the batch (claims.claim_messages); each message then gets its
+    own transaction (DISTRIBUTED with all its deliveries, or still STANDARDIZED), and the due
+    deliveries of the whole batch are queued together, in send tasks of MAILGATE_SEND_BATCH."""
+    messages = claims.claim_messages(message_ids, Message.Status.STANDARDIZED)
+    outcomes, due, failures = [], [], []
+    for message in messages:
+        try:
+            with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
+                outcomes.append(_distribute_one(message, due))
+        except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
+            failures.append(exc)
+    # Their rows carry a lease meaning "in the queue": if this enqueue is lost, the sweeper
+    # queues them when it passes.
+    queue.enqueue_many(Stage.SEND, due)
+    if failures:
+        raise failures[0]
+    if len(message_ids) == 1:
+        return outcomes[0] if outcomes else "skipped"
+    return f"distributed {outcomes.count('distributed')} of {len(message_ids)}"
+
+
+def _distribute_one(message: Message, due: list) -> str:
+    services = routing.matching_services(message)
+    now = clock.now()
+    with transaction.atomic():
+        deliveries = queue_deliveries(message, services, now)
+        moved = Message.objects.filter(pk=message.pk, status=Message.Status.STANDARDIZED,
+                                       claimed_by=message.claimed_by).update(
+            status=Message.Status.DISTRIBUTED, claimed_by="", claimed_until=None, attempts=0, updated_at=now)
+        if not moved:  # our claim expired and another worker finished it: undo ours
+            transaction.set_rollback(True)
+            return "lost claim"
+        message.status = Message.Status.DISTRIBUTED
+        # Read by people on the message page: "no route matched", never "0 deliveries via ...".
+        count = len(deliveries)
+        detail = (f"{count} deliver{'y' if count == 1 else 'ies'} via {', '.join(s.name for s in services)}"
+                  if count else "no route matched: nothing to relay" if not services
+                  else f"nothing to relay: no subscriber of {', '.join(s.name for s in services)} to send it to")
+        rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=detail)]
+        mine = []
+        for delivery in deliveries:
+            rows.append(audit.event(
+                Event.Kind.QUEUED, message, delivery,
+                detail=f"to {delivery.address or delivery.service_id} at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
+            events.delivery_updated(delivery)
+            if delivery.not_before <= now:
+                mine.append(delivery.pk)
+        audit.record_all(rows)
+        events.message_updated(message)
+    due += mine
+    return "distributed"

@@ -43,7 +43,8 @@ def relay(queryset, since=None, *, dry_run: bool = False, by: str = "the owner")
                     status=Message.Status.STANDARDIZED, arrival=Message.Arrival.NEW, suppressed_reason="",
                     attempts=0, claimed_by="", claimed_until=None, updated_at=now)
                 if moved:
-                    queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk])
+                    # Old mail, however many: never ahead of what just arrived.
+                    queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk], queue.Lane.BULK)
             else:  # not standardized yet: standardize sends it on to distribute like new mail
                 moved = Message.objects.filter(pk=message.pk, status__in=PENDING,
                                                arrival=Message.Arrival.HISTORY).update(

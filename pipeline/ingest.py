@@ -31,15 +31,15 @@ def read_raw(message: Message) -> bytes:
     return storage.read_bytes(message.raw.name)
 
 
-def enqueue_standardize(message_id) -> None:
+def enqueue_standardize(message_id, lane: queue.Lane | None = None) -> None:
     """Start the pipeline for a message once the surrounding transaction commits."""
-    queue.enqueue_on_commit(Stage.STANDARDIZE, [message_id])
+    queue.enqueue_on_commit(Stage.STANDARDIZE, [message_id], lane)
 
 
-def enqueue_standardize_many(message_ids) -> None:
+def enqueue_standardize_many(message_ids, lane: queue.Lane | None = None) -> None:
     """Start the pipeline for many messages once the surrounding transaction commits, with one
-    INSERT for all their queue rows."""
-    queue.enqueue_on_commit(Stage.STANDARDIZE, [str(pk) for pk in message_ids])
+    INSERT for all their queue rows (batches of pipeline.queue.Stage.batch)."""
+    queue.enqueue_on_commit(Stage.STANDARDIZE, [str(pk) for pk in message_ids], lane)
 
 
 def attach_raw_batch(pairs) -> int:
@@ -71,12 +71,18 @@ def attach_raw_batch(pairs) -> int:
         # message from slipping between this read and the UPDATE: the ids read here are exactly
         # the rows the conditional UPDATE moves, hence exactly the ones to queue.
         # In pk order, so two syncs attaching the same messages lock them in one order.
-        waiting = list(Message.objects.select_for_update().filter(
-            pk__in=list(stored), status=Message.Status.HEADERS).order_by("pk").values_list("pk", flat=True))
+        rows = list(Message.objects.select_for_update().filter(
+            pk__in=list(stored), status=Message.Status.HEADERS).order_by("pk").values_list("pk", "arrival", "source"))
+        waiting = [pk for pk, _, _ in rows]
         if waiting:
             _advance_to_received([(pk, *stored[pk]) for pk in waiting])
             _received(waiting)
-            enqueue_standardize_many(waiting)
+            # New UIDs above history go to the live lane, a first sync's history to the bulk one.
+            lanes: dict = {}
+            for pk, arrival, source in rows:
+                lanes.setdefault(queue.lane_of(arrival, source), []).append(pk)
+            for lane, ids in lanes.items():
+                enqueue_standardize_many(ids, lane)
     metrics.ingested(Message.Source.IMAP, len(waiting))  # phase 2 of IMAP sync is its only caller
     return len(waiting)
 
@@ -143,7 +149,7 @@ def ingest_raw(*, owner, raw: bytes, identity: str, source: str, account=None, f
             )
             audit.record(Event.Kind.RECEIVED, message, detail=f"raw stored, {len(raw)} bytes ({source})")
             events.message_new(message)
-            enqueue_standardize(message.pk)
+            enqueue_standardize(message.pk, queue.lane_of(message.arrival, source))
     except IntegrityError:
         # Lost a race with a concurrent call for the same identity: the other one stored it.
         return Message.objects.get(identity=identity, **lookup), False

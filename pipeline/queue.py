@@ -8,6 +8,7 @@ the sweeper may enqueue a row again at any time.
 
 import enum
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -16,17 +17,56 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
+from pipeline.broker import stage_key
+
 
 class Stage(enum.StrEnum):
-    """A pipeline stage that runs as one task per row, named as its entry point in pipeline/tasks.py."""
+    """A pipeline stage, named as its entry point in pipeline/tasks.py; a task takes a batch of
+    row ids (pipeline/tasks.py)."""
 
-    STANDARDIZE = "standardize"  # a message's raw bytes → its standard fields (message id)
-    DISTRIBUTE = "distribute"  # a standardized message → one delivery per subscription (message id)
-    SEND = "send"  # one due delivery → the outgoing service (delivery id)
+    STANDARDIZE = "standardize"  # a message's raw bytes → its standard fields (message ids)
+    DISTRIBUTE = "distribute"  # a standardized message → one delivery per subscription (message ids)
+    SEND = "send"  # one due delivery → the outgoing service (delivery ids)
 
     @property
     def task_path(self) -> str:
         return f"pipeline.tasks.{self.value}"
+
+    @property
+    def rank(self) -> int:
+        """Order within a lane (pipeline/broker.py): the stage nearest the sink goes first."""
+        return {Stage.SEND: 1, Stage.DISTRIBUTE: 2, Stage.STANDARDIZE: 3}[self]
+
+    @property
+    def batch(self) -> int:
+        """Most rows one task takes (settings MAILGATE_STAGE_BATCH / MAILGATE_SEND_BATCH)."""
+        size = settings.MAILGATE_SEND_BATCH if self is Stage.SEND else settings.MAILGATE_STAGE_BATCH
+        return max(1, size)
+
+
+class Lane(enum.StrEnum):
+    """Which cluster runs a task (docs/pipeline.md "Lanes"). LIVE: mail that just arrived (an IDLE
+    push, new UIDs above history, inbound webhooks) and its deliveries. BULK: what was there before
+    (a first sync's history, imports, a history relay), which must never delay LIVE."""
+
+    LIVE = "live"
+    BULK = "bulk"
+
+    @property
+    def cluster(self) -> str:
+        return Conf.PREFIX if self is Lane.LIVE else f"{Conf.PREFIX}-bulk"
+
+
+def current_lane() -> Lane:
+    """The lane of the cluster this process works for (LIVE outside a worker): a stage's next
+    stage stays in the lane its first stage ran in."""
+    return Lane.BULK if Conf.CLUSTER_NAME == Lane.BULK.cluster else Lane.LIVE
+
+
+def lane_of(arrival: str, source: str) -> Lane:
+    """The lane a message's work starts in: history (a first sync, kept but not relayed) and
+    imports are bulk; everything else just arrived."""
+    return Lane.BULK if arrival == "history" or source == "import" else Lane.LIVE
 
 
 # django-q options per stage. save=False: no Success receipt for a stage that succeeded (failures
@@ -49,25 +89,26 @@ class _PackageCollector:
         return f"(bulk insert, #{len(self.packages)})"
 
 
-def enqueue(stage: Stage | str, object_id) -> None:
-    """Put one stage of one row on the task queue (call after commit)."""
-    enqueue_many(stage, [object_id])
+def enqueue(stage: Stage | str, object_id, lane: Lane | None = None) -> None:
+    """Put one stage of one row on the task queue (call after commit), in a task of its own."""
+    enqueue_many(stage, [object_id], lane)
 
 
-def enqueue_on_commit(stage: Stage | str, object_ids) -> None:
+def enqueue_on_commit(stage: Stage | str, object_ids, lane: Lane | None = None) -> None:
     """enqueue_many once the current transaction commits (nothing if it rolls back)."""
     ids = list(object_ids)
     if ids:
-        transaction.on_commit(lambda: enqueue_many(stage, ids))
+        transaction.on_commit(lambda: enqueue_many(stage, ids, lane))
 
 
-def enqueue_many(stage: Stage | str, object_ids) -> None:
-    """Put one stage of several rows on the task queue (call after commit).
+def enqueue_many(stage: Stage | str, object_ids, lane: Lane | None = None) -> None:
+    """Put one stage of several rows on the task queue (call after commit), in batches of
+    `stage.batch` rows per task, in `lane` (default: the lane of the running worker).
 
     With the ORM broker all queue rows go in with one INSERT, instead of an INSERT, a signal and
     two close_old_connections() per task (which reopened SQLite each time with CONN_MAX_AGE=0).
     If this fails after the commit, the rows stay in their waiting state and the sweeper queues
-    them again.
+    them again (one task per row, so a row that crashed its batch runs alone).
     """
     try:
         stage = Stage(stage)
@@ -76,18 +117,32 @@ def enqueue_many(stage: Stage | str, object_ids) -> None:
     ids = [str(object_id) for object_id in object_ids]
     if not ids:
         return
-    broker = get_broker()
+    lane = Lane(lane) if lane else current_lane()
+    size = stage.batch
+    batches = [ids[i:i + size] for i in range(0, len(ids), size)]
+    broker = get_broker(lane.cluster)
     if Conf.SYNC or not isinstance(broker, ORM):
         # Tests/dev without a cluster run each task in process; other brokers take one at a time.
         with transaction.atomic():
-            for object_id in ids:
-                async_task(stage.task_path, object_id, task_name=f"{stage}:{object_id}"[:100], **TASK_OPTIONS)
+            for batch in batches:
+                async_task(stage.task_path, _argument(batch), task_name=_name(stage, batch),
+                           cluster=lane.cluster, **TASK_OPTIONS)
         return
     collector = _PackageCollector(broker.list_key)
-    for object_id in ids:
-        async_task(stage.task_path, object_id, task_name=f"{stage}:{object_id}"[:100],
+    for batch in batches:
+        async_task(stage.task_path, _argument(batch), task_name=_name(stage, batch),
                    broker=collector, **TASK_OPTIONS)
     now = timezone.now()
-    key = broker.list_key or Conf.CLUSTER_NAME
+    key = stage_key(lane.cluster, stage.rank, stage.value)
     OrmQ.objects.using(Conf.ORM or "default").bulk_create(
         [OrmQ(key=key, payload=package, lock=now) for package in collector.packages])
+
+
+def _argument(batch: list[str]):
+    # One id stays a plain string: the task signature (and queued rows) of a single row unchanged.
+    return batch[0] if len(batch) == 1 else batch
+
+
+def _name(stage: Stage, batch: list[str]) -> str:
+    more = f"+{len(batch) - 1}" if len(batch) > 1 else ""
+    return f"{stage}:{batch[0]}{more}"[:100]

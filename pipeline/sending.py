@@ -76,6 +76,24 @@ def send(delivery_id) -> str:
     return _send_group(group)
 
 
+def send_batch(delivery_ids) -> str:
+    """Stage task body for a batch of deliveries (one task per MAILGATE_SEND_BATCH due ones): each
+    is claimed and sent on its own, as send(); one that raises does not stop the others (its lease
+    expires and the sweeper retries it alone), and the first error is re-raised at the end."""
+    outcomes, failures = [], []
+    for delivery_id in delivery_ids:
+        try:
+            outcomes.append(send(delivery_id))
+        except Exception as exc:
+            log.exception("send failed for delivery %s", delivery_id)
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+    if len(outcomes) == 1:
+        return outcomes[0]
+    return ", ".join(f"{name} {outcomes.count(name)}" for name in sorted(set(outcomes)))
+
+
 def _each(group: list[Delivery], record) -> str:
     """Record one outcome on every delivery of the group; the first one's is the task's result."""
     return [record(delivery) for delivery in group][0]

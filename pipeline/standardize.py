@@ -130,23 +130,84 @@ def relayed_list_ids(owner_id) -> set[str]:
 
 
 def standardize(message_id) -> str:
-    """Stage task body; returns what happened (for logs and tests)."""
-    message = claims.claim_message(message_id, Message.Status.RECEIVED)
-    if message is None:
-        return "skipped"
-    with claims.crash_boundary(message, Message.Status.RECEIVED, "standardize"):
-        raw = read_raw(message)
-        parsed = parse(raw)
-        fields = message_fields(parsed)
-        headers = interest_headers(parsed)
-        # Only a message with a List-Id can be a copy of a list we relay to: spare the query otherwise.
-        list_ids = relayed_list_ids(message.owner_id) if headers.get("list-id") else ()
-        reason = loops.suppression_reason(
-            headers, content_type=_get(parsed, "headers", {}).get("content_type", ""),
-            sender_address=fields["sender_address"], relayed_list_ids=list_ids)
-        attachments = store_attachments(message, parsed)
-        now = clock.now()
-        with transaction.atomic():
+    """One message (tests, benches); see standardize_batch."""
+    return standardize_batch([message_id])
+
+
+class _Parsed:
+    """One claimed message, parsed, its attachment files written: what the batch's write needs."""
+
+    def __init__(self, message: Message, fields: dict, reason: str, attachments: list[Attachment]):
+        self.message, self.fields, self.reason, self.attachments = message, fields, reason, attachments
+
+
+def _parse_one(message: Message, list_ids_of) -> _Parsed:
+    raw = read_raw(message)
+    parsed = parse(raw)
+    fields = message_fields(parsed)
+    headers = interest_headers(parsed)
+    # Only a message with a List-Id can be a copy of a list we relay to: spare the query otherwise.
+    list_ids = list_ids_of(message.owner_id) if headers.get("list-id") else ()
+    reason = loops.suppression_reason(
+        headers, content_type=_get(parsed, "headers", {}).get("content_type", ""),
+        sender_address=fields["sender_address"], relayed_list_ids=list_ids)
+    return _Parsed(message, fields, reason, store_attachments(message, parsed))
+
+
+def standardize_batch(message_ids) -> str:
+    """Stage task body for a batch of messages; returns what happened (for logs and tests): one
+    message's outcome, or a count per outcome.
+
+    One conditional UPDATE claims the batch (claims.claim_messages). Each message is read and
+    parsed on its own (a parse never raises; a storage error is that message's crash, recorded on
+    its timeline while the others go on, and re-raised at the end). The results are written every
+    MAILGATE_STAGE_BATCH_BYTES of raw mail in one short transaction: the rows, the attachments and
+    the audit rows in bulk, one live event per audience, and one distribute task per batch.
+    (At most MAILGATE_STAGE_WRITE_BATCH messages per transaction, to keep the write lock short.)"""
+    messages = claims.claim_messages(message_ids, Message.Status.RECEIVED)
+    outcomes: list[str] = []
+    failures: list[Exception] = []
+    list_ids: dict = {}
+
+    def list_ids_of(owner_id):
+        if owner_id not in list_ids:
+            list_ids[owner_id] = relayed_list_ids(owner_id)
+        return list_ids[owner_id]
+
+    pending, pending_bytes = [], 0
+    for message in messages:
+        try:
+            with claims.crash_boundary(message, Message.Status.RECEIVED, "standardize"):
+                pending.append(_parse_one(message, list_ids_of))
+        except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
+            failures.append(exc)
+            continue
+        pending_bytes += message.size or 0
+        # Written in short transactions: on SQLite each holds the one write lock that the live
+        # lane's sync and stages wait for (a batch of 50 in one transaction delayed a push by
+        # seconds under load).
+        if pending_bytes >= settings.MAILGATE_STAGE_BATCH_BYTES or len(pending) >= settings.MAILGATE_STAGE_WRITE_BATCH:
+            outcomes += _write(pending)
+            pending, pending_bytes = [], 0
+    if pending:
+        outcomes += _write(pending)
+    if failures:
+        raise failures[0]
+    if len(message_ids) == 1:
+        return outcomes[0] if outcomes else "skipped"
+    counts: dict = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "skipped"
+
+
+def _write(batch: list[_Parsed]) -> list[str]:
+    """Write one batch's results in one transaction; returns each message's outcome."""
+    now = clock.now()
+    outcomes, rows, attachments, onward, done = [], [], [], [], []
+    with transaction.atomic():
+        for item in batch:
+            message, fields, reason = item.message, item.fields, item.reason
             for name, value in fields.items():
                 setattr(message, name, value)
             threads.assign_thread(message)
@@ -160,25 +221,45 @@ def standardize(message_id) -> str:
                                            claimed_by=message.claimed_by).update(
                 **fields, thread=message.thread, status=status, suppressed_reason=reason[:200],
                 claimed_by="", claimed_until=None, attempts=0, updated_at=now)
-            if not moved:
-                transaction.set_rollback(True)
-                return "lost claim"
-            if attachments:
-                Attachment.objects.bulk_create(attachments, ignore_conflicts=True)
+            if not moved:  # our claim expired and another worker finished it: leave its result
+                outcomes.append("lost claim")
+                continue
+            attachments += item.attachments
             message.status, message.suppressed_reason = status, reason[:200]
             # Read by people on the message page: counts in words, no internal ids.
-            detail = _count(len(attachments), "attachment")
+            detail = _count(len(item.attachments), "attachment")
             if fields["parse_warnings"]:
                 detail += f", {_count(len(fields['parse_warnings']), 'parse warning')}"
-            rows = [audit.event(Event.Kind.STANDARDIZED, message, detail=detail)]
+            rows.append(audit.event(Event.Kind.STANDARDIZED, message, detail=detail))
             if reason:
                 kind = Event.Kind.HISTORY if status == Message.Status.HISTORY else Event.Kind.SUPPRESSED
                 rows.append(audit.event(kind, message, detail=reason))
-            audit.record_all(rows)
             if status == Message.Status.STANDARDIZED:
-                queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk])
-            events.message_new(message)
-        return {Message.Status.SUPPRESSED: "suppressed", Message.Status.HISTORY: "history"}.get(status, "standardized")
+                onward.append(message.pk)
+            done.append(message)
+            outcomes.append({Message.Status.SUPPRESSED: "suppressed",
+                             Message.Status.HISTORY: "history"}.get(status, "standardized"))
+        if attachments:
+            Attachment.objects.bulk_create(attachments, ignore_conflicts=True)
+        audit.record_all(rows)
+        queue.enqueue_on_commit(Stage.DISTRIBUTE, onward)
+        _publish(done)
+    return outcomes
+
+
+def _publish(messages: list[Message]) -> None:
+    """message.new for what was standardized: a message alone with its fields (a pushed message's
+    subject shows at once); a batch as one hint per audience (account, or owner without one)."""
+    if len(messages) == 1:
+        events.message_new(messages[0])
+        return
+    audiences: dict = {}
+    for message in messages:
+        audiences.setdefault((message.account_id, None if message.account_id else message.owner_id),
+                             []).append(message.pk)
+    for (account_id, owner_id), ids in audiences.items():
+        viewers = Message(account_id=account_id, owner_id=owner_id).viewer_ids()
+        events.messages_stored(viewers, "message.new", ids, account_id)
 
 
 def _count(n: int, noun: str) -> str:

@@ -31,22 +31,23 @@ def sweep() -> dict:
     counts = {"messages": 0, "due": 0, "abandoned": 0}
 
     # Messages untouched past the deadline: their task was lost, or the worker died holding them.
-    for pk, status in (Message.objects.filter(status__in=list(_STAGE_OF), updated_at__lt=stale)
-                       .filter(unclaimed).values_list("pk", "status")[:BATCH]):
+    # One task per row: a row whose batch crashed runs alone (pipeline.claims.claim_messages).
+    for pk, status, arrival, source in (Message.objects.filter(status__in=list(_STAGE_OF), updated_at__lt=stale)
+                                        .filter(unclaimed).values_list("pk", "status", "arrival", "source")[:BATCH]):
         if Message.objects.filter(pk=pk, status=status, updated_at__lt=stale).update(updated_at=now):
             counts["messages"] += 1
-            queue.enqueue(_STAGE_OF[status], pk)
+            queue.enqueue(_STAGE_OF[status], pk, queue.lane_of(arrival, source))
 
     # Deliveries that are due and not known to be in the queue (window opened, backoff over,
     # rate limit passed, or the queue row was lost). claimed_until on a waiting row means
     # "enqueued until then".
-    for pk in (Delivery.objects.filter(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING],
-                                       not_before__lte=now).filter(unclaimed)
-               .order_by("not_before").values_list("pk", flat=True)[:BATCH]):
+    for pk, arrival, source in (Delivery.objects.filter(status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING],
+                                                        not_before__lte=now).filter(unclaimed)
+                                .order_by("not_before").values_list("pk", "message__arrival", "message__source")[:BATCH]):
         if Delivery.objects.filter(pk=pk, status__in=[Delivery.Status.SCHEDULED, Delivery.Status.RETRYING],
                                    not_before__lte=now).filter(unclaimed).update(claimed_until=lease):
             counts["due"] += 1
-            queue.enqueue(Stage.SEND, pk)
+            queue.enqueue(Stage.SEND, pk, queue.lane_of(arrival, source))
 
     # SENDING past its lease: the worker died mid-send. The send may have happened; the target
     # de-duplicates by delivery id, and at least once beats never.
@@ -62,7 +63,8 @@ def sweep() -> dict:
                 audit.record(Event.Kind.CRASHED, delivery.message, delivery,
                              detail=f"lease of {delivery.claimed_by} expired during send; retrying")
                 events.delivery_updated(delivery)
-                queue.enqueue_on_commit(Stage.SEND, [delivery.pk])
+                queue.enqueue_on_commit(Stage.SEND, [delivery.pk],
+                                        queue.lane_of(delivery.message.arrival, delivery.message.source))
     if any(counts.values()):
         log.info("sweeper re-enqueued %s", counts)
     return counts

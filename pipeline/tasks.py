@@ -1,8 +1,9 @@
 """Pipeline stages as Django Q tasks: the entry points django-q calls by dotted name.
 
 ingest (pipeline/ingest.py) → standardize → distribute (+ queue per subscriber) → send, each put
-on the queue by pipeline/queue.py after the transaction that made its row ready commits. The
-logic lives in the stage modules; these only name it for django-q.
+on the queue by pipeline/queue.py after the transaction that made its rows ready commits. A task
+takes one row id or a batch of them (a list; pipeline.queue.Stage.batch). The logic lives in the
+stage modules; these only name it for django-q.
 """
 
 from mailgate import metrics
@@ -10,19 +11,24 @@ from pipeline import distribute as distribute_stage
 from pipeline import orphans, retention, sending, standardize as standardize_stage, sweeper
 
 
+def _ids(object_ids) -> list[str]:
+    return [object_ids] if isinstance(object_ids, str) else [str(pk) for pk in object_ids]
+
+
+# Durations are per task: one message alone, or a batch (pipeline.queue.Stage.batch).
 @metrics.timed("standardize")
-def standardize(message_id: str) -> str:
-    return standardize_stage.standardize(message_id)
+def standardize(message_ids: str | list[str]) -> str:
+    return standardize_stage.standardize_batch(_ids(message_ids))
 
 
 @metrics.timed("distribute")
-def distribute(message_id: str) -> str:
-    return distribute_stage.distribute(message_id)
+def distribute(message_ids: str | list[str]) -> str:
+    return distribute_stage.distribute_batch(_ids(message_ids))
 
 
 @metrics.timed("send")
-def send(delivery_id: str) -> str:
-    return sending.send(delivery_id)
+def send(delivery_ids: str | list[str]) -> str:
+    return sending.send_batch(_ids(delivery_ids))
 
 
 def sweep() -> dict:

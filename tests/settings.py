@@ -33,6 +33,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
 Q_CLUSTER = {**Q_CLUSTER, "sync": False}  # noqa: F405
+# Stages take the messages they are given, not others waiting (tests/test_lanes.py turns it on).
+MAILGATE_STAGE_COMPANIONS = env_bool("MAILGATE_STAGE_COMPANIONS", False)  # noqa: F405
 
 # Subprocesses started by tests (daphne, qcluster, IDLE managers) get MAILGATE_USE_TEST_DB=1 from
 # tests/servers/procs.py so they open the database the test itself uses.

@@ -342,16 +342,17 @@ def test_a_body_batch_advances_only_messages_still_waiting_and_queues_each_once(
                                                       hashlib.sha256(raws[message.pk]).hexdigest())
     done.refresh_from_db()
     assert (done.status, done.raw.name) == (Message.Status.RECEIVED, "")
-    queued = {task.name(): task.task for task in OrmQ.objects.all()}
-    assert sorted(queued) == sorted([f"standardize:{first.pk}", f"standardize:{second.pk}"])
+    # Both in ONE standardize task (a batch, pipeline.queue.Stage.batch), in pk order.
+    [queued] = [task.task for task in OrmQ.objects.all()]
+    low, high = sorted([str(first.pk), str(second.pk)])
+    assert queued["name"] == f"standardize:{low}+1" and queued["args"] == ([low, high],)
 
-    # Each queued task is the one pipeline.queue.enqueue would have queued for that message.
+    # The queued task is the one pipeline.queue.enqueue_many would have queued for those messages.
     OrmQ.objects.all().delete()
-    pipeline_queue.enqueue(pipeline_queue.Stage.STANDARDIZE, first.pk)
+    pipeline_queue.enqueue_many(pipeline_queue.Stage.STANDARDIZE, [low, high], pipeline_queue.Lane.LIVE)
     single = OrmQ.objects.get().task
-    batched = queued[f"standardize:{first.pk}"]
-    assert sorted(batched) == sorted(single)
-    assert {k: v for k, v in batched.items() if k not in ("id", "started")} == \
+    assert sorted(queued) == sorted(single)
+    assert {k: v for k, v in queued.items() if k not in ("id", "started")} == \
         {k: v for k, v in single.items() if k not in ("id", "started")}
     assert not [p for p in default_storage.listdir("raw")[0]
                 for f in default_storage.listdir(f"raw/{p}")[1] if not f.endswith(".eml")]

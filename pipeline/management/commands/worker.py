@@ -13,18 +13,28 @@ KillMode=control-group signals every process of the unit whatever its session: u
 KillMode=mixed, as README says.) If this process is killed outright,
 the kernel sends SIGTERM to the cluster (PR_SET_PDEATHSIG), so the cluster never outlives it.
 Tasks in flight when a stop comes finish; anything cut short is retried (see docs/pipeline.md).
+
+It runs one cluster per lane (docs/pipeline.md "Lanes"): the live one (Q_CLUSTER, `workers` =
+MAILGATE_WORKERS) and the bulk one (Q_CLUSTER_NAME=mailgate-bulk, MAILGATE_BULK_WORKERS, niced by
+MAILGATE_BULK_NICE), each in its own session; `--lane live` or `--lane bulk` runs one of them (to
+scale them apart, one process each). If either cluster ends, the other is stopped and the command
+exits, so a supervisor restarts both.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from pipeline.queue import Lane
 
 PR_SET_PDEATHSIG = 1
 
@@ -36,24 +46,47 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def _bulk_child() -> None:
+    _die_with_parent()
+    # Bulk work takes the CPU the live lane leaves: a push is parsed first on a busy 2-core box.
+    os.nice(max(0, settings.MAILGATE_BULK_NICE))
+
+
 class Command(BaseCommand):
-    help = "Run the Django Q cluster so that a stop signal to the whole process group stops it cleanly."
+    help = "Run the Django Q clusters (live and bulk lanes) so that a stop signal to the whole process group stops them cleanly."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--lane", choices=["all", *Lane], default="all",
+                            help="run the cluster of one lane only (default: both)")
 
     def handle(self, *args, **options):
         manage_py = str(Path(settings.BASE_DIR) / "manage.py")
-        cluster = subprocess.Popen([sys.executable, manage_py, "qcluster"], start_new_session=True,
-                                   preexec_fn=_die_with_parent)
+        lanes = list(Lane) if options["lane"] == "all" else [Lane(options["lane"])]
+        clusters = []
+        for lane in lanes:
+            env = dict(os.environ)
+            env.pop("Q_CLUSTER_NAME", None)
+            if lane is Lane.BULK:
+                env["Q_CLUSTER_NAME"] = lane.cluster
+            clusters.append(subprocess.Popen([sys.executable, manage_py, "qcluster"], start_new_session=True,
+                                             env=env, preexec_fn=_bulk_child if lane is Lane.BULK else _die_with_parent))
         stopping = False
 
-        def stop(signum, frame):
+        def stop(signum=None, frame=None):
             nonlocal stopping
             if not stopping:  # once: a second SIGTERM inside django-q's stop() can wedge it too
                 stopping = True
-                cluster.send_signal(signal.SIGTERM)
+                for cluster in clusters:
+                    if cluster.poll() is None:
+                        cluster.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, stop)
-        code = cluster.wait()
+        while all(cluster.poll() is None for cluster in clusters):
+            time.sleep(0.2)
+        stop()  # one ended: end the other too, so the supervisor sees the worker down
+        codes = [cluster.wait() for cluster in clusters]
+        code = next((c for c in codes if c), 0)
         if code:
             sys.exit(code if code > 0 else 128 - code)

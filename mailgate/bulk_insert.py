@@ -1,6 +1,9 @@
-"""Many rows in one INSERT ... ON CONFLICT DO NOTHING: phase 1's bulk insert (imap/sync.py).
+"""Many rows in one prepared INSERT (executemany), without bulk_create's per-row compile cost.
 
-Used for the Messages and MessageLocations of each phase-1 batch; see InsertIgnoringConflicts.
+Used for the Messages and MessageLocations of each phase-1 batch of sync (imap/sync.py, ON CONFLICT
+DO NOTHING) and for the pipeline's audit rows (pipeline/audit.py record_all, a plain INSERT: sync's
+FETCHED and RECEIVED rows through bulk_create had made bench/sync.py a third slower); see
+InsertIgnoringConflicts. In the ground layer so both can use it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class InsertIgnoringConflicts:
     exactly as bulk_create encodes them. Conflicts with a unique constraint drop the row, which is
     how concurrent syncs of the same message meet (the caller re-reads what won)."""
 
-    def __init__(self, model, varying: list[str], constant: dict):
+    def __init__(self, model, varying: list[str], constant: dict, ignore_conflicts: bool = True):
         self.connection = connection = connections[router.db_for_write(model)]
         meta = model._meta
         template = model(**constant)
@@ -56,9 +59,10 @@ class InsertIgnoringConflicts:
         self.varying = [(slot_of[name], varying_fields[name].get_db_prep_save) for name in varying]
         self.base = base
         ops, qn = connection.ops, connection.ops.quote_name
-        self.sql = (f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {qn(meta.db_table)} "
+        on_conflict = OnConflict.IGNORE if ignore_conflicts else None
+        self.sql = (f"{ops.insert_statement(on_conflict=on_conflict)} {qn(meta.db_table)} "
                     f"({', '.join(qn(f.column) for f in fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
-                    f"{ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)}").rstrip()
+                    f"{ops.on_conflict_suffix_sql(fields, on_conflict, None, None)}").rstrip()
 
     def insert(self, rows) -> None:
         """rows: one sequence of python values per row, in the order of `varying`."""

@@ -1,0 +1,59 @@
+"""django-q2's ORM broker, taking a lane's queued tasks downstream stage first.
+
+The stock ORM broker hands out a queue's rows in table order, so a backlog ran stage by stage:
+2,000 standardize tasks all before the first distribute, and the first webhook left only when
+the last message was parsed (issue #19). pipeline/queue.py files each stage's tasks under a
+sub-key of the lane's queue, `<cluster>|<rank><stage>`; this broker takes the lowest key first,
+then the oldest row:
+
+  1. `<cluster>`  everything queued through async_task: folder syncs (an IDLE push), the sweeper,
+     schedules. Few, short, and a push waits on them.
+  2. send, 3. distribute, 4. standardize  (pipeline.queue.Stage.rank).
+
+So a worker finishes what is in flight before it starts more: a sent webhook is never behind
+parsing the rest of the backlog. Claims, leases and acknowledgement are the stock broker's.
+"""
+
+from time import sleep
+
+from django.db.models import Q
+from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+
+SEPARATOR = "|"
+
+
+def stage_key(cluster: str, rank: int, stage: str) -> str:
+    """The queue key of one stage in one lane; sorts after the lane's own key, by rank."""
+    return f"{cluster}{SEPARATOR}{rank}{stage}"[:100]
+
+
+class StageOrderedORM(ORM):
+    def _mine(self):
+        key = self.list_key or Conf.CLUSTER_NAME
+        # A range, not LIKE 'key|%' (case-insensitive on SQLite, so no index): every key that
+        # starts with "<key>|" sorts between "<key>|" and "<key>}" ('}' follows '|' in ASCII).
+        return self.get_connection().filter(
+            Q(key=key) | Q(key__gt=f"{key}{SEPARATOR}", key__lt=f"{key}{chr(ord(SEPARATOR) + 1)}"))
+
+    def queue_size(self) -> int:
+        return self._mine().filter(lock__lte=timezone.now()).count()
+
+    def lock_size(self) -> int:
+        return self._mine().filter(lock__gt=timezone.now()).count()
+
+    def purge_queue(self):
+        return self._mine().delete()
+
+    def dequeue(self):
+        # As ORM.dequeue, ordered; the conditional UPDATE on `lock` still decides between clusters.
+        tasks = list(self._mine().filter(lock__lt=timezone.now()).order_by("key", "id")[0:Conf.BULK])
+        if not tasks:
+            sleep(Conf.POLL)  # empty queue: spare the CPU, as the stock broker does
+            return None
+        taken = []
+        for task in tasks:
+            if self.get_connection().filter(id=task.id, lock=task.lock).update(lock=self.timeout(task)):
+                taken.append((task.pk, task.payload))
+        return taken
