@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "imap",
     "inbound",
     "pipeline",
+    "pipeline.semantic",  # vectors and semantic search (pipeline/semantic/)
     "outgoing",
     "frontend",
 ]

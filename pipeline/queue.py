@@ -23,6 +23,7 @@ class Stage(enum.StrEnum):
     STANDARDIZE = "standardize"  # a message's raw bytes → its standard fields (message id)
     DISTRIBUTE = "distribute"  # a standardized message → one delivery per subscription (message id)
     SEND = "send"  # one due delivery → the outgoing service (delivery id)
+    EMBED = "embed"  # a standardized message's vectors, in batches (message id; pipeline/semantic/embed.py)
 
     @property
     def task_path(self) -> str:

@@ -20,6 +20,7 @@ from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
 from pipeline.parsing.filenames import safe_filename
 from pipeline.queue import Stage
+from pipeline.semantic import embed as embedding
 
 
 
@@ -178,5 +179,6 @@ def standardize(message_id) -> str:
             audit.record_all(rows)
             if status == Message.Status.STANDARDIZED:
                 queue.enqueue_on_commit(Stage.DISTRIBUTE, [message.pk])
+            embedding.queue_after_standardize(message)  # searchable by meaning moments later
             events.message_new(message)
         return {Message.Status.SUPPRESSED: "suppressed", Message.Status.HISTORY: "history"}.get(status, "standardized")

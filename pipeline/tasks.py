@@ -7,6 +7,7 @@ logic lives in the stage modules; these only name it for django-q.
 
 from pipeline import distribute as distribute_stage
 from pipeline import retention, sending, standardize as standardize_stage, sweeper
+from pipeline.semantic import embed as embed_stage
 
 
 def standardize(message_id: str) -> str:
@@ -19,6 +20,10 @@ def distribute(message_id: str) -> str:
 
 def send(delivery_id: str) -> str:
     return sending.send(delivery_id)
+
+
+def embed(message_id: str) -> str:
+    return embed_stage.embed(message_id)
 
 
 def sweep() -> dict:
