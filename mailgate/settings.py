@@ -337,3 +337,7 @@ MAILGATE_ALLOW_PRIVATE_TARGETS = env_bool("MAILGATE_ALLOW_PRIVATE_TARGETS", Fals
 MAILGATE_TWILIO_MEDIA_HOSTS = env_list("MAILGATE_TWILIO_MEDIA_HOSTS", ("api.twilio.com",))
 # IDLE manager (imap/idle/): how often it looks for added, changed, disabled or deleted accounts.
 MAILGATE_IDLE_POLL = env_float("MAILGATE_IDLE_POLL", 2.0)
+# Semantic search (pipeline/semantic/index.py): up to this many vectors per scope (an account, or a
+# user's mail without one) are searched exactly (~30 ms for 150,000 on one core); above it an HNSW
+# graph is built in each process that searches the scope.
+MAILGATE_SEMANTIC_EXACT_LIMIT = env_int("MAILGATE_SEMANTIC_EXACT_LIMIT", 150_000)

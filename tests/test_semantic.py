@@ -4,6 +4,7 @@ WordLlama model, the real pipeline (ingest → standardize → embed), real SQLi
 import socket
 from io import StringIO
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
@@ -231,7 +232,7 @@ def test_a_deleted_message_takes_its_vectors_and_leaves_the_index(client, alice,
     assert not MessageVector.objects.filter(message_id=gone).exists()
     assert MAILBOX[0][0] not in search(client, "bill from my web hosting provider", "semantic")
     scope = index.scope(f"u{alice.pk}")
-    assert not scope.alive[scope.messages == gone.bytes].any()
+    assert not scope.alive[scope.messages == np.void(gone.bytes)].any()
 
 
 def test_new_mail_is_found_by_meaning_without_a_restart(client, alice, mailbox):
@@ -270,3 +271,30 @@ def test_the_message_page_has_a_related_block(client, alice):
     client.force_login(alice)
     page = client.get(reverse("frontend:message", args=[message.pk])).content.decode()
     assert 'id="related"' in page and "related.js" in page
+
+
+def test_retention_removes_the_vectors_with_the_message_and_search_forgets_it(client, alice):
+    from datetime import timedelta
+
+    from pipeline import clock
+    from pipeline.retention import purge
+
+    old = received(alice, "Hosting invoice", "Amount due for your cloud servers: 42 EUR")
+    tasks.distribute(str(old.pk))
+    client.force_login(alice)
+    assert search(client, "server bill", "semantic") == ["Hosting invoice"]
+    Message.objects.filter(pk=old.pk).update(received_at=clock.now() - timedelta(days=31))
+    assert purge()["messages"] == 1
+    assert not MessageVector.objects.filter(message_id=old.pk).exists()
+    assert search(client, "server bill", "semantic") == []
+    assert search(client, "server bill", "hybrid") == []
+
+
+def test_a_scope_above_the_exact_limit_is_searched_through_the_hnsw_graph(client, alice, mailbox, settings):
+    settings.MAILGATE_SEMANTIC_EXACT_LIMIT = 3
+    index.drop_all()
+    client.force_login(alice)
+    assert search(client, "bill from my web hosting provider", "semantic")[0] == MAILBOX[0][0]
+    assert index.scope(f"u{alice.pk}").graph is not None
+    received(alice, "Dinner reservation confirmed", "Your table for four at Trattoria Roma, Saturday 8 pm.")
+    assert search(client, "table at a restaurant", "semantic")[0] == "Dinner reservation confirmed"

@@ -29,7 +29,7 @@ from pipeline.semantic.models import MessageVector, VectorScope
 
 
 def exact_limit() -> int:
-    return getattr(settings, "MAILGATE_SEMANTIC_EXACT_LIMIT", 150_000)
+    return settings.MAILGATE_SEMANTIC_EXACT_LIMIT
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ScopeIndex:
         self.last_id = 0
         self.count = 0
         self.matrix = np.zeros((0, DIMENSIONS), dtype=np.int8)  # exact mode; capacity >= count
-        self.messages = np.zeros(0, dtype="S16")  # UUID bytes per row
+        self.messages = np.zeros(0, dtype="V16")  # UUID bytes per row
         self.alive = np.zeros(0, dtype=bool)
         self.graph: Index | None = None
         self.lock = threading.Lock()
@@ -70,7 +70,7 @@ class ScopeIndex:
         if not rows:
             return 0
         vectors = np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype=np.int8).reshape(len(rows), DIMENSIONS)
-        ids = np.array([_uuid_bytes(r[1]) for r in rows], dtype="S16")
+        ids = np.array([_uuid_bytes(r[1]) for r in rows], dtype="V16")
         start, end = self.count, self.count + len(rows)
         self.messages = np.concatenate([self.messages, ids])
         self.alive = np.concatenate([self.alive, np.ones(len(rows), dtype=bool)])
@@ -120,7 +120,7 @@ class ScopeIndex:
 
     def forget(self, message_ids) -> None:
         """Mark the rows of messages that no longer exist, so they are never returned again."""
-        gone = np.array([_uuid_bytes(m) for m in message_ids], dtype="S16")
+        gone = np.array([_uuid_bytes(m) for m in message_ids], dtype="V16")
         if len(gone):
             self.alive &= ~np.isin(self.messages, gone)
 
