@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))  # after the project: bench/pipeline.py would hide the pipeline app
 os.environ.setdefault("MAILGATE_DATA_DIR", tempfile.mkdtemp(prefix="mailgate-bench-"))
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+os.environ.setdefault("MAILGATE_LOG_LEVEL", "WARNING")  # not one line per queued task
 
 import django  # noqa: E402
 

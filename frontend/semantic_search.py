@@ -33,6 +33,11 @@ MODES = ("hybrid", "text", "semantic")
 RRF_K = 60
 CANDIDATES = 100  # per ranking fused
 RELATED = 10
+# WordLlama's cosine between unrelated texts sits around 0 (±0.1); "plane ticket" to a flight
+# booking is 0.23, a bill to a hosting statement 0.45. Below these a hit is noise, not meaning:
+# better no suggestion than "Lunch on Thursday?" next to an invoice.
+MIN_SIMILARITY = 0.15
+MIN_RELATED_SIMILARITY = 0.2
 # Words that say nothing about which message is meant; dropped from the any-word ranking only.
 STOPWORDS = set("""a an and are as at be by can did do does for from had has have how i in is it its me my
 of on or our that the their them this to was we were what when where which who why with you your
@@ -60,7 +65,7 @@ def semantic_ranking(user, text: str, limit: int = CANDIDATES) -> list[tuple[str
     for key in _scope_keys(user):
         hits.extend(index.scope(key).search(vector, limit))
     hits.sort(key=lambda hit: -hit.similarity)
-    return [(hit.message_id, hit.similarity) for hit in hits[:limit]]
+    return [(hit.message_id, hit.similarity) for hit in hits[:limit] if hit.similarity >= MIN_SIMILARITY]
 
 
 def _text_ranking(user, words: list[str], every: bool, limit: int = CANDIDATES) -> list[str]:
@@ -190,7 +195,8 @@ def related(user, message, limit: int = RELATED) -> list[dict]:
     for key in _scope_keys(user):
         hits.extend(index.scope(key).search(vector, wanted))
     hits.sort(key=lambda hit: -hit.similarity)
-    ids = [hit.message_id for hit in hits if hit.message_id != message.pk.hex]
+    ids = [hit.message_id for hit in hits
+           if hit.message_id != message.pk.hex and hit.similarity >= MIN_RELATED_SIMILARITY]
     rows = listing.filtered(user, {}).filter(pk__in=[uuid.UUID(i) for i in ids])
     if message.thread_id is not None:
         rows = rows.filter(~Q(thread_id=message.thread_id) | Q(thread_id__isnull=True))

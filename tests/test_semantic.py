@@ -264,6 +264,7 @@ def test_related_messages_come_from_other_threads_with_a_reason(client, alice):
     assert reasons["Hosting invoice April"] == "Same sender: Billing"
     assert reasons["Your server bill"] == "Similar content"
     assert str(april.pk) == related[0]["id"]
+    assert "Lunch on Thursday?" not in subjects  # nothing in common: no suggestion at all
 
 
 def test_the_message_page_has_a_related_block(client, alice):
