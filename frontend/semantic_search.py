@@ -21,7 +21,7 @@ import uuid
 
 import numpy as np
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from frontend import access, listing, search
 from pipeline.models import Message
@@ -123,10 +123,18 @@ def _visible_rows(user, params, ids: list[str]) -> dict[str, dict]:
     filters = params.copy()  # a QueryDict's copy is mutable; listing reads `id` with getlist
     for key in ("q", "mode", "cursor"):
         filters.pop(key, None)
-    rows = listing.filtered(user, filters).filter(pk__in=[uuid.UUID(i) for i in ids]).values(*listing.ROW_FIELDS)
+    rows = _by_id_within(listing.filtered(user, filters), ids).values(*listing.ROW_FIELDS)
     found = {row["id"].hex: row for row in rows}
     _forget_deleted(user, [i for i in ids if i not in found])
     return found
+
+
+def _by_id_within(allowed, ids: list[str]):
+    """The messages of `ids` that the queryset `allowed` holds, driven by the primary key: with
+    `allowed.filter(pk__in=ids)` SQLite (without ANALYZE statistics) walks the owner's whole date
+    index instead, ~300 ms at 100,000 messages; here each candidate is one correlated probe."""
+    return Message.objects.order_by().filter(pk__in=[uuid.UUID(i) for i in ids]).filter(
+        Exists(allowed.filter(pk=OuterRef("pk"))))
 
 
 def _forget_deleted(user, missing: list[str]) -> None:
@@ -197,7 +205,7 @@ def related(user, message, limit: int = RELATED) -> list[dict]:
     hits.sort(key=lambda hit: -hit.similarity)
     ids = [hit.message_id for hit in hits
            if hit.message_id != message.pk.hex and hit.similarity >= MIN_RELATED_SIMILARITY]
-    rows = listing.filtered(user, {}).filter(pk__in=[uuid.UUID(i) for i in ids])
+    rows = _by_id_within(listing.filtered(user, {}), ids)
     if message.thread_id is not None:
         rows = rows.filter(~Q(thread_id=message.thread_id) | Q(thread_id__isnull=True))
     found = {row["id"].hex: row for row in rows.values(*listing.ROW_FIELDS)}
