@@ -8,7 +8,7 @@ import logging
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from frontend import access, actions, listing, serializers, wording
+from frontend import access, actions, listing, semantic_search, serializers, wording
 from imap import trash
 from mailgate.realtime import current_seq
 from pipeline.models import Delivery
@@ -58,7 +58,10 @@ def messages(request):
     # Read before the rows: any event numbered after this is about data the rows may lack, and
     # the page will hear of it.
     seq_before = current_seq(request.user.pk)
-    page = listing.message_page(request.user, request.GET)
+    if request.GET.get("q", "").strip() and semantic_search.mode_of(request.GET) != "text":
+        page = semantic_search.message_page(request.user, request.GET)  # mode=hybrid|semantic: ranked
+    else:
+        page = listing.message_page(request.user, request.GET)
     return JsonResponse({
         "results": [serializers.message_row(row) for row in page.rows],
         "next_cursor": page.next_cursor,
@@ -103,6 +106,16 @@ def message_thread(request, message_id):
 def message_events(request, message_id):
     message = access.get_or_404(access.messages(request.user), pk=message_id)
     return JsonResponse({"results": serializers.timeline(message, request.user)})
+
+
+@require_GET
+@api_view
+def message_related(request, message_id):
+    """The nearest messages in other threads, across the user's accounts, each with a reason."""
+    message = access.get_or_404(access.messages(request.user), pk=message_id)
+    rows = semantic_search.related(request.user, message)
+    return JsonResponse({"results": [{**serializers.message_row(row), "reason": row["reason"],
+                                      "similarity": row["similarity"]} for row in rows]})
 
 
 @require_POST

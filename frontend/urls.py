@@ -37,6 +37,7 @@ urlpatterns = [
     path("api/messages/<uuid:message_id>/", api.message_detail, name="api_message"),
     path("api/messages/<uuid:message_id>/thread/", api.message_thread, name="api_thread"),
     path("api/messages/<uuid:message_id>/events/", api.message_events, name="api_message_events"),
+    path("api/messages/<uuid:message_id>/related/", api.message_related, name="api_message_related"),
     path("api/accounts/", api.accounts, name="api_accounts"),
     path("api/accounts/<int:account_id>/", api.account_detail, name="api_account"),
     path("api/deliveries/", api.deliveries, name="api_deliveries"),

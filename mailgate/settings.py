@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "imap",
     "inbound",
     "pipeline",
+    "pipeline.semantic",  # vectors and semantic search (pipeline/semantic/)
     "outgoing",
     "frontend",
 ]
@@ -397,3 +398,7 @@ MAILGATE_METRICS_DIR.mkdir(parents=True, exist_ok=True)
 MAILGATE_METRICS_TOKEN = env_secret("MAILGATE_METRICS_TOKEN")
 # Prometheus scrapes over plain HTTP on the host or the private network (like load balancers' /healthz).
 SECURE_REDIRECT_EXEMPT.append(r"^metrics$")
+# Semantic search (pipeline/semantic/index.py): up to this many vectors per scope (an account, or a
+# user's mail without one) are searched exactly (~30 ms for 150,000 on one core); above it an HNSW
+# graph is built in each process that searches the scope.
+MAILGATE_SEMANTIC_EXACT_LIMIT = env_int("MAILGATE_SEMANTIC_EXACT_LIMIT", 150_000)

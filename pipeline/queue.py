@@ -27,6 +27,7 @@ class Stage(enum.StrEnum):
     STANDARDIZE = "standardize"  # a message's raw bytes → its standard fields (message ids)
     DISTRIBUTE = "distribute"  # a standardized message → one delivery per subscription (message ids)
     SEND = "send"  # one due delivery → the outgoing service (delivery ids)
+    EMBED = "embed"  # standardized messages' vectors (message ids; pipeline/semantic/embed.py)
 
     @property
     def task_path(self) -> str:
@@ -35,7 +36,8 @@ class Stage(enum.StrEnum):
     @property
     def rank(self) -> int:
         """Order within a lane (pipeline/broker.py): the stage nearest the sink goes first."""
-        return {Stage.SEND: 1, Stage.DISTRIBUTE: 2, Stage.STANDARDIZE: 3}[self]
+        # Vectors last: a message is found by its words at once, by meaning when the lane has time.
+        return {Stage.SEND: 1, Stage.DISTRIBUTE: 2, Stage.STANDARDIZE: 3, Stage.EMBED: 4}[self]
 
     @property
     def batch(self) -> int:

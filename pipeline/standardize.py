@@ -19,6 +19,7 @@ from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
 from pipeline.parsing.filenames import safe_filename
 from pipeline.queue import Stage
+from pipeline.semantic import embed as embedding
 
 
 
@@ -243,6 +244,7 @@ def _write(batch: list[_Parsed]) -> list[str]:
             Attachment.objects.bulk_create(attachments, ignore_conflicts=True)
         audit.record_all(rows)
         queue.enqueue_on_commit(Stage.DISTRIBUTE, onward)
+        embedding.queue_after_standardize(done)  # searchable by meaning moments later
         _publish(done)
     return outcomes
 

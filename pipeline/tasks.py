@@ -9,6 +9,7 @@ stage modules; these only name it for django-q.
 from mailgate import metrics
 from pipeline import distribute as distribute_stage
 from pipeline import orphans, retention, sending, standardize as standardize_stage, sweeper
+from pipeline.semantic import embed as embed_stage
 
 
 def _ids(object_ids) -> list[str]:
@@ -29,6 +30,10 @@ def distribute(message_ids: str | list[str]) -> str:
 @metrics.timed("send")
 def send(delivery_ids: str | list[str]) -> str:
     return sending.send_batch(_ids(delivery_ids))
+
+
+def embed(message_ids: str | list[str]) -> str:
+    return embed_stage.embed_batch(_ids(message_ids))
 
 
 def sweep() -> dict:

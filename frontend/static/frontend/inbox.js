@@ -34,6 +34,8 @@
       if (field.type === "checkbox") { if (field.checked) params.set(name, "1"); }
       else if (field.value.trim()) params.set(name, field.value.trim());
     }
+    // Words and meaning, best first, unless "Exact words only" asks for the plain full-text list.
+    if (params.has("q")) params.set("mode", document.getElementById("exact-words").checked ? "text" : "hybrid");
     return params;
   }
   function fromUrl() {
