@@ -162,8 +162,9 @@ class AccountAdmin(OwnerScopedAdmin):
                 obj.enabled = False
                 messages.warning(request, f"Saved but NOT enabled: the connection test failed ({report.message}). "
                                           "Fix the settings, tick Enabled and save again.")
+        was_enabled = change and Account.objects.filter(pk=obj.pk, enabled=True).exists()
         super().save_model(request, obj, form, change)
-        if not change:
+        if not was_enabled:  # new, or enabled at last once its test passed: sync every folder now
             first_sync(obj)
 
     def delete_model(self, request, obj):

@@ -139,18 +139,21 @@ def test_editing_with_a_wrong_password_keeps_the_stored_one(client, alice, dovec
 
 
 def test_the_admin_saves_an_account_whose_test_fails_disabled_and_enables_it_once_it_passes(
-        admin_client, admin_user, dovecot, mail_user):
+        admin_client, admin_user, dovecot, mail_user, django_capture_on_commit_callbacks):
     data = {**form(dovecot, mail_user, password="typo"), "owner": admin_user.pk, "folders_include": "[]",
             "folders_exclude": "[]", "push_folders": "[]", "enabled": "on"}
-    page = admin_client.post(reverse("admin:imap_account_add"), data, follow=True).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        page = admin_client.post(reverse("admin:imap_account_add"), data, follow=True).content.decode()
     account = Account.objects.get()
     assert not account.enabled and "Saved but NOT enabled: the connection test failed" in page
     assert not queued_task_names()  # no sync, no IDLE login with the bad password
 
     data["password"] = mail_user.password
-    admin_client.post(reverse("admin:imap_account_change", args=[account.pk]), data)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:imap_account_change", args=[account.pk]), data)
     account.refresh_from_db()
     assert account.enabled
+    assert queued_task_names() == [f"sync-account:{account.pk}"]  # its first sync starts at once
 
 
 def test_deleting_an_oauth_account_revokes_its_grant_and_a_dead_provider_does_not_block_it(

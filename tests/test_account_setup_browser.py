@@ -101,7 +101,7 @@ def test_the_form_refuses_a_typo_then_saves_tested_settings_and_syncs_the_chosen
     # Headers two at a time: a progress event each. One worker process, so the events arrive in
     # the order they were numbered (two publishing at once can deliver out of order; the page
     # then re-reads the state from the API, covered by the folders reaching "synced" below).
-    start_worker(live_web, MAILGATE_SYNC_BATCH_SIZE="1", MAILGATE_WORKERS="1")
+    start_worker(live_web, MAILGATE_SYNC_BATCH_SIZE="1", MAILGATE_WORKERS="1", MAILGATE_BULK_WORKERS="1")
     for folder in ("INBOX", "Projects"):
         eventually(lambda: folder_state(page, account, folder).get_attribute("data-done") == "1", 30,
                    f"{folder} synced on the page")

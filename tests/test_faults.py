@@ -42,6 +42,9 @@ WORKER_ENV = {"MAILGATE_STAGE_DEADLINE": "5", "MAILGATE_TASK_TIMEOUT": "4", "MAI
               "MAILGATE_RETRY_BASE_SECONDS": "1", "MAILGATE_RETRY_MAX_SECONDS": "2"}
 FAST = override_settings(MAILGATE_STAGE_DEADLINE=5, MAILGATE_RETRY_BASE_SECONDS=1, MAILGATE_RETRY_MAX_SECONDS=2)
 OUTAGE = 6.0
+# Mail made by builders.ingest is an import: its stages run in the bulk lane (pipeline.queue.Lane),
+# so the bare clusters of the tests that use it work that lane.
+BULK_WORKER_ENV = {**WORKER_ENV, "Q_CLUSTER_NAME": "mailgate-bulk"}
 
 # A worker that sees the time an hour ahead of everyone else: the injected clock, not the machine's.
 CLOCK_AHEAD_WORKER = """
@@ -115,7 +118,7 @@ def test_an_http_service_and_an_smtp_relay_down_for_a_while_are_retried_with_bac
     clean_smtp_sink.fail_next(10_000, 421, "4.3.2 Service shutting down (test)", stage="MAIL")
     for n in range(4):
         ingest(alice, eml(subject=f"During the outage {n}"))
-    cluster = procs.start(["manage.py", "qcluster"], "faults-outage", **WORKER_ENV)
+    cluster = procs.start(["manage.py", "qcluster"], "faults-outage", **BULK_WORKER_ENV)
     try:
         recovered = []
 
@@ -175,7 +178,7 @@ def test_a_429_with_retry_after_holds_every_worker_until_it_passes(alice, clean_
     clean_http_sink.respond("/hook", [Response(429, headers={"Retry-After": "3"}), Response(200, json={})])
     ingest(alice, eml(subject="Busy"))
     # Two clusters, two workers each: four processes that could send.
-    clusters = [procs.start(["manage.py", "qcluster"], f"faults-429-{i}", **WORKER_ENV) for i in range(2)]
+    clusters = [procs.start(["manage.py", "qcluster"], f"faults-429-{i}", **BULK_WORKER_ENV) for i in range(2)]
     try:
         until(lambda: Delivery.objects.filter(status=Delivery.Status.SENT).count() == 12, 40, "all 12 sent")
     finally:
@@ -203,8 +206,8 @@ def test_a_worker_whose_clock_runs_an_hour_ahead_sends_nothing_twice(alice, clea
         message = ingest(alice, eml(subject=f"Clock {n}"))
         assert [tasks.standardize(str(message.pk)), tasks.distribute(str(message.pk))] == [
             "standardized", "distributed"]
-    normal = procs.start(["manage.py", "qcluster"], "faults-clock-normal", **WORKER_ENV)
-    ahead = procs.start(["-c", CLOCK_AHEAD_WORKER], "faults-clock-ahead", **WORKER_ENV)
+    normal = procs.start(["manage.py", "qcluster"], "faults-clock-normal", **BULK_WORKER_ENV)
+    ahead = procs.start(["-c", CLOCK_AHEAD_WORKER], "faults-clock-ahead", **BULK_WORKER_ENV)
     real_now = clock.now
     monkeypatch.setattr(clock, "now", lambda: real_now() + timedelta(hours=1))  # the sweeper is ahead too
     try:

@@ -73,6 +73,8 @@ def test_delete_moves_to_trash_leaves_every_tab_and_search_and_undo_moves_it_bac
     other = page.context.new_page()
     other.goto(live_web.url + "/")
     other.wait_for_selector("body[data-ws=open]")
+    # Exact words: the default (words and meaning) also ranks the other budgets below it.
+    other.check("#exact-words")
     other.fill("#search", "budget 1")
     other.wait_for_function("document.querySelectorAll('tr.message-row').length === 1")
     row(other, victim).wait_for()

@@ -27,7 +27,7 @@
 
   /* ---- Filters <-> URL (Back restores them; a view can be bookmarked) ---- */
   const FIELDS = ["q", "account", "folder", "unread", "flagged", "has_attachment", "after", "before"];
-  function filterParams() {
+  function filterParams(forUrl = false) {
     const params = new URLSearchParams();
     for (const name of FIELDS) {
       const field = form.elements[name];
@@ -35,7 +35,12 @@
       else if (field.value.trim()) params.set(name, field.value.trim());
     }
     // Words and meaning, best first, unless "Exact words only" asks for the plain full-text list.
-    if (params.has("q")) params.set("mode", document.getElementById("exact-words").checked ? "text" : "hybrid");
+    // The URL keeps the switch (exact=1) and only when it is on, so a plain search reads ?q=...
+    const exact = document.getElementById("exact-words").checked;
+    if (params.has("q")) {
+      if (forUrl) { if (exact) params.set("exact", "1"); }
+      else params.set("mode", exact ? "text" : "hybrid");
+    }
     return params;
   }
   function fromUrl() {
@@ -45,10 +50,11 @@
       if (field.type === "checkbox") field.checked = params.get(name) === "1";
       else field.value = params.get(name) || "";
     }
+    document.getElementById("exact-words").checked = params.get("exact") === "1";
     form.querySelector("details").open = ["unread", "flagged", "has_attachment", "after", "before"].some((n) => params.has(n));
   }
   function toUrl(push) {
-    const query = filterParams().toString();
+    const query = filterParams(true).toString();
     const url = location.pathname + (query ? `?${query}` : "");
     if (url === location.pathname + location.search) return;
     if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
