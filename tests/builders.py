@@ -349,3 +349,18 @@ def parsed(message):
 def text_of(raw) -> str:
     """The plain-text body of a parsed message."""
     return raw.get_body(("plain",)).get_content().replace("\r\n", "\n").strip()
+
+
+# ---------------------------------------------------------------- end to end: Dovecot INBOX -> SMTP relay
+
+def inbox_relayed_to(owner, dovecot, user, sink) -> tuple[Account, Service]:
+    """`owner`'s account for `user`'s INBOX on the test Dovecot (plain IMAP, INBOX only), with all its
+    mail routed to an SMTP relay into `sink`; subscribe people to the returned service."""
+    account = Account(owner=owner, display_name=owner.username.capitalize(), email=f"{owner.username}@example.test",
+                      host=dovecot.host, port=dovecot.port, security=Account.Security.NONE, username=user.name,
+                      folders_include=["INBOX"])
+    account.set_password(user.password)
+    account.save()
+    service = smtp_service(owner, sink)
+    route_everything(owner, service, account=account, folder_pattern="INBOX")
+    return account, service
