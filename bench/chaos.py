@@ -73,18 +73,11 @@ def setup_django(data_dir: str, database_url: str | None) -> None:
 
     django.setup()
     from django.conf import settings
-    from django.core.management import call_command
 
-    class NoMigrations(dict):  # tables straight from the models, as the test suite makes them
-        def __contains__(self, item):
-            return True
+    from tests.servers.tables import create_tables_from_models
 
-        def __getitem__(self, item):
-            return None
-
-    settings.MIGRATION_MODULES = NoMigrations()
     settings.DEBUG = False
-    call_command("migrate", run_syncdb=True, verbosity=0)
+    create_tables_from_models()
 
 
 def _recreate_postgres_database(url: str) -> None:

@@ -22,9 +22,14 @@ def locked_down(response):
     return response
 
 
+def base_type(content_type: str | None) -> str:
+    """A message-supplied Content-Type without its parameters, lower-case ("" for none)."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def safe_download_type(content_type: str | None) -> str:
     """The message-supplied type when it is on the safe list, else application/octet-stream."""
-    base = (content_type or "").split(";")[0].strip().lower()
+    base = base_type(content_type)
     return base if base in SAFE_DOWNLOAD_TYPES else "application/octet-stream"
 
 
@@ -40,6 +45,14 @@ def stored_response(name: str, **kwargs) -> FileResponse:
     # A bucket's stream has no file name or seek for FileResponse to measure; the store knows.
     response["Content-Length"] = str(stream.size)
     return locked_down(response)
+
+
+def inline_response(name: str, content_type: str) -> FileResponse:
+    """A stored object shown in the page (Content-Disposition: inline); the caller has checked that
+    `content_type` is one a browser only displays."""
+    response = stored_response(name, content_type=content_type)
+    response["Content-Disposition"] = "inline"
+    return response
 
 
 def attachment_response(item) -> FileResponse:

@@ -113,23 +113,26 @@ def reader_context(request, message) -> dict:
         "has_remote_images": "data-remote-src" in html,
         "is_empty": not (message.text_body or "").strip() and not html.strip(),
         "status_words": wording.message_status(message),
-        "previews": {str(a.pk) for a in message.attachments.all() if _base_type(a.content_type) in PREVIEW_TYPES},
+        "previews": {str(a.pk) for a in message.attachments.all()
+                     if downloads.base_type(a.content_type) in PREVIEW_TYPES},
         "attached_messages": {str(a.pk) for a in message.attachments.all()
-                              if _base_type(a.content_type) in ATTACHED_MESSAGE_TYPES},
+                              if downloads.base_type(a.content_type) in ATTACHED_MESSAGE_TYPES},
     }
 
 
-def _base_type(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip().lower()
+def _kept_original(request, message_id):
+    """The reader's message whose original is kept; 404 when it is not the reader's or not kept."""
+    item = access.get_or_404(access.messages(request.user), pk=message_id)
+    if not item.raw:
+        raise Http404("the original of this message is not kept")
+    return item
 
 
 @login_required
 @require_GET
 def message_raw(request, message_id):
     """The original source as plain text for the Original view (never rendered as markup)."""
-    item = access.get_or_404(access.messages(request.user), pk=message_id)
-    if not item.raw:
-        raise Http404("the original of this message is not kept")
+    item = _kept_original(request, message_id)
     # A stream, not raw.open(): on a bucket that would download the whole message first.
     with storage.open_stream(item.raw.name) as handle:
         data = handle.read(RAW_SHOWN_BYTES + 1)
@@ -145,9 +148,7 @@ def message_raw(request, message_id):
 @require_GET
 def message_eml(request, message_id):
     """The original, byte for byte, as a .eml download."""
-    item = access.get_or_404(access.messages(request.user), pk=message_id)
-    if not item.raw:
-        raise Http404("the original of this message is not kept")
+    item = _kept_original(request, message_id)
     name = downloads.eml_filename(item.subject)
     return downloads.stored_response(item.raw.name, as_attachment=True, filename=name,
                                      content_type="application/octet-stream")
@@ -159,12 +160,10 @@ def attachment_preview(request, attachment_id):
     """A raster image attachment shown inline (the thumbnail in the attachment list), with the
     download's locked-down headers; anything else is a 404, so this never serves markup."""
     item = access.get_or_404(access.attachments(request.user), pk=attachment_id)
-    content_type = _base_type(item.content_type)
+    content_type = downloads.base_type(item.content_type)
     if content_type not in PREVIEW_TYPES:
         raise Http404("no preview for this type")
-    response = downloads.stored_response(item.file.name, content_type=content_type)
-    response["Content-Disposition"] = "inline"
-    return response
+    return downloads.inline_response(item.file.name, content_type)
 
 
 @login_required
@@ -173,7 +172,7 @@ def attached_message(request, attachment_id):
     """An attached message (message/rfc822) read like a message: its headers, its text, its parts
     by name, and what the parser found wrong, all as text (its HTML is not shown here)."""
     item = access.get_or_404(access.attachments(request.user).select_related("message"), pk=attachment_id)
-    if _base_type(item.content_type) not in ATTACHED_MESSAGE_TYPES:
+    if downloads.base_type(item.content_type) not in ATTACHED_MESSAGE_TYPES:
         raise Http404("not an attached message")
     parsed = parse_message(storage.read_bytes(item.file.name))
     return render(request, "frontend/attached_message.html", {

@@ -189,11 +189,10 @@ def message_inline(request, message_id, token):
         raise Http404("not found")
     # Inline parts first: a Content-ID is meant to be unique, but mail is what it is.
     part = item.attachments.filter(content_id__iexact=cid).order_by("-is_inline", "position").first()
-    content_type = part.content_type.split(";")[0].strip().lower() if part else ""
+    content_type = downloads.base_type(part.content_type) if part else ""
     if part is None or content_type not in INLINE_IMAGE_TYPES:
         raise Http404("not found")
-    response = downloads.stored_response(part.file.name, content_type=content_type)
-    response["Content-Disposition"] = "inline"
+    response = downloads.inline_response(part.file.name, content_type)
     response["Referrer-Policy"] = "no-referrer"
     return response
 

@@ -407,18 +407,9 @@ def test_redis_down_for_a_while_the_open_inbox_shows_it_reconnecting_then_catche
 INSTALL_SETUP = """
 import json, os, django
 django.setup()
-from django.conf import settings
-from django.core.management import call_command
+from tests.servers.tables import create_tables_from_models
 
-class NoMigrations(dict):  # tables straight from the models, as the test suite makes them
-    def __contains__(self, item):
-        return True
-
-    def __getitem__(self, item):
-        return None
-
-settings.MIGRATION_MODULES = NoMigrations()
-call_command("migrate", run_syncdb=True, verbosity=0)
+create_tables_from_models()
 from django.contrib.auth import get_user_model
 from imap.accounts import create_account
 from imap.models import Account

@@ -2,68 +2,37 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-
 import pytest
 from django.utils import timezone
 
 from mailgate.realtime import publish_for_message
 from imap.models import Account, Folder
 from pipeline.models import Message
-from tests.builders import PNG, account_row, failed_delivery, make_attachment, stored_message
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.builders import (
+    PNG,
+    account_row,
+    dovecot_account_row,
+    failed_delivery,
+    mail_from_carol,
+    make_attachment,
+    stored_message,
+    sync_and_standardize,
+)
+from tests.servers.browser import login, off_the_event_loop, open_live, screenshot_path
 from tests.servers.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def raw_mail(subject: str, body: str = "Hello from the test") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Carol <carol@example.test>"
-    msg["To"] = "alice@example.test"
-    msg["Subject"] = subject
-    msg["Date"] = "Thu, 01 Jan 2026 12:00:00 +0000"
-    msg["Message-ID"] = f"<{subject.replace(' ', '-')}@example.test>"
-    msg.set_content(body)
-    return msg.as_bytes()
-
-
-def dovecot_account_row(owner, dovecot, mail_user) -> Account:
-    """An account row on the test Dovecot with no folders yet: the first sync finds them."""
-    return account_row(owner, host=dovecot.host, port=dovecot.port, security=Account.Security.NONE,
-                       username=mail_user.name, password=mail_user.password, folders=())
-
-
-def sync_and_standardize(account) -> list[Message]:
-    """The chain after an IDLE push: batch sync (headers, then bodies), then the standardize stage."""
-    from imap.sync import sync_account_now
-    from pipeline.standardize import standardize
-
-    report = sync_account_now(account, ignore_backoff=True)
-    assert not report.errors, report.errors
-    received = list(Message.objects.filter(account=account, status=Message.Status.RECEIVED))
-    for message in received:
-        # Publishes message.new after commit; "history" when the mailbox held it at the first
-        # sync (shown all the same, just never relayed).
-        assert standardize(message.pk) in ("standardized", "history")
-    return received
-
-
-def open_inbox(page, live_web, user):
-    login(page, user)
-    page.goto(live_web.url + "/")
-    page.wait_for_selector("body[data-ws=open]")
-
-
 def test_a_message_appended_on_the_server_appears_in_the_open_inbox_without_a_reload(
         page, live_web, alice, dovecot, mail_user, request):
     account = dovecot_account_row(alice, dovecot, mail_user)
-    open_inbox(page, live_web, alice)
+    open_live(page, live_web, user=alice)
     navigations = []
     page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
     assert page.locator("tr.message-row").count() == 0
 
-    dovecot.append(mail_user.name, "INBOX", raw_mail("Quarterly numbers are in"))
+    dovecot.append(mail_user.name, "INBOX", mail_from_carol("Quarterly numbers are in"))
     [message] = off_the_event_loop(sync_and_standardize, account)
 
     row = page.locator(f"tr.message-row[data-id='{message.pk}']")
@@ -76,7 +45,7 @@ def test_a_message_appended_on_the_server_appears_in_the_open_inbox_without_a_re
 
 def test_a_gap_in_sequence_numbers_makes_the_page_refetch(page, live_web, alice):
     account = account_row(alice)
-    open_inbox(page, live_web, alice)
+    open_live(page, live_web, user=alice)
     # Published to nobody's socket: the event is lost, as channels-redis may lose one.
     from mailgate.realtime import next_seq
 
@@ -91,13 +60,13 @@ def test_a_gap_in_sequence_numbers_makes_the_page_refetch(page, live_web, alice)
 def test_selecting_three_messages_and_marking_them_read_sets_seen_on_the_server(
         page, live_web, alice, dovecot, mail_user, request):
     account = dovecot_account_row(alice, dovecot, mail_user)
-    uids = [dovecot.append(mail_user.name, "INBOX", raw_mail(f"Report {n}")) for n in range(3)]
-    other = dovecot.append(mail_user.name, "INBOX", raw_mail("Leave me unread"))
+    uids = [dovecot.append(mail_user.name, "INBOX", mail_from_carol(f"Report {n}")) for n in range(3)]
+    other = dovecot.append(mail_user.name, "INBOX", mail_from_carol("Leave me unread"))
     off_the_event_loop(sync_and_standardize, account)
     messages = {m.subject: m for m in Message.objects.filter(account=account)}
     assert dovecot.flags(mail_user.name, "INBOX") == {uid: set() for uid in [*uids, other]}
 
-    open_inbox(page, live_web, alice)
+    open_live(page, live_web, user=alice)
     for n in range(3):
         page.locator(f"tr[data-id='{messages[f'Report {n}'].pk}'] input.select").check()
     page.click("#toolbar button[data-action=read]")
@@ -170,9 +139,7 @@ def test_the_dashboard_retries_a_dead_delivery_and_follows_it_live(page, live_we
     account = account_row(alice)
     message = stored_message(alice, account, subject="Pager alert", status="distributed")
     delivery = failed_delivery(alice, message, status="dead")
-    login(page, alice)
-    page.goto(f"{live_web.url}/pipeline/")
-    page.wait_for_selector("body[data-ws=open]")
+    open_live(page, live_web, "/pipeline/", user=alice)
     page.wait_for_selector("#delivery-counts tr[data-status=dead] td:has-text('1')")
     page.click(f"#failing tr[data-id='{delivery.pk}'] button.retry")
     page.wait_for_selector("#action-status:has-text('Requeued.')")
@@ -246,9 +213,9 @@ def test_a_first_sync_shows_its_progress_and_its_messages_before_their_bodies(
 
     settings.MAILGATE_SYNC_BATCH_SIZE = 1  # phase 1 then reads headers two at a time: two progress events
     for n in range(3):
-        dovecot.append(mail_user.name, "INBOX", raw_mail(f"Waiting mail {n}"))
+        dovecot.append(mail_user.name, "INBOX", mail_from_carol(f"Waiting mail {n}"))
     account = dovecot_account_row(alice, dovecot, mail_user)
-    open_inbox(page, live_web, alice)
+    open_live(page, live_web, user=alice)
     # Every text the progress line shows, however briefly (it hides when the folder is done).
     page.evaluate("""() => { window.progressSeen = [];
         new MutationObserver(() => { const line = document.getElementById("sync-progress");

@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from mailgate.realtime import publish_for_message
-from tests.builders import account_row, stored_message
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.builders import account_row, dovecot_account_row, mail_from_carol, stored_message
+from tests.servers.browser import login, off_the_event_loop, open_live, screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -26,9 +26,7 @@ def inbox_page(browser, live_web, user, size="wide", dark=False, path="/"):
                                   color_scheme="dark" if dark else "light")
     context.set_default_timeout(15_000)
     page = context.new_page()
-    login(page, user)
-    page.goto(live_web.url + path)
-    page.wait_for_selector("body[data-ws=open]")
+    open_live(page, live_web, path, user=user)
     return page
 
 
@@ -235,15 +233,13 @@ def test_an_expired_session_goes_to_the_login_page_and_comes_back(browser, live_
 
 
 def test_the_keyboard_drives_the_list(browser, live_web, alice, dovecot, mail_user, request):
-    from imap.models import Account
     from imap.sync import sync_account_now
     from pipeline.models import Message
 
     dovecot.create_folder(mail_user.name, "Archive")
     for n in range(4):
-        dovecot.append(mail_user.name, "INBOX", raw_mail(f"Note {n}"))
-    account = account_row(alice, host=dovecot.host, port=dovecot.port, security=Account.Security.NONE,
-                          username=mail_user.name, password=mail_user.password, folders=())
+        dovecot.append(mail_user.name, "INBOX", mail_from_carol(f"Note {n}"))
+    account = dovecot_account_row(alice, dovecot, mail_user)
     off_the_event_loop(lambda: sync_account_now(account, ignore_backoff=True))
     by_subject = {m.subject: m for m in Message.objects.filter(account=account)}
     page = inbox_page(browser, live_web, alice)
@@ -286,19 +282,6 @@ def test_the_keyboard_drives_the_list(browser, live_web, alice, dovecot, mail_us
     page.keyboard.press("o")
     page.wait_for_url(re.compile(rf".*/messages/{target}/$"))
     page.context.close()
-
-
-def raw_mail(subject: str) -> bytes:
-    from email.message import EmailMessage
-
-    msg = EmailMessage()
-    msg["From"] = "Carol <carol@example.test>"
-    msg["To"] = "alice@example.test"
-    msg["Subject"] = subject
-    msg["Date"] = "Thu, 01 Jan 2026 12:00:00 +0000"
-    msg["Message-ID"] = f"<{subject.replace(' ', '-')}@example.test>"
-    msg.set_content(f"About {subject}")
-    return msg.as_bytes()
 
 
 def bulk_messages(owner, account, count: int) -> None:
@@ -432,8 +415,7 @@ def test_no_404_for_the_favicon_and_the_subscriber_admin_fits_the_window(browser
     missing = []
     page.on("response", lambda response: response.status == 404 and missing.append(response.url))
     login(page, live_web, "admin", "admin-password")
-    page.goto(live_web.url + "/")
-    page.wait_for_selector("body[data-ws=open]")
+    open_live(page, live_web)
     page.goto(live_web.url + "/admin/pipeline/subscriber/add/")
     page.wait_for_selector("#subscriber_form")
     assert page.inner_text("#site-name") == "mailgate administration"

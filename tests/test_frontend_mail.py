@@ -4,54 +4,25 @@ Trash with Undo, arrival order with live new mail, no sideways overflow, one loc
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import pytest
 
-from imap.models import Account, Folder
+from imap.models import Folder
 from pipeline import audit
 from mailgate.realtime import publish_for_message
 from pipeline.models import Delivery, Event, Message
-from tests.builders import account_row, failed_delivery, stored_message
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.builders import (
+    account_row,
+    dovecot_account_row,
+    failed_delivery,
+    mail_from_carol,
+    stored_message,
+    sync_and_standardize,
+)
+from tests.servers.browser import login, off_the_event_loop, open_live, screenshot_path
 from tests.servers.waiting import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def dovecot_account_row(owner, dovecot, mail_user) -> Account:
-    """An account row on the test Dovecot with no folders yet: the first sync finds them."""
-    return account_row(owner, host=dovecot.host, port=dovecot.port, security=Account.Security.NONE,
-                       username=mail_user.name, password=mail_user.password, folders=())
-
-
-def sync_and_standardize(account) -> None:
-    """What an IDLE push sets off: a batch sync, then the standardize stage of what it fetched."""
-    from imap.sync import sync_account_now
-    from pipeline.standardize import standardize
-
-    report = sync_account_now(account, ignore_backoff=True)
-    assert not report.errors, report.errors
-    for message in Message.objects.filter(account=account, status=Message.Status.RECEIVED):
-        assert standardize(message.pk) in ("standardized", "history")
-
-
-def open_inbox(page, live_web, user):
-    login(page, user)
-    page.goto(live_web.url + "/")
-    page.wait_for_selector("body[data-ws=open]")
-
-
-def mail(subject: str, date: str | None = "Thu, 01 Jan 2026 12:00:00 +0000") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Carol <carol@example.test>"
-    msg["To"] = "alice@example.test"
-    msg["Subject"] = subject
-    if date is not None:
-        msg["Date"] = date
-    msg["Message-ID"] = f"<{subject.replace(' ', '-')}@example.test>"
-    msg.set_content(f"About {subject}")
-    return msg.as_bytes()
 
 
 def row(page, message):
@@ -63,16 +34,15 @@ def test_delete_moves_to_trash_leaves_every_tab_and_search_and_undo_moves_it_bac
     dovecot.create_folder(mail_user.name, "Trash")
     account = dovecot_account_row(alice, dovecot, mail_user)
     for n in range(3):
-        dovecot.append(mail_user.name, "INBOX", mail(f"Budget {n}"))
+        dovecot.append(mail_user.name, "INBOX", mail_from_carol(f"Budget {n}"))
     off_the_event_loop(sync_and_standardize, account)
     messages = {m.subject: m for m in Message.objects.filter(account=account)}
     victim = messages["Budget 1"]
 
-    open_inbox(page, live_web, alice)
+    open_live(page, live_web, user=alice)
     # A second tab, searching: the deleted message must leave its results too.
     other = page.context.new_page()
-    other.goto(live_web.url + "/")
-    other.wait_for_selector("body[data-ws=open]")
+    open_live(other, live_web)
     # Exact words: the default (words and meaning) also ranks the other budgets below it.
     other.check("#exact-words")
     other.fill("#search", "budget 1")
@@ -119,10 +89,10 @@ def test_new_mail_lands_on_top_in_arrival_order_whatever_its_date_with_a_pill_an
         page, live_web, alice, dovecot, mail_user, request):
     account = dovecot_account_row(alice, dovecot, mail_user)
     for n in range(55):
-        dovecot.append(mail_user.name, "INBOX", mail(f"Old {n}"))
+        dovecot.append(mail_user.name, "INBOX", mail_from_carol(f"Old {n}"))
     off_the_event_loop(sync_and_standardize, account)
 
-    open_inbox(page, live_web, alice)
+    open_live(page, live_web, user=alice)
     page.wait_for_function("document.title.startsWith('(55) ')")
     # The title comes from /api/stats/, the rows from the first page: wait for those too.
     page.wait_for_function("document.querySelectorAll('tr.message-row').length === 50")
@@ -134,7 +104,7 @@ def test_new_mail_lands_on_top_in_arrival_order_whatever_its_date_with_a_pill_an
     dates = ["Tue, 01 Jan 2019 09:00:00 +0000", None, "Fri, 01 Jan 2027 09:00:00 +0000",
              *["Thu, 03 Dec 2026 18:00:00 +0000"] * 5]
     for subject, date in zip(subjects, dates):
-        dovecot.append(mail_user.name, "INBOX", mail(subject, date))
+        dovecot.append(mail_user.name, "INBOX", mail_from_carol(subject, date=date))
     off_the_event_loop(sync_and_standardize, account)
 
     # Scrolled to the end, the list fetched the last 5 rows (keyset) by itself.

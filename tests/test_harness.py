@@ -27,6 +27,7 @@ import pytest
 from tests.servers.dovecot import Dovecot, decode_mutf7, encode_mutf7
 from tests.servers.http import Response
 from tests.servers.ports import free_port, pid_alive
+from tests.servers.procs import started_by_a_killed_parent
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpSink
 from tests.servers.waiting import eventually
@@ -300,23 +301,8 @@ def test_stop_kills_master_and_children_and_removes_dir():
 
 def test_dovecot_dies_with_a_killed_test_process(tmp_path):
     """PDEATHSIG: even a SIGKILLed test process takes its Dovecot along."""
-    script = (
-        "import sys, time\n"
-        f"sys.path.insert(0, {REPO!r})\n"
-        "from tests.servers.dovecot import Dovecot\n"
-        "dc = Dovecot.start()\n"
-        "print(dc.master_pid, dc.root, flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        pid, root = child.stdout.readline().split()
-        pid = int(pid)
-        assert pid_alive(pid)
-    finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
+    pid, root = started_by_a_killed_parent("from tests.servers.dovecot import Dovecot\ndc = Dovecot.start()",
+                                           "dc.master_pid, dc.root")
     eventually(lambda: not pid_alive(pid), 5.0, interval=0.02)
     # Its temp dir is left behind (nobody ran stop()); the next start() reaps it.
     Dovecot.start().stop()

@@ -13,12 +13,11 @@ from django.db.models import Count
 from django.test import override_settings
 from django_q.models import OrmQ
 
-from imap.models import Account
 from imap.sync import sync_account_now
 from outgoing.models import Service
 from pipeline import queue, sweeper
 from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
-from tests.builders import eml, ingest, route_everything, smtp_service, subscribe
+from tests.builders import eml, inbox_relayed_to, ingest, route_everything, subscribe
 from tests.servers import procs
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -69,13 +68,7 @@ def start_worker(name, **env):
 
 def test_mail_appended_to_dovecot_reaches_three_subscribers_but_not_its_sender(
         alice, dovecot, mail_user, clean_smtp_sink):
-    account = Account(owner=alice, display_name="Alice", email="alice@example.test", host=dovecot.host,
-                      port=dovecot.port, security=Account.Security.NONE, username=mail_user.name,
-                      folders_include=["INBOX"])
-    account.set_password(mail_user.password)
-    account.save()
-    service = smtp_service(alice, clean_smtp_sink)
-    route_everything(alice, service, account=account, folder_pattern="INBOX")
+    account, service = inbox_relayed_to(alice, dovecot, mail_user, clean_smtp_sink)
     for name in ("bob", "carol", "erin"):
         subscribe(service, name, f"{name}@example.test")
     subscribe(service, "dora", "dora.private@example.test", addresses=["dora@example.test"])

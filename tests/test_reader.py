@@ -5,15 +5,13 @@ the conversation, and no sideways scrolling at 390 px. Mail from the shared real
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from imap.models import Account
 from pipeline.models import Message, Thread
-from tests.builders import account_row, ingest, stored_message
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.builders import account_row, dovecot_account_row, ingest, mail_from_carol, stored_message
+from tests.servers.browser import login, off_the_event_loop, open_live, screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -46,8 +44,7 @@ def reader_page(browser, user, width):
 
 
 def open_reader(page, live_web, message):
-    page.goto(f"{live_web.url}/messages/{message.pk}/")
-    page.wait_for_selector("body[data-ws=open]")
+    open_live(page, live_web, f"/messages/{message.pk}/")
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -223,26 +220,14 @@ def test_a_conversation_shows_every_message_the_newest_open_and_older_ones_folde
         context.close()
 
 
-def mail(subject: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Carol <carol@example.test>"
-    msg["To"] = "alice@example.test"
-    msg["Subject"] = subject
-    msg["Date"] = "Thu, 01 Jan 2026 12:00:00 +0000"
-    msg["Message-ID"] = f"<{subject.replace(' ', '-')}@example.test>"
-    msg.set_content(f"About {subject}")
-    return msg.as_bytes()
-
-
 def test_opening_marks_read_on_the_server_and_newer_older_back_walk_the_filtered_list(
         page, live_web, alice, dovecot, mail_user):
     from imap.sync import sync_account_now
     from pipeline.standardize import standardize
 
     for subject in ["Budget one", "Lunch", "Budget two", "Budget three"]:
-        dovecot.append(mail_user.name, "INBOX", mail(subject))
-    account = account_row(alice, host=dovecot.host, port=dovecot.port, security=Account.Security.NONE,
-                          username=mail_user.name, password=mail_user.password, folders=())
+        dovecot.append(mail_user.name, "INBOX", mail_from_carol(subject))
+    account = dovecot_account_row(alice, dovecot, mail_user)
 
     def sync():
         assert not sync_account_now(account, ignore_backoff=True).errors
@@ -251,9 +236,7 @@ def test_opening_marks_read_on_the_server_and_newer_older_back_walk_the_filtered
 
     off_the_event_loop(sync)
     by_subject = {m.subject: m for m in Message.objects.filter(account=account)}
-    login(page, alice)
-    page.goto(f"{live_web.url}/?q=budget")
-    page.wait_for_selector("body[data-ws=open]")
+    open_live(page, live_web, "/?q=budget", user=alice)
     target = by_subject["Budget two"]
     # Opened from the list: the list's URL (its filters) is where Back leads.
     page.click(f"tr.message-row[data-id='{target.pk}'] td.subject a")

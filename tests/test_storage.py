@@ -4,8 +4,6 @@ against a real S3-compatible server on loopback (moto, tests/servers/s3.py)."""
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from io import StringIO
@@ -20,7 +18,7 @@ from pipeline.ingest import raw_name, read_raw, store_raw
 from pipeline.models import Attachment, Message
 from tests.builders import eml, ingest
 from tests.servers.ports import pid_alive
-from tests.servers.procs import ROOT
+from tests.servers.procs import started_by_a_killed_parent
 from tests.servers.s3 import S3Server
 from tests.servers.waiting import eventually
 
@@ -244,20 +242,7 @@ def test_the_s3_server_stops_by_pid_and_dies_with_a_killed_test_process():
     server.stop()
     assert not pid_alive(pid) and server.pid is None
 
-    script = ("import sys, time\n"
-              f"sys.path.insert(0, {str(ROOT)!r})\n"
-              "from tests.servers.s3 import S3Server\n"
-              "server = S3Server.start()\n"
-              "print(server.pid, server.dir, flush=True)\n"
-              "time.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        pid, directory = child.stdout.readline().split()
-        pid = int(pid)
-        assert pid_alive(pid)
-    finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
+    pid, directory = started_by_a_killed_parent("from tests.servers.s3 import S3Server\nserver = S3Server.start()",
+                                                "server.pid, server.dir")
     eventually(lambda: not pid_alive(pid), 10.0, "moto gone with its killed parent", interval=0.02)
     shutil.rmtree(directory)  # its log; nobody ran stop()

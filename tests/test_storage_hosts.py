@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from imap.models import Account
 from imap.sync import sync_account_now
 from mailgate import storage
 from pipeline.models import Attachment, Delivery, Message
-from tests.builders import eml, route_everything, smtp_service, subscribe
+from tests.builders import eml, inbox_relayed_to, subscribe
 from tests.servers import procs
 from tests.servers.waiting import eventually
 
@@ -28,13 +27,7 @@ def test_sync_stores_in_the_bucket_and_a_worker_without_the_disk_relays_it(
         alice, dovecot, mail_user, clean_smtp_sink, s3_storage, settings, tmp_path):
     # This host's own files dir, empty: the session's is shared with every other test.
     settings.MEDIA_ROOT = str(tmp_path / "host-a-files")
-    account = Account(owner=alice, display_name="Alice", email="alice@example.test", host=dovecot.host,
-                      port=dovecot.port, security=Account.Security.NONE, username=mail_user.name,
-                      folders_include=["INBOX"])
-    account.set_password(mail_user.password)
-    account.save()
-    service = smtp_service(alice, clean_smtp_sink)
-    route_everything(alice, service, account=account, folder_pattern="INBOX")
+    account, service = inbox_relayed_to(alice, dovecot, mail_user, clean_smtp_sink)
     subscribe(service, "bob", "bob@example.test")
     assert not sync_account_now(account).errors  # connected while empty: what arrives next is new
 

@@ -156,3 +156,12 @@ def login(page, server_or_user, username: str | None = None, password: str | Non
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url(re.compile(r".*/admin/$"))
+
+
+def open_live(page, server, path: str = "/", user=None) -> None:
+    """Open `path` of `server` (logged in as `user` first, when given) and wait until the page's
+    live socket is open, so that an event published from now on reaches it."""
+    if user is not None:
+        login(page, user)
+    page.goto(getattr(server, "url", server) + path)
+    page.wait_for_selector("body[data-ws=open]")

@@ -19,7 +19,6 @@ How the instance is guaranteed to go away, in order of preference:
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import datetime
@@ -44,9 +43,9 @@ from .ports import (
     free_ports,
     make_self_signed_cert,
     pid_alive,
-    set_parent_death_signal,
     wait_for_port,
 )
+from .procs import ChildServer
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
@@ -57,21 +56,6 @@ DH_PARAMS = "/usr/share/dovecot/dh.pem"  # shipped by dovecot-core on Debian
 # one, so with a shared uid the 129th IDLE session silently degrades.
 FIRST_USER_UID = 20000
 _DIR_PREFIX = "mailgate-dovecot-"
-
-_live: set["Dovecot"] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all_at_exit() -> None:
-    with _live_lock:
-        instances = list(_live)
-    for instance in instances:
-        try:
-            instance.stop()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
-
 
 # --------------------------------------------------------------------------
 # IMAP modified UTF-7 (RFC 3501 section 5.1.3)
@@ -152,7 +136,7 @@ class User:
         return os.path.join(self.home, "Maildir")
 
 
-class Dovecot:
+class Dovecot(ChildServer):
     """A running private Dovecot. Create with :meth:`start`."""
 
     host = HOST
@@ -170,8 +154,8 @@ class Dovecot:
         self.passwd_dir = os.path.join(root, "passwd.d")
         self.homes = os.path.join(root, "home")
         self.users: dict[str, User] = {}
+        self.log_paths = (self.log_path, self.stdout_path)
         self.cafile = ""
-        self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()  # guards passwd-file rewrites
         self.start_seconds = 0.0  # how long the last (re)start took
         self.oauth2_introspection_url: str | None = None
@@ -207,38 +191,20 @@ class Dovecot:
         self = cls(root, port, tls_port)
         self.oauth2_introspection_url = oauth2_introspection_url
         self.oauth2_mechanisms = tuple(oauth2_mechanisms)
-        try:
+        with self._stopped_on_failure():
             for d in (self.base_dir, self.state_dir, self.homes, self.passwd_dir):
                 os.makedirs(d, mode=0o755)
             cert = make_self_signed_cert(root, "dovecot")
             self.cafile = cert.cafile
             self._write_config(cert.cert_path, cert.key_path, extra_config)
             self._launch(timeout)
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def _launch(self, timeout: float) -> None:
         t0 = time.monotonic()
         # -F keeps the master in the foreground so it is our direct child:
         # PDEATHSIG works and Popen.wait() tells us when it has exited.
-        # Output goes to a FILE: Dovecot's daemons inherit and keep the fds
-        # open, so a pipe would never reach EOF (and could fill up and block).
-        # start_new_session puts master + children in their own process group
-        # so stop() can SIGKILL stragglers without guessing names.
-        with open(self.stdout_path, "ab") as out:
-            self._proc = subprocess.Popen(
-                [DOVECOT, "-F", "-c", self.config_path],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=set_parent_death_signal,
-                close_fds=True,
-            )
-        with _live_lock:
-            _live.add(self)
+        self._spawn([DOVECOT, "-F", "-c", self.config_path], self.stdout_path)
         deadline = t0 + timeout
         alive = lambda: self._proc is not None and self._proc.poll() is None  # noqa: E731
         try:
@@ -271,8 +237,7 @@ class Dovecot:
         """Stop the master (SIGTERM, then SIGKILL of the whole process group)
         and remove the temp dir. Idempotent."""
         self._stop_processes()
-        with _live_lock:
-            _live.discard(self)
+        self._forget()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def restart(self, timeout: float = 10.0) -> None:
@@ -318,17 +283,11 @@ class Dovecot:
 
     @property
     def master_pid(self) -> int | None:
-        return self._proc.pid if self._proc and self._proc.poll() is None else None
+        return self.pid
 
     @property
     def running(self) -> bool:
         return self.master_pid is not None
-
-    def __enter__(self) -> "Dovecot":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<Dovecot {self.host}:{self.port} tls:{self.tls_port} root={self.root}>"
@@ -674,16 +633,6 @@ service imap {{
         """Disconnect all of ``user``'s sessions (doveadm kick)."""
         # Exit code 68 (EX_NOUSER-ish) just means nobody was connected.
         self.doveadm("kick", user, check=False)
-
-    def log_text(self) -> str:
-        parts = []
-        for path in (self.log_path, self.stdout_path):
-            try:
-                with open(path, errors="replace") as f:
-                    parts.append(f.read())
-            except FileNotFoundError:
-                pass
-        return "".join(parts)
 
 
 # --------------------------------------------------------------------------

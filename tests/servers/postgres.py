@@ -20,6 +20,7 @@ import tempfile
 
 from . import leftovers
 from .ports import HOST, free_port
+from .procs import PrivateServer
 
 OWNER = "postgres"
 
@@ -44,7 +45,7 @@ def unavailable() -> str | None:
     return None
 
 
-class PrivatePostgres:
+class PrivatePostgres(PrivateServer):
     def __init__(self) -> None:
         self.bin = binaries()
         self.port = free_port()
@@ -53,6 +54,7 @@ class PrivatePostgres:
         os.chmod(self.dir, 0o755)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
+        self.log_paths = (self.log,)
         self.running = False
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -64,15 +66,12 @@ class PrivatePostgres:
     @classmethod
     def start(cls) -> "PrivatePostgres":
         self = cls()
-        try:
+        with self._stopped_on_failure():
             entry = pwd.getpwnam(OWNER)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
             self._run(f"{self.bin}/initdb", "-D", self.data, "-U", OWNER, "-A", "trust", "--no-sync",
                       "-E", "UTF8", "--locale=C.UTF-8")
             self._pg_ctl("start")
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
@@ -93,16 +92,3 @@ class PrivatePostgres:
             self._run(f"{self.bin}/pg_ctl", "stop", "-D", self.data, "-m", "immediate", "-w", check=False)
             self.running = False
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log, errors="replace") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> "PrivatePostgres":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -10,33 +10,15 @@ package, it speaks raw RESP for its readiness check.)
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import shutil
 import socket
-import subprocess
 import tempfile
-import threading
-import time
 
-from .ports import HOST, free_port, set_parent_death_signal
+from .ports import HOST, free_port
+from .procs import ChildServer
 
 SYSTEM_REDIS = "/usr/bin/redis-server"
-
-_live: set["RedisServer"] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all_at_exit() -> None:
-    with _live_lock:
-        instances = list(_live)
-    for instance in instances:
-        try:
-            instance.stop()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
 
 
 def redis_executable() -> str:
@@ -64,7 +46,7 @@ def _ping(host: str, port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     host = HOST
 
     def __init__(self) -> None:
@@ -72,17 +54,14 @@ class RedisServer:
         self.url = f"redis://{self.host}:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="mailgate-redis-")
         self.log_path = os.path.join(self.dir, "redis.log")
+        self.log_paths = (self.log_path,)
         self.executable = redis_executable()
-        self._proc: subprocess.Popen | None = None
 
     @classmethod
     def start(cls, timeout: float = 10.0) -> "RedisServer":
         self = cls()
-        try:
+        with self._stopped_on_failure():
             self._launch(timeout)
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def _launch(self, timeout: float) -> None:
@@ -97,71 +76,18 @@ class RedisServer:
             "--logfile", self.log_path,
             "--unixsocket", "",
         ]
-        # Output to a file, never a pipe nobody reads.
-        with open(os.path.join(self.dir, "stdout.log"), "ab") as out:
-            self._proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=set_parent_death_signal,
-                close_fds=True,
-            )
-        with _live_lock:
-            _live.add(self)
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while not _ping(self.host, self.port):
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self._proc.returncode}):\n{self.log_text()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"redis-server did not answer PING:\n{self.log_text()}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc and self._proc.poll() is None else None
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        with _live_lock:
-            _live.discard(self)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._spawn(args, os.path.join(self.dir, "stdout.log"))
+        self._wait_until(lambda: _ping(self.host, self.port), timeout, "redis-server", "PING")
 
     @contextlib.contextmanager
     def down(self, timeout: float = 10.0):
         """The server stopped inside the block (clients see refused connections), started again
         on the same port, empty, when it ends: a restart without persistence."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(5)
+        self._stop_processes()
         try:
             yield self
         finally:
             self._launch(timeout)
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def __enter__(self) -> "RedisServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.url} pid={self.pid}>"
