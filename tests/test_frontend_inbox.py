@@ -143,7 +143,7 @@ def test_filters_and_search_live_in_the_url_and_back_restores_them(browser, live
     page.wait_for_function("document.querySelectorAll('tr.message-row').length === 1")
     assert page.inner_text("h1").endswith("/ Archive")
 
-    page.click(f"#sidebar a[data-folder='']")
+    page.click("#sidebar a[data-folder='']")
     page.wait_for_function("document.querySelectorAll('tr.message-row').length === 3")
     page.fill("#search", "budget")
     page.wait_for_url(re.compile(r".*\?q=budget$"))

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from frontend import reader, serializers, wording
+from frontend import reader, wording
 from imap.models import Account, IdleSession
 from pipeline import audit
 from pipeline.models import Delivery, Event, Message
