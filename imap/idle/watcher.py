@@ -232,11 +232,9 @@ class AccountWatcher:
         cfg = self.config
         if cfg.security == Account.Security.NONE and not is_loopback(cfg.host):
             raise errors.TlsFailure(f"refusing to log in without TLS to {cfg.host}: not a loopback host")
-        oauth_token = password = None
-        if cfg.auth_method == Account.AuthMethod.OAUTH2:
-            async def oauth_token(stale_version):  # refreshed in the thread pool, one process at a time
-                return await m.db(tokens.access_token, cfg.id, stale_version=stale_version)
-        else:
+        password = None
+        oauth_token = self._oauth_token if cfg.auth_method == Account.AuthMethod.OAUTH2 else None
+        if oauth_token is None:
             try:
                 password = crypto.decrypt(cfg.password_encrypted)
             except crypto.CredentialsUnreadable:
@@ -251,6 +249,10 @@ class AccountWatcher:
             client.abort()
             raise
         return client
+
+    async def _oauth_token(self, stale_version):
+        """The access token for the IdleClient, refreshed in the thread pool by one process at a time."""
+        return await self.manager.db(tokens.access_token, self.config.id, stale_version=stale_version)
 
     async def _release_slot(self, folder: str) -> None:
         slot = self.slots.pop(folder, None)

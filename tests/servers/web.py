@@ -143,10 +143,11 @@ def start_web(transactional_db, redis_server, settings):
     """Factory: ``server = start_web(NAME="value", ...)`` starts a private daphne with that env
     (``port=`` picks its port, for a server that must know its own URL)."""
     started: list[WebServer] = []
-    counter = iter(range(1, 1000))
 
     def start(port: int | None = None, **env: str) -> WebServer:
-        server = start_daphne(redis_server.url, log_name=f"web-private-{next(counter)}", port=port, **env)
+        # A log of its own: log files are opened for appending, and a name reused by an earlier
+        # test would show that test's tracebacks as this server's.
+        server = start_daphne(redis_server.url, log_name=f"web-private-{uuid.uuid4().hex[:12]}", port=port, **env)
         started.append(server)
         _use_server_from_this_process(server, settings)
         return server
