@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 import statistics
+from datetime import UTC, datetime
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
@@ -46,9 +47,11 @@ def test_the_inbox_looks_like_a_mail_client_and_never_scrolls_sideways(browser, 
         stored_message(alice, account, subject=f"Quarterly planning notes, part {n} " + "with a long subject " * (n % 4),
                        text="Hello team, here is the agenda for the next meeting " * 5,
                        flags=["\\Seen"] if n % 3 else [], has_attachments=n % 4 == 0)
+    # Mail from an earlier year carries the year in its date: it must fit its column too.
+    stored_message(alice, account, subject="An old one", date=datetime(2012, 7, 10, 9, 0, tzinfo=UTC), flags=["\\Seen"])
     page = inbox_page(browser, live_web, alice, size, dark)
-    rows(page).nth(29).wait_for()
-    page.wait_for_function("document.getElementById('list-counts').textContent.includes('30 messages')")
+    rows(page).nth(30).wait_for()
+    page.wait_for_function("document.getElementById('list-counts').textContent.includes('31 messages')")
     assert page.inner_text("h1") == "All mail"
     assert "10 unread" in page.inner_text("#list-counts")
     assert page.evaluate("getComputedStyle(document.body).colorScheme") == ("dark" if dark else "light")
@@ -56,6 +59,9 @@ def test_the_inbox_looks_like_a_mail_client_and_never_scrolls_sideways(browser, 
     heights = [box["height"] for box in (rows(page).nth(i).bounding_box() for i in range(12))]
     assert max(heights) - min(heights) < 0.5 and max(heights) <= (45 if size == "narrow" else 37), heights
     assert overflow(page) <= 0
+    clipped_dates = page.evaluate("""[...document.querySelectorAll('tr.message-row td.date')]
+        .filter((td) => td.scrollWidth > td.clientWidth).map((td) => td.textContent)""")
+    assert clipped_dates == []
     tag = f"-{size}-{'dark' if dark else 'light'}"
     page.screenshot(path=str(screenshot_path(request, tag)))
 

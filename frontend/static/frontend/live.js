@@ -79,16 +79,20 @@ const Mailgate = (() => {
     time: new Intl.DateTimeFormat([], TIME),
     day: new Intl.DateTimeFormat([], {month: "short", day: "numeric"}),
     dayYear: new Intl.DateTimeFormat([], {month: "short", day: "numeric", year: "numeric"}),
+    // A phone's date column has room for about seven characters: "7/10/12", not "Jul 10, 2012".
+    dayYearShort: new Intl.DateTimeFormat([], {month: "numeric", day: "numeric", year: "2-digit"}),
     full: new Intl.DateTimeFormat([], {weekday: "short", year: "numeric", month: "short", day: "numeric",
                                        ...TIME, second: "2-digit", timeZoneName: "short"}),
   };
+  const NARROW = window.matchMedia("(max-width: 760px)");  // the breakpoint of mailgate.css
   function formatDate(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "—";
     const now = new Date();
     if (date.toDateString() === now.toDateString()) return FORMAT.time.format(date);
-    return (date.getFullYear() !== now.getFullYear() ? FORMAT.dayYear : FORMAT.day).format(date);
+    if (date.getFullYear() === now.getFullYear()) return FORMAT.day.format(date);
+    return (NARROW.matches ? FORMAT.dayYearShort : FORMAT.dayYear).format(date);
   }
 
   function formatDateTime(iso) {
