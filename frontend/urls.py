@@ -43,5 +43,6 @@ urlpatterns = [
     path("api/deliveries/", api.deliveries, name="api_deliveries"),
     path("api/deliveries/<uuid:delivery_id>/retry/", api.delivery_retry, name="api_delivery_retry"),
     path("api/stats/", api.stats, name="api_stats"),
+    path("api/throughput/", api.throughput_view, name="api_throughput"),
     path("api/seq/", api.seq, name="api_seq"),
 ]
