@@ -62,7 +62,8 @@ def _totals(queryset) -> dict:
 def _hour():
     """Each event's UTC hour, as the database can tell it fast. SQLite keeps a time as UTC text
     ("2026-12-04 15:20:07.123456"), whose first 13 characters are the hour; its TruncHour calls a
-    Python function per row instead (100,000 events in a day: 3 to 4 s against 0.35 s)."""
+    Python function per row instead (100,000 events in a day, machine at load 6-8: the whole
+    throughput() took 3.0-3.9 s with TruncHour, 1.9-2.1 s with this; PostgreSQL 0.35 s)."""
     if connection.vendor == "sqlite":
         return Substr(Cast("at", CharField()), 1, 13)
     return TruncHour("at", tzinfo=UTC)
