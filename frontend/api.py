@@ -8,7 +8,7 @@ import logging
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from frontend import access, actions, listing, semantic_search, serializers, wording
+from frontend import access, actions, listing, semantic_search, serializers, throughput, wording
 from imap import trash
 from mailgate.realtime import current_seq
 from pipeline.models import Delivery
@@ -194,6 +194,13 @@ def stats(request):
     return JsonResponse({**listing.stats(request.user), "labels": {
         "messages": {k: str(v) for k, v in wording.MESSAGE_WORDS.items()},
         "deliveries": {k: str(v) for k, v in wording.DELIVERY_WORDS.items()}}})
+
+
+@require_GET
+@api_view
+def throughput_view(request):
+    """What came in and went out in the last hour, the last day and each of its hours."""
+    return JsonResponse(throughput.throughput(request.user))
 
 
 @require_GET

@@ -169,8 +169,9 @@ def attachment_preview(request, attachment_id):
 @login_required
 @require_GET
 def attached_message(request, attachment_id):
-    """An attached message (message/rfc822) read like a message: its headers, its text, its parts
-    by name, and what the parser found wrong, all as text (its HTML is not shown here)."""
+    """An attached message (message/rfc822) read like a message: its headers, its HTML (sanitized,
+    in the reader's sandboxed frame: frontend.views.attached_message_body) or its text, its parts
+    by name, and what the parser found wrong."""
     item = access.get_or_404(access.attachments(request.user).select_related("message"), pk=attachment_id)
     if downloads.base_type(item.content_type) not in ATTACHED_MESSAGE_TYPES:
         raise Http404("not an attached message")
@@ -179,4 +180,7 @@ def attached_message(request, attachment_id):
         "attachment": item, "parent": item.message, "parsed": parsed,
         "warnings": [wording.parse_warning(w) for w in parsed.warnings],
         "back": reverse("frontend:message", args=[item.message_id]),
+        "has_html": bool(parsed.html_body.strip()),
+        "has_remote_images": "data-remote-src" in parsed.html_body,
+        "body_url": reverse("frontend:attached_message_body", args=[item.pk]),
     })

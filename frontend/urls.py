@@ -18,6 +18,7 @@ urlpatterns = [
     path("messages/<uuid:message_id>/eml/", reader.message_eml, name="message_eml"),
     path("attachments/<uuid:attachment_id>/preview/", reader.attachment_preview, name="attachment_preview"),
     path("attachments/<uuid:attachment_id>/message/", reader.attached_message, name="attached_message"),
+    path("attachments/<uuid:attachment_id>/message/body/", views.attached_message_body, name="attached_message_body"),
     path("pipeline/", views.pipeline, name="pipeline"),
     # Account setup (frontend/accounts.py); "accounts/" is Django's login and logout.
     path("mail-accounts/", accounts.index, name="accounts"),
@@ -43,5 +44,6 @@ urlpatterns = [
     path("api/deliveries/", api.deliveries, name="api_deliveries"),
     path("api/deliveries/<uuid:delivery_id>/retry/", api.delivery_retry, name="api_delivery_retry"),
     path("api/stats/", api.stats, name="api_stats"),
+    path("api/throughput/", api.throughput_view, name="api_throughput"),
     path("api/seq/", api.seq, name="api_seq"),
 ]

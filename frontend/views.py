@@ -19,14 +19,17 @@ from django.views.decorators.http import require_GET
 
 from frontend import access, downloads, reader, serializers
 from imap import trash
+from mailgate import storage
 from mailgate.realtime import current_seq
+from pipeline.parsing.message import parse_message
 from pipeline.parsing.sanitize import enable_remote_images
 
 # The message body frame. No script source at all; styles inline only; images from the message
 # itself (data: URLs and its inline parts, served by message_inline: browsers cannot resolve cid:
 # URLs) until the reader asks for remote ones. frame-ancestors lets only our own pages embed it.
 # {inline} is the absolute URL of this message's inline endpoint: an origin-plus-path source,
-# because the sandboxed frame's origin is opaque, and it admits no other URL of ours.
+# because the sandboxed frame's origin is opaque, and it admits no other URL of ours (empty for
+# an attached message: data: images only).
 BODY_CSP = "default-src 'none'; img-src data: {inline}; style-src 'unsafe-inline'"
 BODY_CSP_REMOTE = "default-src 'none'; img-src data: {inline} https: http:; style-src 'unsafe-inline'"
 # sandbox: the frame's own sandbox attribute, again in the response, so the body opened on its own
@@ -143,12 +146,31 @@ def message_body(request, message_id):
     item = access.get_or_404(access.messages(request.user), pk=message_id)
     remote = request.GET.get("remote") == "1"
     html = _link_inline_images(item.html_body or "", item, request.user)
+    inline = request.build_absolute_uri(reverse("frontend:message_inline_base", args=[item.pk]))
+    return _body_response(html, inline, remote)
+
+
+@login_required
+@require_GET
+@xframe_options_sameorigin
+def attached_message_body(request, attachment_id):
+    """An attached message's (message/rfc822) HTML, sanitized when parsed here like any message's,
+    for the same sandboxed frame. Its inline images are not served (they are parts of the
+    attachment, not of a stored message): the frame admits data: images only."""
+    item = access.get_or_404(access.attachments(request.user), pk=attachment_id)
+    if downloads.base_type(item.content_type) not in reader.ATTACHED_MESSAGE_TYPES:
+        raise Http404("not an attached message")
+    html = parse_message(storage.read_bytes(item.file.name)).html_body
+    return _body_response(html, "", request.GET.get("remote") == "1")
+
+
+def _body_response(html: str, inline: str, remote: bool) -> HttpResponse:
+    """Sanitized HTML as the body frame's document, under BODY_CSP (remote images only when asked)."""
     if remote:
         html = enable_remote_images(html)
-    inline = request.build_absolute_uri(reverse("frontend:message_inline_base", args=[item.pk]))
     policy = (BODY_CSP_REMOTE if remote else BODY_CSP).format(inline=inline)
     # The reader puts this document into its frame as srcdoc (to size the frame to it, see
-    # message.js), where response headers do not apply: the same policy travels in a meta tag,
+    # bodyframe.js), where response headers do not apply: the same policy travels in a meta tag,
     # ahead of the mail's own markup. (A policy the mail adds can only narrow it further.)
     document = ('<!doctype html><html><head><meta charset="utf-8">'
                 f'<meta http-equiv="Content-Security-Policy" content="{html_lib.escape(policy + BODY_META_TAIL)}">'

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import re
 
-from django.utils import timezone
-
-from imap.models import Account
+from imap import account_state
 from pipeline.flag_words import flag_words
 from pipeline.models import Delivery, Message
 
@@ -74,28 +72,6 @@ def parse_warning(text: str) -> str:
     return (text[:1].upper() + text[1:]) if text else text
 
 
-def account_health(account, idle: dict | None) -> dict:
-    """One honest state for an account, from its sync state and its IDLE connection together:
-    a connected account whose push connection is down says so, with the error.
-
-    Returns {"key", "label", "detail"}; key is one of ok, push_down, error, stopped, new.
-    """
-    error = (idle or {}).get("last_error") or account.last_error or ""
-    if account.state in (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS,
-                         Account.State.SIGN_IN_EXPIRED):
-        return {"key": "stopped", "label": f"Stopped: {account.get_state_display()}", "detail": account.last_error}
-    if not account.enabled:
-        return {"key": "stopped", "label": "Turned off", "detail": ""}
-    if account.state in (Account.State.ERROR, Account.State.THROTTLED):
-        label = "Throttled by the provider" if account.state == Account.State.THROTTLED else "Cannot connect"
-        if account.backoff_until and account.backoff_until > timezone.now():
-            return {"key": "error", "label": f"{label}; trying again", "detail": account.last_error,
-                    "retry_at": account.backoff_until.isoformat()}
-        return {"key": "error", "label": f"{label}; trying again", "detail": account.last_error}
-    if account.state == Account.State.NEW and not (idle and idle["connected"]):
-        return {"key": "new", "label": "Not connected yet", "detail": error}
-    if idle and idle["connected"]:
-        return {"key": "ok", "label": "Connected, receiving new mail instantly", "detail": ""}
-    if idle and idle["leased"]:
-        return {"key": "push_down", "label": "Reconnecting", "detail": error}
-    return {"key": "ok", "label": "Connected, checking for mail every few minutes", "detail": error}
+# One state per account, from its sync state and its push connection: it lives in imap so that
+# the account admin (which may not import the frontend) says the same words.
+account_health = account_state.health

@@ -26,6 +26,36 @@ log = logging.getLogger(__name__)
 STOPPED_STATES = (Account.State.AUTH_FAILED, Account.State.NEEDS_CREDENTIALS, Account.State.SIGN_IN_EXPIRED)
 
 
+def health(account, idle: dict | None) -> dict:
+    """One honest state for an account, from its sync state and its IDLE connection together:
+    a connected account whose push connection is down says so, with the error. The pipeline page,
+    the API (`health`) and the account admin all say this, so they never disagree.
+
+    `idle` is {"connected", "leased", "last_error"} of the account's IDLE session (connected and
+    leased only while its lease is live), or None before an IDLE manager took the account on.
+
+    Returns {"key", "label", "detail"}; key is one of ok, push_down, error, stopped, new.
+    """
+    error = (idle or {}).get("last_error") or account.last_error or ""
+    if account.state in STOPPED_STATES:
+        return {"key": "stopped", "label": f"Stopped: {account.get_state_display()}", "detail": account.last_error}
+    if not account.enabled:
+        return {"key": "stopped", "label": "Turned off", "detail": ""}
+    if account.state in (Account.State.ERROR, Account.State.THROTTLED):
+        label = "Throttled by the provider" if account.state == Account.State.THROTTLED else "Cannot connect"
+        if account.backoff_until and account.backoff_until > timezone.now():
+            return {"key": "error", "label": f"{label}; trying again", "detail": account.last_error,
+                    "retry_at": account.backoff_until.isoformat()}
+        return {"key": "error", "label": f"{label}; trying again", "detail": account.last_error}
+    if account.state == Account.State.NEW and not (idle and idle["connected"]):
+        return {"key": "new", "label": "Not connected yet", "detail": error}
+    if idle and idle["connected"]:
+        return {"key": "ok", "label": "Connected, receiving new mail instantly", "detail": ""}
+    if idle and idle["leased"]:
+        return {"key": "push_down", "label": "Reconnecting", "detail": error}
+    return {"key": "ok", "label": "Connected, checking for mail every few minutes", "detail": error}
+
+
 def blocked_reason(account: Account, now=None) -> str | None:
     """Why we must not connect to `account` now (one line for logs and the UI), or None if we may."""
     now = now or timezone.now()

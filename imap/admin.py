@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from imap.account_state import health
 from imap.accounts import check_connection, connection_changed, first_sync, needs_test_before_enabling
 from imap.models import Account, Folder, IdleSession
 from imap.oauth import grants, providers as oauth_providers
@@ -108,12 +109,12 @@ def _lease_live(session) -> bool:
 class AccountAdmin(OwnerScopedAdmin):
     form = AccountForm
     add_form_template = "admin/imap/account/add_form.html"  # the "Connect with ..." buttons
-    list_display = ["display_name", "email", "host", "security", "enabled", "state", "idle_connected",
+    list_display = ["display_name", "email", "host", "security", "enabled", "status", "idle_connected",
                     "idle_last_push", "last_sync_at", "test_connection_button"]
     list_select_related = ["idle_session"]
     list_filter = ["enabled", "state", "security"]
     search_fields = ["display_name", "email", "host", "username"]
-    readonly_fields = ["state", "last_error", "last_error_at", "last_sync_at", "auth_failures",
+    readonly_fields = ["status", "last_error", "last_error_at", "last_sync_at", "auth_failures",
                        "backoff_until", "config_version", "created_at", "updated_at", "test_connection_button",
                        "sign_in", *IDLE_FIELDS]
     filter_horizontal = ["members"]
@@ -122,7 +123,7 @@ class AccountAdmin(OwnerScopedAdmin):
         ("Server", {"fields": ["host", "port", "security", "username", "password", "sign_in",
                                "test_connection_button"]}),
         ("Folders", {"fields": ["folders_include", "folders_exclude", "push_folders"]}),
-        ("Status", {"fields": ["state", "last_error", "last_error_at", "last_sync_at", "auth_failures",
+        ("Status", {"fields": ["status", "last_error", "last_error_at", "last_sync_at", "auth_failures",
                                "backoff_until", "config_version", "created_at", "updated_at"]}),
         ("IDLE", {"fields": IDLE_FIELDS,
                   "description": "The push connection, as the IDLE manager holding the lease last wrote it."}),
@@ -181,6 +182,20 @@ class AccountAdmin(OwnerScopedAdmin):
             # a tenant is never shown the list of every user nor can add one to their mail.
             fields.append("members")
         return fields
+
+    @admin.display(description="State", ordering="state")
+    def status(self, obj):
+        # The words the app's pages use (imap.account_state.health), from the state and the IDLE
+        # connection together: never "Connected" beside a push connection that is reconnecting.
+        session = _session(obj)
+        live = _lease_live(session)
+        idle = None if session is None else {"connected": session.connected and live, "leased": live,
+                                             "last_error": session.last_error}
+        words = health(obj, idle)
+        if words.get("retry_at"):
+            when = formats.localize(timezone.template_localtime(obj.backoff_until))
+            return format_html('<span title="{}">{} (next try {})</span>', words["detail"], words["label"], when)
+        return format_html('<span title="{}">{}</span>', words["detail"], words["label"])
 
     # IDLE state (imap.IdleSession) -----------------------------------------------------------
     def _idle_time(self, obj, name: str, *, only_connected: bool = False):

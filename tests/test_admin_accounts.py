@@ -198,3 +198,50 @@ def test_the_test_connection_button_shows_success_then_failure_after_the_passwor
     page.screenshot(path=str(screenshot_path(request, "-failure")), full_page=True)
     alice_account.refresh_from_db()
     assert alice_account.last_error.startswith("authentication failed")
+
+
+def test_the_account_list_and_page_word_each_state_as_the_app_does(admin_client_, alice):
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from imap.models import IdleSession
+
+    def row(name, **fields):
+        account = account_row(alice, name=name)
+        Account.objects.filter(pk=account.pk).update(**fields)
+        return account
+
+    expired = row("Expired", state=Account.State.SIGN_IN_EXPIRED, last_error="invalid_grant")
+    row("Off", state=Account.State.OK, enabled=False)
+    pushing = row("Pushing", state=Account.State.OK)
+    reconnecting = row("Reconnecting", state=Account.State.OK)
+    lease = {"lease_owner": "host:1:abc", "lease_expires_at": timezone.now() + timedelta(minutes=1)}
+    IdleSession.objects.create(account=pushing, connected=True, **lease)
+    IdleSession.objects.create(account=reconnecting, connected=False, last_error="connection refused", **lease)
+    row("Backing off", state=Account.State.ERROR, last_error="connection refused",
+        backoff_until=timezone.now() + timedelta(minutes=5))
+
+    listing = admin_client_.get(reverse("admin:imap_account_changelist")).content.decode()
+    cells = dict(re.findall(r'<th class="field-display_name"><a [^>]*>([^<]+) \d+</a></th>.*?'
+                            r'<td class="field-status"><span title="[^"]*">([^<]+)</span>', listing, re.S))
+    assert cells["Expired"] == "Stopped: Sign-in expired: reconnect"
+    assert cells["Off"] == "Turned off"
+    assert cells["Pushing"] == "Connected, receiving new mail instantly"
+    assert cells["Reconnecting"] == "Reconnecting"  # not "Connected" beside a push connection that is down
+    assert cells["Backing off"].startswith("Cannot connect; trying again (next try ")
+    assert "sign_in_expired" not in listing.split("<tbody>")[1].split("</tbody>")[0]
+
+    # The very words of the app's pipeline page and API, for the owner.
+    owner = Client()
+    owner.force_login(alice)
+    api = {a["display_name"].rsplit(" ", 1)[0]: a["health"]["label"]
+           for a in owner.get(reverse("frontend:api_accounts")).json()["results"]}
+    assert all(cells[name].startswith(api[name]) for name in cells), (cells, api)
+
+    page = admin_client_.get(change_url(reconnecting)).content.decode()
+    assert re.search(r"State:</label>\s*<div class=\"readonly\"><span title=\"connection refused\">Reconnecting</span>",
+                     page)
+    expired_page = admin_client_.get(change_url(expired)).content.decode()
+    assert 'title="invalid_grant">Stopped: Sign-in expired: reconnect<' in expired_page

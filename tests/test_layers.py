@@ -4,7 +4,8 @@
 
 frontend may use every app; mailgate/asgi.py and mailgate/urls.py (the composition root) name
 every app. A function-local import counts like any other. No source file of an app is longer than
-600 lines. Test modules do not import each other: what several share lives in tests/builders.py.
+600 lines, nor any of its scripts. Test modules do not import each other: what several share
+lives in tests/builders.py.
 Each failure names the file and line.
 """
 
@@ -63,6 +64,15 @@ def test_every_import_points_down_the_data_path():
 
 def test_no_app_source_file_is_over_600_lines():
     long = [f"{path.relative_to(ROOT)}: {n} lines" for _, path in app_sources()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES]
+    assert not long, "split these along their seams:\n" + "\n".join(long)
+
+
+def test_no_script_of_an_app_is_over_600_lines():
+    # The pages' JavaScript modules are sources too (a 674-line inbox.js was split in three).
+    scripts = [path for app in BELOW for path in sorted((ROOT / app).rglob("*.js"))]
+    assert scripts, "no scripts found: the check would pass whatever they are"
+    long = [f"{path.relative_to(ROOT)}: {n} lines" for path in scripts
             if (n := len(path.read_text().splitlines())) > MAX_LINES]
     assert not long, "split these along their seams:\n" + "\n".join(long)
 

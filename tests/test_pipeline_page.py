@@ -1,6 +1,6 @@
 """The pipeline page in a real browser: words instead of enum keys and field names, the next retry
-time, Retry offered for retrying deliveries too, one honest state per account, and no sideways
-scrolling at 390 px."""
+time, Retry offered for retrying deliveries too, one honest state per account, throughput and the
+last 24 hours kept live, and no sideways scrolling at 390 px."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import pytest
 from django.utils import timezone
 
 from imap.models import Account, IdleSession
-from pipeline.models import Delivery
+from mailgate.realtime import publish_for_message
+from pipeline import audit
+from pipeline.models import Delivery, Event
 from tests.builders import account_row, failed_delivery, stored_message
-from tests.servers.browser import login, screenshot_path
+from tests.servers.browser import login, off_the_event_loop, screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -64,5 +66,56 @@ def test_the_pipeline_page_speaks_plainly_and_offers_retry_for_retrying_deliveri
         page.wait_for_selector("#action-status:has-text('Requeued.')")
         waiting.refresh_from_db()
         assert waiting.not_before <= timezone.now() and waiting.attempts == 3
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_throughput_and_the_last_24_hours_follow_the_pipeline_live(browser, live_web, alice, request, width):
+    account = account_row(alice, name="Work")
+    message = stored_message(alice, account, subject="Pager alert", status="distributed")
+    delivery = failed_delivery(alice, message, status="sent")
+    for hours_ago, kind, times in ((0, Event.Kind.RECEIVED, 3), (0, Event.Kind.SENT, 2), (2, Event.Kind.RECEIVED, 6),
+                                   (2, Event.Kind.SENT, 5), (2, Event.Kind.RETRY, 1), (5, Event.Kind.FAILED, 1)):
+        for _ in range(times):
+            row = audit.record(kind, message, None if kind == Event.Kind.RECEIVED else delivery)
+            Event.objects.filter(pk=row.pk).update(at=timezone.now() - timedelta(hours=hours_ago, minutes=1))
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = context.new_page()
+        login(page, alice)
+        page.goto(f"{live_web.url}/pipeline/")
+        page.wait_for_selector("body[data-ws=open]")
+        page.wait_for_selector("#throughput tr[data-figure=received]")
+
+        def figure(name, column):
+            return page.inner_text(f"#throughput tr[data-figure={name}] td.{column}")
+
+        assert page.inner_text("#throughput tr[data-figure=retried] th") == "Will retry"
+        assert (figure("received", "last-hour"), figure("received", "last-day")) == ("3", "9")
+        assert (figure("sent", "last-hour"), figure("sent", "last-day")) == ("2", "7")
+        assert (figure("retried", "last-day"), figure("failed", "last-day")) == ("1", "1")
+        assert figure("received", "rate") == "< 0.1"
+
+        columns = page.locator("#history li")
+        assert columns.count() == 24
+        now_column = columns.nth(23)
+        assert now_column.get_attribute("aria-label").endswith("(this hour so far): 3 received, 2 sent, 0 failed, 0 will retry") \
+            or "(this hour so far)" in columns.nth(22).get_attribute("aria-label")  # a new hour began meanwhile
+        # Bars are scaled to the busiest hour (6 received, two hours ago): it fills its column.
+        busiest = page.locator("#history li .bar.fig-received[data-n='6']")
+        assert busiest.evaluate("b => Math.round(b.getBoundingClientRect().height) === "
+                                "Math.round(b.parentElement.getBoundingClientRect().height)")
+        assert page.locator("#history .tick").count() == 4
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("window.innerWidth")
+        page.screenshot(path=str(screenshot_path(request)), full_page=True)
+
+        # New mail comes in: its event reaches the page, which re-reads the figures (no reload).
+        fresh = stored_message(alice, account, subject="Another alert")
+        audit.record(Event.Kind.RECEIVED, fresh)
+        off_the_event_loop(publish_for_message, fresh, "message.new", {"id": str(fresh.pk)})
+        page.wait_for_selector("#throughput tr[data-figure=received] td.last-hour:text-is('4')")
+        assert figure("received", "last-day") == "10"
+        assert "4 received" in page.locator("#history li.now").get_attribute("aria-label")
     finally:
         context.close()

@@ -167,6 +167,36 @@ def test_attachments_show_size_type_and_image_previews_and_an_attached_message_o
         context.close()
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_attached_html_message_is_shown_rendered_in_the_sandboxed_frame_and_as_text(
+        browser, live_web, alice, request, width):
+    forwarded = corpus_message(alice, "flanker__enclosed.eml")
+    context, page = reader_page(browser, alice, width)
+    try:
+        open_reader(page, live_web, forwarded)
+        page.click("#attachments a.view-attached")
+        frame = page.wait_for_selector("#attached-message #body-frame[data-loaded='1'][data-height]")
+        assert frame.get_attribute("sandbox").split() == ["allow-same-origin", "allow-popups",
+                                                          "allow-popups-to-escape-sandbox"]
+        text = frame.evaluate("f => f.contentDocument.body.innerText")
+        assert "kicking ass" in text and "чтобы я без вас делал" in text
+        # Sized to its content: no inner scrollbar, no blank box.
+        page.wait_for_function("""() => { const f = document.getElementById('body-frame');
+            const root = f.contentDocument.documentElement;
+            return Math.abs(f.getBoundingClientRect().height - root.getBoundingClientRect().height) <= 20
+                   && root.scrollHeight <= f.clientHeight + 1; }""")
+        assert page.is_hidden("#text-body")
+        assert overflow(page) <= 0
+        page.screenshot(path=str(screenshot_path(request, "-html")), full_page=True)
+
+        page.click(".views button[data-view=text]")
+        assert page.is_hidden("#body-frame") and "kicking ass" in page.inner_text("#text-body")
+        page.click(".views button[data-view=html]")
+        assert page.is_visible("#body-frame") and page.is_hidden("#text-body")
+    finally:
+        context.close()
+
+
 def test_parse_warnings_are_said_in_words_and_an_empty_body_says_so(page, live_web, alice):
     raw = b"From: Dora <dora@example.test>\r\nTo: a@example.test\r\nSubject: Nothing here\r\nDate: yesterday-ish\r\n\r\n"
     message = ingest(alice, raw)

@@ -35,31 +35,8 @@
     }
   });
 
-  /* The body frame: the sanitized HTML goes in as srcdoc under sandbox="allow-same-origin"
-   * without allow-scripts, so nothing in the mail runs, yet this page can read the document's
-   * height and follow it (images loading, fonts, a narrower window) with a ResizeObserver. */
-  async function mountFrame(target, url) {
-    const response = await fetch(url, {credentials: "same-origin"});
-    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-    target.srcdoc = await response.text();
-  }
-  const MAX_FRAME = 60000;  // px
-  function sizeFrame(target) {
-    target.addEventListener("load", () => {
-      target.dataset.loaded = String(Number(target.dataset.loaded || 0) + 1);
-      const doc = target.contentDocument;
-      if (!doc || !doc.documentElement) return;
-      const fit = () => {
-        // Capped: a mail sized in vh units would otherwise grow with its frame without end.
-        const height = Math.min(Math.ceil(doc.documentElement.getBoundingClientRect().height), MAX_FRAME);
-        target.style.height = `${Math.max(height, 24)}px`;
-        target.dataset.height = String(height);
-      };
-      new ResizeObserver(fit).observe(doc.documentElement);
-      for (const img of doc.images) img.addEventListener("load", fit);
-      fit();
-    });
-  }
+  /* The body frame (bodyframe.js): sized to its content. */
+  const mountFrame = BodyFrame.mount, sizeFrame = BodyFrame.size;
   if (frame) {
     sizeFrame(frame);
     mountFrame(frame, frame.dataset.src).catch((e) => status(`The message body did not load: ${e.message}`, true));

@@ -1,4 +1,5 @@
-/* Pipeline dashboard: counts per stage, failing/dead deliveries with retry, accounts' live state. */
+/* Pipeline dashboard: counts per stage, throughput and the last 24 hours hour by hour, failing/dead
+ * deliveries with retry, accounts' live state. */
 "use strict";
 (() => {
   const {api, el, formatDate, formatDateTime, debounce, status, connect} = Mailgate;
@@ -26,8 +27,53 @@
     return d.status_label;
   }
 
+  /* What came in and went out: the last hour (with its rate), the last day, and one column of bars
+   * per hour, scaled to the busiest hour; each column says its figures to screen readers. */
+  const FIGURES = ["received", "sent", "retried", "failed"];
+  function showThroughput(t) {
+    document.getElementById("throughput").replaceChildren(...FIGURES.map((name) =>
+      el("tr", {dataset: {figure: name}},
+        el("th", {scope: "row"}, t.labels[name]),
+        el("td", {className: "last-hour"}, t.last_hour[name].toLocaleString()),
+        el("td", {className: "rate"}, perMinute(t.last_hour[name])),
+        el("td", {className: "last-day"}, t.last_day[name].toLocaleString()))));
+    const top = Math.max(1, ...t.hours.map((h) => Math.max(h.received, h.sent, h.failed + h.retried)));
+    const last = t.hours.length - 1;
+    document.getElementById("history").replaceChildren(...t.hours.map((h, i) => {
+      const hour = new Date(h.start).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+      const words = `${hour}${i === last ? " (this hour so far)" : ""}: ${h.received} received, ${h.sent} sent, ` +
+                    `${h.failed} failed, ${h.retried} will retry`;
+      const bar = (name, n) => {
+        const node = el("span", {className: `bar fig-${name}`, dataset: {n}});
+        node.style.height = `${(100 * n / top).toFixed(1)}%`;  // CSSOM, allowed where a style attribute is not
+        return node;
+      };
+      return el("li", {dataset: {start: h.start}, className: i === last ? "now" : "", "aria-label": words, title: words},
+        bar("received", h.received), bar("sent", h.sent), bar("failed", h.failed + h.retried),
+        i % 6 === 0 ? el("span", {className: "tick", "aria-hidden": "true"}, hour) : null);
+    }));
+  }
+  // A day of audit events is the page's costliest read: at most once every few seconds, however
+  // busy the pipeline (the last call of a burst still runs, after the pause).
+  const THROUGHPUT_EVERY_MS = 5000;
+  let throughputAt = 0;
+  let throughputTimer = null;
+  function throughputSoon() {
+    if (throughputTimer) return;
+    throughputTimer = setTimeout(async () => {
+      throughputTimer = null;
+      throughputAt = Date.now();
+      try { showThroughput(await api("/api/throughput/")); } catch (e) { status(e.message, true); }
+    }, Math.max(0, throughputAt + THROUGHPUT_EVERY_MS - Date.now()));
+  }
+  function perMinute(n) {
+    const rate = n / 60;
+    return rate === 0 ? "0" : rate < 0.1 ? "< 0.1" : rate.toLocaleString([], {maximumFractionDigits: 1});
+  }
+
   async function load() {
     const started = new Map(accountGeneration);
+    throughputSoon();
     const [stats, failing, accounts] = await Promise.all([
       api("/api/stats/"), api("/api/deliveries/?status=failed,dead,retrying"), api("/api/accounts/")]);
     document.getElementById("message-counts").replaceChildren(...countRows(stats.messages, stats.labels && stats.labels.messages));
@@ -111,4 +157,6 @@
     resync: async () => later(),
   });
   load().catch((e) => status(e.message, true));
+  // Quiet hours change nothing, yet the window moves on: a new hour's column, the old figures out.
+  setInterval(later, 60_000);
 })();
