@@ -57,21 +57,22 @@ def claim_message(message_id, status: str) -> Message | None:
     return message
 
 
-def claim_messages(message_ids, status: str) -> list[Message]:
+def claim_messages(message_ids, status: str, companions: bool = True) -> list[Message]:
     """Claim the messages of a batch that wait in `status`, with ONE conditional UPDATE (attempts
     bumped and committed before any work, as claim_message); returns those this worker now holds.
 
     A message that already started once (attempts > 1 after the claim) may be the one that killed
     its batch's worker: in a batch of several it is handed back (attempt count as before) and queued
     in a task of its own, so a message that crashes its worker every time ends DEAD alone and its
-    batch-mates go on. A message alone behaves exactly as claim_message."""
+    batch-mates go on. A message alone behaves exactly as claim_message. `companions=False`: the
+    messages given and no others (a message handed on at once by the stage before)."""
     ids = [str(pk) for pk in message_ids]
     if len(ids) == 1:
         message = claim_message(ids[0], status)
         messages = [message] if message is not None else []
     else:
         messages = _claim_several(ids, status)
-    if settings.MAILGATE_STAGE_COMPANIONS and all(m.attempts == 1 for m in messages):
+    if companions and settings.MAILGATE_STAGE_COMPANIONS and all(m.attempts == 1 for m in messages):
         messages += _claim_companions(status, settings.MAILGATE_STAGE_BATCH - len(messages))
     return messages
 

@@ -4,14 +4,16 @@ with all its deliveries or still STANDARDIZED; the unique (message, subscription
 a second run create nothing.
 """
 
+import logging
 
 from django.db import transaction
 
-from pipeline import audit, claims, clock, events, queue, routing, scheduling
+from pipeline import audit, claims, clock, events, queue, routing, scheduling, sending
 from pipeline.models import Delivery, Event, Message, Subscription
 from pipeline.queue import Stage
 from pipeline.senders import sender_ids
 
+log = logging.getLogger(__name__)
 
 
 def is_sender(subscription: Subscription, sender_address: str, sender: set[str] | None = None) -> bool:
@@ -28,14 +30,28 @@ def is_sender(subscription: Subscription, sender_address: str, sender: set[str] 
     return any(str(a).strip().lower() in ids for a in (subscription.subscriber.addresses or []))
 
 
-def queue_deliveries(message: Message, services, now) -> list[Delivery]:
+def queue_deliveries(message: Message, services, now, subscriptions=None, existing=None) -> list[Delivery]:
     """Create the deliveries of `message` to `services` (inside the caller's transaction); returns
-    those created by this call. Rows that already exist are left as they are."""
+    those created by this call. Rows that already exist are left as they are. A batch passes what
+    it read once for all its messages (_Lookups): `subscriptions` of these services and the
+    subscription ids that `existing` deliveries of this message have."""
+    new = new_deliveries(message, services, now, subscriptions, existing)
+    # The ids are made here (UUIDs), so the rows need no re-read. A row that another worker
+    # inserted meanwhile is skipped by ignore_conflicts; then our audit row for it fails its
+    # foreign key at commit and the whole distribute rolls back (only possible after a lost claim,
+    # which rolls back anyway).
+    Delivery.objects.bulk_create(new, ignore_conflicts=True)
+    return new
+
+
+def new_deliveries(message: Message, services, now, subscriptions=None, existing=None) -> list[Delivery]:
+    """The unsaved deliveries queue_deliveries would create (see there)."""
     if not services:
         return []
-    subscriptions = (Subscription.objects.filter(service__in=services, active=True)
-                     .select_related("subscriber", "service").order_by("pk"))
-    existing = set(Delivery.objects.filter(message=message).values_list("subscription_id", flat=True))
+    if subscriptions is None:
+        subscriptions = _subscriptions(services)
+    if existing is None:
+        existing = set(Delivery.objects.filter(message=message).values_list("subscription_id", flat=True))
     sender = sender_ids(message.sender_address)
     lease = claims.db_lease()  # on the database's clock, as every lease (pipeline/claims.py)
     created = []
@@ -51,12 +67,12 @@ def queue_deliveries(message: Message, services, now) -> list[Delivery]:
             # leaves it alone until the lease passes (see pipeline.sweeper).
             claimed_until=lease if due else None,
         ))
-    # The ids are made here (UUIDs), so the rows need no re-read. A row that another worker
-    # inserted meanwhile is skipped by ignore_conflicts; then our audit row for it fails its
-    # foreign key at commit and the whole distribute rolls back (only possible after a lost claim,
-    # which rolls back anyway).
-    Delivery.objects.bulk_create(created, ignore_conflicts=True)
     return created
+
+
+def _subscriptions(services) -> list[Subscription]:
+    return list(Subscription.objects.filter(service__in=services, active=True)
+                .select_related("subscriber", "service").order_by("pk"))
 
 
 def distribute(message_id) -> str:
@@ -64,20 +80,33 @@ def distribute(message_id) -> str:
     return distribute_batch([message_id])
 
 
-def distribute_batch(message_ids) -> str:
+def distribute_batch(message_ids, handed_on: bool = False) -> str:
     """Stage task body for a batch of messages; returns what happened (for logs and tests).
 
     One conditional UPDATE claims the batch (claims.claim_messages); each message then gets its
     own transaction (DISTRIBUTED with all its deliveries, or still STANDARDIZED), and the due
-    deliveries of the whole batch are queued together, in send tasks of MAILGATE_SEND_BATCH."""
-    messages = claims.claim_messages(message_ids, Message.Status.STANDARDIZED)
+    deliveries of the whole batch are queued together, in send tasks of MAILGATE_SEND_BATCH.
+
+    The first message of a batch of several, or one `handed_on` by standardize (which then claims
+    no companions), goes on alone: its due deliveries are sent right here once its transaction
+    commits, before the rest of the batch is distributed (see standardize_batch)."""
+    messages = claims.claim_messages(message_ids, Message.Status.STANDARDIZED, companions=not handed_on)
+    head = handed_on or len(messages) > 1
     outcomes, due, failures = [], [], []
     for message in messages:
         try:
             with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
-                outcomes.append(_distribute_one(message, due))
+                outcome, mine = _distribute_one(message)
         except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
             failures.append(exc)
+            continue
+        outcomes.append(outcome)
+        if head and mine:
+            # Outside a transaction on_commit runs at once; inside one (a test), at its commit.
+            transaction.on_commit(lambda ids=mine: _send_now(ids))
+            head = False
+        else:
+            due += mine
     # Their rows carry a lease meaning "in the queue": if this enqueue is lost, the sweeper
     # queues them when it passes.
     queue.enqueue_many(Stage.SEND, due)
@@ -88,7 +117,31 @@ def distribute_batch(message_ids) -> str:
     return f"distributed {outcomes.count('distributed')} of {len(message_ids)}"
 
 
-def _distribute_one(message: Message, due: list) -> str:
+def _audit_rows(message: Message, services, deliveries) -> list[Event]:
+    # Read by people on the message page: "no route matched", never "0 deliveries via ...".
+    count = len(deliveries)
+    detail = (f"{count} deliver{'y' if count == 1 else 'ies'} via {', '.join(s.name for s in services)}"
+              if count else "no route matched: nothing to relay" if not services
+              else f"nothing to relay: no subscriber of {', '.join(s.name for s in services)} to send it to")
+    rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=detail)]
+    for delivery in deliveries:
+        rows.append(audit.event(
+            Event.Kind.QUEUED, message, delivery,
+            detail=f"to {delivery.address or delivery.service_id} at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
+    return rows
+
+
+def _send_now(delivery_ids) -> None:
+    """Send deliveries this task just queued, in this task (send's own claims: a copy of the task
+    run later finds them taken). A failure is send's to record; the lease brings them back."""
+    try:
+        sending.send_batch(delivery_ids)
+    except Exception:
+        log.warning("send of %s, handed on by distribute, failed; the sweeper retries it", delivery_ids)
+
+
+def _distribute_one(message: Message) -> tuple[str, list]:
+    """One message in one transaction; returns the outcome and the ids of its due deliveries."""
     services = routing.matching_services(message)
     now = clock.now()
     with transaction.atomic():
@@ -98,23 +151,13 @@ def _distribute_one(message: Message, due: list) -> str:
             status=Message.Status.DISTRIBUTED, claimed_by="", claimed_until=None, attempts=0, updated_at=now)
         if not moved:  # our claim expired and another worker finished it: undo ours
             transaction.set_rollback(True)
-            return "lost claim"
+            return "lost claim", []
         message.status = Message.Status.DISTRIBUTED
-        # Read by people on the message page: "no route matched", never "0 deliveries via ...".
-        count = len(deliveries)
-        detail = (f"{count} deliver{'y' if count == 1 else 'ies'} via {', '.join(s.name for s in services)}"
-                  if count else "no route matched: nothing to relay" if not services
-                  else f"nothing to relay: no subscriber of {', '.join(s.name for s in services)} to send it to")
-        rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=detail)]
+        audit.record_all(_audit_rows(message, services, deliveries))
         mine = []
         for delivery in deliveries:
-            rows.append(audit.event(
-                Event.Kind.QUEUED, message, delivery,
-                detail=f"to {delivery.address or delivery.service_id} at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
             events.delivery_updated(delivery)
             if delivery.not_before <= now:
                 mine.append(delivery.pk)
-        audit.record_all(rows)
         events.message_updated(message)
-    due += mine
-    return "distributed"
+    return "distributed", mine
