@@ -83,30 +83,52 @@ def distribute(message_id) -> str:
 def distribute_batch(message_ids, handed_on: bool = False) -> str:
     """Stage task body for a batch of messages; returns what happened (for logs and tests).
 
-    One conditional UPDATE claims the batch (claims.claim_messages); each message then gets its
-    own transaction (DISTRIBUTED with all its deliveries, or still STANDARDIZED), and the due
-    deliveries of the whole batch are queued together, in send tasks of MAILGATE_SEND_BATCH.
-
-    The first message of a batch of several, or one `handed_on` by standardize (which then claims
-    no companions), goes on alone: its due deliveries are sent right here once its transaction
-    commits, before the rest of the batch is distributed (see standardize_batch)."""
+    One conditional UPDATE claims the batch (claims.claim_messages). The first message of a batch
+    of several, or one `handed_on` by standardize (which then claims no companions), goes on
+    alone: its own transaction, and its due deliveries sent right here once it commits (see
+    standardize_batch). The others are distributed together: routes, subscriptions and existing
+    deliveries read once, then ONE transaction writes every message's deliveries, status and audit
+    rows, with one live hint per audience (_write_together). Should that transaction fail (an
+    error, a claim lost meanwhile), each message is redone in a transaction of its own, so one
+    message's failure is its own (crash_boundary; the sweeper retries it after the deadline).
+    The due deliveries go into send tasks of MAILGATE_SEND_BATCH."""
     messages = claims.claim_messages(message_ids, Message.Status.STANDARDIZED, companions=not handed_on)
-    head = handed_on or len(messages) > 1
     outcomes, due, failures = [], [], []
-    for message in messages:
+
+    def alone(message: Message) -> list:
         try:
             with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
                 outcome, mine = _distribute_one(message)
         except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
             failures.append(exc)
-            continue
+            return []
         outcomes.append(outcome)
-        if head and mine:
+        return mine
+
+    if messages and (handed_on or len(messages) > 1):
+        head, messages = messages[0], messages[1:]
+        if mine := alone(head):
             # Outside a transaction on_commit runs at once; inside one (a test), at its commit.
-            transaction.on_commit(lambda ids=mine: _send_now(ids))
-            head = False
-        else:
-            due += mine
+            transaction.on_commit(lambda: _send_now(mine))
+    if len(messages) > 1:
+        plans = []
+        lookups = _Lookups(messages)
+        for message in messages:
+            try:
+                with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
+                    plans.append(lookups.plan(message))
+            except Exception as exc:
+                failures.append(exc)
+        try:
+            due += _write_together(plans, lookups.now)
+            outcomes += ["distributed"] * len(plans)
+        except Exception:
+            log.warning("distribute of %d messages together failed; each again alone", len(plans), exc_info=True)
+            for plan in plans:
+                due += alone(plan.message)
+    else:
+        for message in messages:
+            due += alone(message)
     # Their rows carry a lease meaning "in the queue": if this enqueue is lost, the sweeper
     # queues them when it passes.
     queue.enqueue_many(Stage.SEND, due)
@@ -115,6 +137,65 @@ def distribute_batch(message_ids, handed_on: bool = False) -> str:
     if len(message_ids) == 1:
         return outcomes[0] if outcomes else "skipped"
     return f"distributed {outcomes.count('distributed')} of {len(message_ids)}"
+
+
+class _Plan:
+    """One message of a batch, routed: its matched services and its unsaved new deliveries."""
+
+    def __init__(self, message: Message, services: list, deliveries: list[Delivery]):
+        self.message, self.services, self.deliveries = message, services, deliveries
+
+
+class _Lookups:
+    """What a batch's messages share, read once: each owner's routes, the subscriptions of each
+    set of services, the deliveries the messages already have (a re-run creates none again)."""
+
+    def __init__(self, messages: list[Message]):
+        self.now = clock.now()
+        self._links, self._subscriptions = {}, {}
+        self._existing: dict = {}
+        for message_id, subscription_id in Delivery.objects.filter(
+                message_id__in=[m.pk for m in messages]).values_list("message_id", "subscription_id"):
+            self._existing.setdefault(message_id, set()).add(subscription_id)
+
+    def plan(self, message: Message) -> _Plan:
+        if message.owner_id not in self._links:
+            self._links[message.owner_id] = routing.route_links(message.owner_id)
+        services = routing.matching_services(message, self._links[message.owner_id])
+        key = tuple(s.pk for s in services)
+        if services and key not in self._subscriptions:
+            self._subscriptions[key] = _subscriptions(services)
+        deliveries = new_deliveries(message, services, self.now, self._subscriptions.get(key, []),
+                                    self._existing.get(message.pk, set()))
+        return _Plan(message, services, deliveries)
+
+
+class _ClaimLost(Exception):
+    """A message of the batch was no longer ours at the write: redo each alone."""
+
+
+def _write_together(plans: list[_Plan], now) -> list:
+    """Write a batch's plans in one transaction; returns the ids of the due deliveries."""
+    if not plans:
+        return []
+    ids = [plan.message.pk for plan in plans]
+    with transaction.atomic():
+        # Ours alone (one UUID each, ignore_conflicts): a row another worker inserted after a lost
+        # claim fails our audit row's foreign key at commit, and the whole batch goes again alone.
+        Delivery.objects.bulk_create([d for plan in plans for d in plan.deliveries], ignore_conflicts=True)
+        moved = Message.objects.filter(pk__in=ids, status=Message.Status.STANDARDIZED,
+                                       claimed_by=audit.worker_name()).update(
+            status=Message.Status.DISTRIBUTED, claimed_by="", claimed_until=None, attempts=0, updated_at=now)
+        if moved != len(ids):
+            raise _ClaimLost(f"{len(ids) - moved} of {len(ids)} claims lost")  # rolls back
+        rows = []
+        for plan in plans:
+            plan.message.status = Message.Status.DISTRIBUTED
+            rows += _audit_rows(plan.message, plan.services, plan.deliveries)
+        audit.record_all(rows)
+        # One hint per audience: a message page refreshes its deliveries on it too.
+        events.messages_changed([plan.message for plan in plans], "message.updated")
+    return [d.pk for plan in plans for d in plan.deliveries if d.not_before <= now]
 
 
 def _audit_rows(message: Message, services, deliveries) -> list[Event]:

@@ -62,8 +62,9 @@ def _finish(delivery: Delivery, kind, detail: str, service_fields=None, **fields
     return done
 
 
-def send(delivery_id) -> str:
-    """Stage task body; returns what happened (for logs and tests)."""
+def send(delivery_id, successes: dict | None = None) -> str:
+    """Stage task body; returns what happened (for logs and tests). `successes`: a batch's
+    {service id: time of its last success}, written once at the batch's end (see send_batch)."""
     delivery = claims.claim_delivery(delivery_id)
     if delivery is not None:
         group = [delivery]
@@ -73,7 +74,7 @@ def send(delivery_id) -> str:
         group = []
     if not group:
         return "skipped"
-    return _send_group(group)
+    return _send_group(group, successes)
 
 
 def send_batch(delivery_ids) -> str:
@@ -81,12 +82,17 @@ def send_batch(delivery_ids) -> str:
     is claimed and sent on its own, as send(); one that raises does not stop the others (its lease
     expires and the sweeper retries it alone), and the first error is re-raised at the end."""
     outcomes, failures = [], []
+    successes: dict = {}
     for delivery_id in delivery_ids:
         try:
-            outcomes.append(send(delivery_id))
+            outcomes.append(send(delivery_id, successes))
         except Exception as exc:
             log.exception("send failed for delivery %s", delivery_id)
             failures.append(exc)
+    # Services' last success, once per batch instead of once per send: a row every worker
+    # sending through the service writes, so also locked once instead of with every delivery.
+    for service_id, at in successes.items():
+        Service.objects.filter(pk=service_id).update(last_success_at=at)
     if failures:
         raise failures[0]
     if len(outcomes) == 1:
@@ -99,7 +105,7 @@ def _each(group: list[Delivery], record) -> str:
     return [record(delivery) for delivery in group][0]
 
 
-def _send_group(group: list[Delivery]) -> str:
+def _send_group(group: list[Delivery], successes: dict | None = None) -> str:
     """Send one message - the delivery's own, or for a digest one made of the whole group's - and
     record the outcome on every delivery of the group. Returns the first delivery's outcome."""
     now = clock.now()
@@ -138,9 +144,11 @@ def _send_group(group: list[Delivery]) -> str:
         outgoing_sending.record_failure(service, error)
     else:
         now = clock.now()
+        if successes is not None:
+            successes[service.pk] = now
         for i, delivery in enumerate(group):
             _finish(delivery, Event.Kind.SENT, (f"remote id {remote_id}" if remote_id else "sent") + grouped,
-                    service_fields={"last_success_at": now} if i == 0 else None,
+                    service_fields={"last_success_at": now} if i == 0 and successes is None else None,
                     status=Delivery.Status.SENT, remote_id=str(remote_id or "")[:500], sent_at=now, last_error="")
         return "sent"
     delay = backoff_seconds(first.attempts, error.retry_after)

@@ -280,14 +280,8 @@ def _publish(messages: list[Message]) -> None:
     subject shows at once); a batch as one hint per audience (account, or owner without one)."""
     if len(messages) == 1:
         events.message_new(messages[0])
-        return
-    audiences: dict = {}
-    for message in messages:
-        audiences.setdefault((message.account_id, None if message.account_id else message.owner_id),
-                             []).append(message.pk)
-    for (account_id, owner_id), ids in audiences.items():
-        viewers = Message(account_id=account_id, owner_id=owner_id).viewer_ids()
-        events.messages_stored(viewers, "message.new", ids, account_id)
+    else:
+        events.messages_changed(messages, "message.new")
 
 
 def _count(n: int, noun: str) -> str:
