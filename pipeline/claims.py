@@ -155,6 +155,43 @@ def crash_boundary(message: Message, status: str, stage: str):
         raise
 
 
+class EachAlone:
+    """A batch's items, each on its own: what one raises is logged and recorded by `boundary(item)`
+    (a context manager), kept, and does not stop the others; when the `with` block ends, after the
+    batch's closing work (its writes, its enqueues), the first failure is re-raised, so django-q
+    counts the task failed while the row waits for the sweeper alone.
+
+        with claims.each_message(Message.Status.STANDARDIZED, "distribute") as each:
+            for message in messages:
+                result = each(message, work, message)  # None when it raised
+    """
+
+    def __init__(self, boundary):
+        self.boundary = boundary
+        self.failures: list[Exception] = []
+
+    def __call__(self, item, work, *args):
+        try:
+            with self.boundary(item):
+                return work(*args)
+        except Exception as exc:
+            self.failures.append(exc)
+            return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None and self.failures:
+            raise self.failures[0]
+        return False
+
+
+def each_message(status: str, stage: str) -> EachAlone:
+    """EachAlone for a message stage: each message inside its crash_boundary."""
+    return EachAlone(lambda message: crash_boundary(message, status, stage))
+
+
 def claim_delivery(delivery_id) -> Delivery | None:
     """SCHEDULED/RETRYING and due (or SENDING with an expired lease) → SENDING for this worker.
     Never a delivery of a DIGEST subscription: those go in groups (claim_digest)."""

@@ -93,47 +93,37 @@ def distribute_batch(message_ids, handed_on: bool = False) -> str:
     message's failure is its own (crash_boundary; the sweeper retries it after the deadline).
     The due deliveries go into send tasks of MAILGATE_SEND_BATCH."""
     messages = claims.claim_messages(message_ids, Message.Status.STANDARDIZED, companions=not handed_on)
-    outcomes, due, failures = [], [], []
+    outcomes, due = [], []
+    with claims.each_message(Message.Status.STANDARDIZED, "distribute") as each:
 
-    def alone(message: Message) -> list:
-        try:
-            with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
-                outcome, mine = _distribute_one(message)
-        except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
-            failures.append(exc)
-            return []
-        outcomes.append(outcome)
-        return mine
+        def alone(message: Message) -> list:
+            if (result := each(message, _distribute_one, message)) is None:
+                return []
+            outcomes.append(result[0])
+            return result[1]
 
-    if messages and (handed_on or len(messages) > 1):
-        head, messages = messages[0], messages[1:]
-        if mine := alone(head):
-            # Outside a transaction on_commit runs at once; inside one (a test), at its commit.
-            transaction.on_commit(lambda: _send_now(mine))
-    if len(messages) > 1:
-        plans = []
-        lookups = _Lookups(messages)
-        for message in messages:
+        if messages and (handed_on or len(messages) > 1):
+            head, messages = messages[0], messages[1:]
+            if mine := alone(head):
+                # Outside a transaction on_commit runs at once; inside one (a test), at its commit.
+                transaction.on_commit(lambda: _send_now(mine))
+        if len(messages) > 1:
+            lookups = _Lookups(messages)
+            plans = [plan for message in messages if (plan := each(message, lookups.plan, message))]
             try:
-                with claims.crash_boundary(message, Message.Status.STANDARDIZED, "distribute"):
-                    plans.append(lookups.plan(message))
-            except Exception as exc:
-                failures.append(exc)
-        try:
-            due += _write_together(plans, lookups.now)
-            outcomes += ["distributed"] * len(plans)
-        except Exception:
-            log.warning("distribute of %d messages together failed; each again alone", len(plans), exc_info=True)
-            for plan in plans:
-                due += alone(plan.message)
-    else:
-        for message in messages:
-            due += alone(message)
-    # Their rows carry a lease meaning "in the queue": if this enqueue is lost, the sweeper
-    # queues them when it passes.
-    queue.enqueue_many(Stage.SEND, due)
-    if failures:
-        raise failures[0]
+                due += _write_together(plans, lookups.now)
+                outcomes += ["distributed"] * len(plans)
+            except Exception:
+                log.warning("distribute of %d messages together failed; each again alone", len(plans),
+                            exc_info=True)
+                for plan in plans:
+                    due += alone(plan.message)
+        else:
+            for message in messages:
+                due += alone(message)
+        # Their rows carry a lease meaning "in the queue": if this enqueue is lost, the sweeper
+        # queues them when it passes.
+        queue.enqueue_many(Stage.SEND, due)
     if len(message_ids) == 1:
         return outcomes[0] if outcomes else "skipped"
     return f"distributed {outcomes.count('distributed')} of {len(message_ids)}"

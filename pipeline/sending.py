@@ -9,6 +9,7 @@ targets de-duplicate by the delivery id (Idempotency-Key); the DB marks each del
 """
 
 import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -81,23 +82,29 @@ def send_batch(delivery_ids) -> str:
     """Stage task body for a batch of deliveries (one task per MAILGATE_SEND_BATCH due ones): each
     is claimed and sent on its own, as send(); one that raises does not stop the others (its lease
     expires and the sweeper retries it alone), and the first error is re-raised at the end."""
-    outcomes, failures = [], []
+    outcomes = []
     successes: dict = {}
-    for delivery_id in delivery_ids:
-        try:
-            outcomes.append(send(delivery_id, successes))
-        except Exception as exc:
-            log.exception("send failed for delivery %s", delivery_id)
-            failures.append(exc)
-    # Services' last success, once per batch instead of once per send: a row every worker
-    # sending through the service writes, so also locked once instead of with every delivery.
-    for service_id, at in successes.items():
-        Service.objects.filter(pk=service_id).update(last_success_at=at)
-    if failures:
-        raise failures[0]
+    with claims.EachAlone(_logged) as each:
+        for delivery_id in delivery_ids:
+            if (outcome := each(delivery_id, send, delivery_id, successes)) is not None:
+                outcomes.append(outcome)
+        # Services' last success, once per batch instead of once per send: a row every worker
+        # sending through the service writes, so also locked once instead of with every delivery.
+        for service_id, at in successes.items():
+            Service.objects.filter(pk=service_id).update(last_success_at=at)
     if len(outcomes) == 1:
         return outcomes[0]
     return ", ".join(f"{name} {outcomes.count(name)}" for name in sorted(set(outcomes)))
+
+
+@contextmanager
+def _logged(delivery_id):
+    """A send's error boundary in a batch: the delivery's lease brings it back to the sweeper."""
+    try:
+        yield
+    except Exception:
+        log.exception("send failed for delivery %s", delivery_id)
+        raise
 
 
 def _each(group: list[Delivery], record) -> str:

@@ -177,7 +177,6 @@ def standardize_batch(message_ids) -> str:
     it at once."""
     messages = claims.claim_messages(message_ids, Message.Status.RECEIVED)
     outcomes: list[str] = []
-    failures: list[Exception] = []
     list_ids: dict = {}
 
     def list_ids_of(owner_id):
@@ -187,24 +186,23 @@ def standardize_batch(message_ids) -> str:
 
     pending, pending_bytes = [], 0
     head = len(messages) > 1  # the first message parsed goes on alone (see above)
-    for message in messages:
-        try:
-            with claims.crash_boundary(message, Message.Status.RECEIVED, "standardize"):
-                pending.append(_parse_one(message, list_ids_of))
-        except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
-            failures.append(exc)
-            continue
-        pending_bytes += message.size or 0
-        # Written in short transactions: on SQLite each holds the one write lock that the live
-        # lane's sync and stages wait for (a batch of 50 in one transaction delayed a push by
-        # seconds under load).
-        if head or pending_bytes >= settings.MAILGATE_STAGE_BATCH_BYTES or len(pending) >= settings.MAILGATE_STAGE_WRITE_BATCH:
-            outcomes += _write(pending, hand_on_now=head)
-            pending, pending_bytes, head = [], 0, False
-    if pending:
-        outcomes += _write(pending)
-    if failures:
-        raise failures[0]
+    # A storage error is that message's crash: recorded, the others go on, the sweeper retries it.
+    with claims.each_message(Message.Status.RECEIVED, "standardize") as each:
+        for message in messages:
+            parsed = each(message, _parse_one, message, list_ids_of)
+            if parsed is None:
+                continue
+            pending.append(parsed)
+            pending_bytes += message.size or 0
+            # Written in short transactions: on SQLite each holds the one write lock that the live
+            # lane's sync and stages wait for (a batch of 50 in one transaction delayed a push by
+            # seconds under load).
+            if (head or pending_bytes >= settings.MAILGATE_STAGE_BATCH_BYTES
+                    or len(pending) >= settings.MAILGATE_STAGE_WRITE_BATCH):
+                outcomes += _write(pending, hand_on_now=head)
+                pending, pending_bytes, head = [], 0, False
+        if pending:
+            outcomes += _write(pending)
     if len(message_ids) == 1:
         return outcomes[0] if outcomes else "skipped"
     counts: dict = {}

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from pipeline import distribute, routing, tasks
+from pipeline import distribute, routing, sending, tasks
 from pipeline.models import Delivery, Event, Message
 from tests.builders import eml, ingest, route_everything, smtp_service, subscribe
 
@@ -86,3 +86,25 @@ def test_a_batch_costs_few_queries_per_message(alice, relay):
         tasks.distribute(ids[1:])
     per_message = len(batch) / 19
     assert per_message < 3 and per_message < len(one) / 4, (len(one), per_message)
+
+
+def test_a_delivery_that_raises_in_a_send_batch_fails_alone(alice, relay, monkeypatch, clean_smtp_sink):
+    ids = standardized(alice, 3)
+    tasks.distribute(ids)
+    deliveries = [str(pk) for pk in Delivery.objects.filter(message_id__in=ids).order_by("pk").values_list("pk", flat=True)]
+    poison = deliveries[1]
+    real = sending.claims.claim_delivery
+
+    def claim(delivery_id):
+        if str(delivery_id) == poison:
+            raise RuntimeError("claim exploded")
+        return real(delivery_id)
+
+    monkeypatch.setattr(sending.claims, "claim_delivery", claim)
+    with pytest.raises(RuntimeError, match="claim exploded"):
+        tasks.send(deliveries)
+    sent = set(str(pk) for pk in Delivery.objects.filter(status=Delivery.Status.SENT).values_list("pk", flat=True))
+    assert sent == set(deliveries) - {poison}
+    assert len(clean_smtp_sink.messages) == len(deliveries) - 1
+    relay.refresh_from_db()
+    assert relay.last_success_at is not None  # written once, at the batch's end
