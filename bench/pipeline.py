@@ -6,7 +6,9 @@ loop that parses and sends the same messages without the pipeline, in the same r
 
 Prints, for the pipeline: the first message at the sink after the first one stored (a backlog must
 flow at once, issue #19; with --backlog all are stored in one transaction, so the whole backlog is
-queued at once, as after an outage), all at the sink after the first stored, messages/s, and the database
+queued at once, as after an outage; it also prints both times from the commit itself, since the
+workers start while the commit's one enqueue per message still runs), all at the sink after the
+first stored, messages/s, and the database
 queries per message, counted in-process (the same stage functions, run synchronously, since a query
 count cannot be taken inside the worker processes) one message per task and in batches of 20.
 The messages are imports, so they go through the bulk lane. Runs on a throwaway data dir (SQLite),
