@@ -81,7 +81,8 @@ def send(delivery_id, successes: dict | None = None) -> str:
 def send_batch(delivery_ids) -> str:
     """Stage task body for a batch of deliveries (one task per MAILGATE_SEND_BATCH due ones): each
     is claimed and sent on its own, as send(); one that raises does not stop the others (its lease
-    expires and the sweeper retries it alone), and the first error is re-raised at the end."""
+    expires and the sweeper retries it alone), and the first error is re-raised at the end, after
+    the services' last success is written (once per batch, not per send)."""
     outcomes = []
     successes: dict = {}
     with claims.EachAlone(_logged) as each:
