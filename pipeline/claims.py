@@ -57,21 +57,22 @@ def claim_message(message_id, status: str) -> Message | None:
     return message
 
 
-def claim_messages(message_ids, status: str) -> list[Message]:
+def claim_messages(message_ids, status: str, companions: bool = True) -> list[Message]:
     """Claim the messages of a batch that wait in `status`, with ONE conditional UPDATE (attempts
     bumped and committed before any work, as claim_message); returns those this worker now holds.
 
     A message that already started once (attempts > 1 after the claim) may be the one that killed
     its batch's worker: in a batch of several it is handed back (attempt count as before) and queued
     in a task of its own, so a message that crashes its worker every time ends DEAD alone and its
-    batch-mates go on. A message alone behaves exactly as claim_message."""
+    batch-mates go on. A message alone behaves exactly as claim_message. `companions=False`: the
+    messages given and no others (a message handed on at once by the stage before)."""
     ids = [str(pk) for pk in message_ids]
     if len(ids) == 1:
         message = claim_message(ids[0], status)
         messages = [message] if message is not None else []
     else:
         messages = _claim_several(ids, status)
-    if settings.MAILGATE_STAGE_COMPANIONS and all(m.attempts == 1 for m in messages):
+    if companions and settings.MAILGATE_STAGE_COMPANIONS and all(m.attempts == 1 for m in messages):
         messages += _claim_companions(status, settings.MAILGATE_STAGE_BATCH - len(messages))
     return messages
 
@@ -152,6 +153,43 @@ def crash_boundary(message: Message, status: str, stage: str):
         log.exception("%s failed for message %s", stage, message.pk)
         release_message(message, status, repr(exc))
         raise
+
+
+class EachAlone:
+    """A batch's items, each on its own: what one raises is logged and recorded by `boundary(item)`
+    (a context manager), kept, and does not stop the others; when the `with` block ends, after the
+    batch's closing work (its writes, its enqueues), the first failure is re-raised, so django-q
+    counts the task failed while the row waits for the sweeper alone.
+
+        with claims.each_message(Message.Status.STANDARDIZED, "distribute") as each:
+            for message in messages:
+                result = each(message, work, message)  # None when it raised
+    """
+
+    def __init__(self, boundary):
+        self.boundary = boundary
+        self.failures: list[Exception] = []
+
+    def __call__(self, item, work, *args):
+        try:
+            with self.boundary(item):
+                return work(*args)
+        except Exception as exc:
+            self.failures.append(exc)
+            return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None and self.failures:
+            raise self.failures[0]
+        return False
+
+
+def each_message(status: str, stage: str) -> EachAlone:
+    """EachAlone for a message stage: each message inside its crash_boundary."""
+    return EachAlone(lambda message: crash_boundary(message, status, stage))
 
 
 def claim_delivery(delivery_id) -> Delivery | None:

@@ -48,3 +48,14 @@ def messages_stored(viewer_ids, event_type: str, message_ids, account_id=None) -
     if ids:
         realtime.publish(viewer_ids, event_type, {"ids": ids if len(ids) <= MAX_IDS else [], "many": len(ids) > MAX_IDS,
                                          "account": account_id})
+
+
+def messages_changed(messages, event_type: str) -> None:
+    """One hint (messages_stored) per audience for a batch of messages: per account, or per owner
+    of mail without one. A message page refreshes on its id among `ids`, deliveries included."""
+    audiences: dict = {}
+    for message in messages:
+        audiences.setdefault((message.account_id, None if message.account_id else message.owner_id),
+                             []).append(message)
+    for (account_id, _), group in audiences.items():
+        messages_stored(group[0].viewer_ids(), event_type, [m.pk for m in group], account_id)

@@ -9,6 +9,7 @@ targets de-duplicate by the delivery id (Idempotency-Key); the DB marks each del
 """
 
 import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -62,8 +63,9 @@ def _finish(delivery: Delivery, kind, detail: str, service_fields=None, **fields
     return done
 
 
-def send(delivery_id) -> str:
-    """Stage task body; returns what happened (for logs and tests)."""
+def send(delivery_id, successes: dict | None = None) -> str:
+    """Stage task body; returns what happened (for logs and tests). `successes`: a batch's
+    {service id: time of its last success}, written once at the batch's end (see send_batch)."""
     delivery = claims.claim_delivery(delivery_id)
     if delivery is not None:
         group = [delivery]
@@ -73,25 +75,37 @@ def send(delivery_id) -> str:
         group = []
     if not group:
         return "skipped"
-    return _send_group(group)
+    return _send_group(group, successes)
 
 
 def send_batch(delivery_ids) -> str:
     """Stage task body for a batch of deliveries (one task per MAILGATE_SEND_BATCH due ones): each
     is claimed and sent on its own, as send(); one that raises does not stop the others (its lease
-    expires and the sweeper retries it alone), and the first error is re-raised at the end."""
-    outcomes, failures = [], []
-    for delivery_id in delivery_ids:
-        try:
-            outcomes.append(send(delivery_id))
-        except Exception as exc:
-            log.exception("send failed for delivery %s", delivery_id)
-            failures.append(exc)
-    if failures:
-        raise failures[0]
+    expires and the sweeper retries it alone), and the first error is re-raised at the end, after
+    the services' last success is written (once per batch, not per send)."""
+    outcomes = []
+    successes: dict = {}
+    with claims.EachAlone(_logged) as each:
+        for delivery_id in delivery_ids:
+            if (outcome := each(delivery_id, send, delivery_id, successes)) is not None:
+                outcomes.append(outcome)
+        # Services' last success, once per batch instead of once per send: a row every worker
+        # sending through the service writes, so also locked once instead of with every delivery.
+        for service_id, at in successes.items():
+            Service.objects.filter(pk=service_id).update(last_success_at=at)
     if len(outcomes) == 1:
         return outcomes[0]
     return ", ".join(f"{name} {outcomes.count(name)}" for name in sorted(set(outcomes)))
+
+
+@contextmanager
+def _logged(delivery_id):
+    """A send's error boundary in a batch: the delivery's lease brings it back to the sweeper."""
+    try:
+        yield
+    except Exception:
+        log.exception("send failed for delivery %s", delivery_id)
+        raise
 
 
 def _each(group: list[Delivery], record) -> str:
@@ -99,7 +113,7 @@ def _each(group: list[Delivery], record) -> str:
     return [record(delivery) for delivery in group][0]
 
 
-def _send_group(group: list[Delivery]) -> str:
+def _send_group(group: list[Delivery], successes: dict | None = None) -> str:
     """Send one message - the delivery's own, or for a digest one made of the whole group's - and
     record the outcome on every delivery of the group. Returns the first delivery's outcome."""
     now = clock.now()
@@ -138,9 +152,11 @@ def _send_group(group: list[Delivery]) -> str:
         outgoing_sending.record_failure(service, error)
     else:
         now = clock.now()
+        if successes is not None:
+            successes[service.pk] = now
         for i, delivery in enumerate(group):
             _finish(delivery, Event.Kind.SENT, (f"remote id {remote_id}" if remote_id else "sent") + grouped,
-                    service_fields={"last_success_at": now} if i == 0 else None,
+                    service_fields={"last_success_at": now} if i == 0 and successes is None else None,
                     status=Delivery.Status.SENT, remote_id=str(remote_id or "")[:500], sent_at=now, last_error="")
         return "sent"
     delay = backoff_seconds(first.attempts, error.retry_after)

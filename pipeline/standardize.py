@@ -6,6 +6,7 @@ admits one worker, attachment ids are derived from (message, position) and the r
 """
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone as dt_timezone
@@ -14,13 +15,14 @@ from django.conf import settings
 from django.db import transaction
 
 from mailgate import storage
-from pipeline import audit, claims, clock, events, loops, parsing, queue, threads
+from pipeline import audit, claims, clock, distribute, events, loops, parsing, queue, threads
 from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
 from pipeline.parsing.filenames import safe_filename
 from pipeline.queue import Stage
 from pipeline.semantic import embed as embedding
 
+log = logging.getLogger(__name__)
 
 
 def parse(raw: bytes):
@@ -164,10 +166,17 @@ def standardize_batch(message_ids) -> str:
     its timeline while the others go on, and re-raised at the end). The results are written every
     MAILGATE_STAGE_BATCH_BYTES of raw mail in one short transaction: the rows, the attachments and
     the audit rows in bulk, one live event per audience, and one distribute task per batch.
-    (At most MAILGATE_STAGE_WRITE_BATCH messages per transaction, to keep the write lock short.)"""
+    (At most MAILGATE_STAGE_WRITE_BATCH messages per transaction, to keep the write lock short.)
+
+    The first message of a batch of several goes on alone: written as soon as it is parsed, and
+    once committed distributed (and its due deliveries sent) right here, by distribute's own code
+    and claims, rather than queued: while both workers of a lane parse batches, a queued
+    distribute waits for one of them (bench/pipeline.py --backlog: the first webhook left after
+    each worker had standardized and then distributed 100 messages). The rest of the batch
+    follows as above. A message alone is handed on through the queue, where a free worker takes
+    it at once."""
     messages = claims.claim_messages(message_ids, Message.Status.RECEIVED)
     outcomes: list[str] = []
-    failures: list[Exception] = []
     list_ids: dict = {}
 
     def list_ids_of(owner_id):
@@ -176,24 +185,24 @@ def standardize_batch(message_ids) -> str:
         return list_ids[owner_id]
 
     pending, pending_bytes = [], 0
-    for message in messages:
-        try:
-            with claims.crash_boundary(message, Message.Status.RECEIVED, "standardize"):
-                pending.append(_parse_one(message, list_ids_of))
-        except Exception as exc:  # recorded by crash_boundary; the sweeper retries it alone
-            failures.append(exc)
-            continue
-        pending_bytes += message.size or 0
-        # Written in short transactions: on SQLite each holds the one write lock that the live
-        # lane's sync and stages wait for (a batch of 50 in one transaction delayed a push by
-        # seconds under load).
-        if pending_bytes >= settings.MAILGATE_STAGE_BATCH_BYTES or len(pending) >= settings.MAILGATE_STAGE_WRITE_BATCH:
+    head = len(messages) > 1  # the first message parsed goes on alone (see above)
+    # A storage error is that message's crash: recorded, the others go on, the sweeper retries it.
+    with claims.each_message(Message.Status.RECEIVED, "standardize") as each:
+        for message in messages:
+            parsed = each(message, _parse_one, message, list_ids_of)
+            if parsed is None:
+                continue
+            pending.append(parsed)
+            pending_bytes += message.size or 0
+            # Written in short transactions: on SQLite each holds the one write lock that the live
+            # lane's sync and stages wait for (a batch of 50 in one transaction delayed a push by
+            # seconds under load).
+            if (head or pending_bytes >= settings.MAILGATE_STAGE_BATCH_BYTES
+                    or len(pending) >= settings.MAILGATE_STAGE_WRITE_BATCH):
+                outcomes += _write(pending, hand_on_now=head)
+                pending, pending_bytes, head = [], 0, False
+        if pending:
             outcomes += _write(pending)
-            pending, pending_bytes = [], 0
-    if pending:
-        outcomes += _write(pending)
-    if failures:
-        raise failures[0]
     if len(message_ids) == 1:
         return outcomes[0] if outcomes else "skipped"
     counts: dict = {}
@@ -202,8 +211,9 @@ def standardize_batch(message_ids) -> str:
     return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "skipped"
 
 
-def _write(batch: list[_Parsed]) -> list[str]:
-    """Write one batch's results in one transaction; returns each message's outcome."""
+def _write(batch: list[_Parsed], hand_on_now: bool = False) -> list[str]:
+    """Write one batch's results in one transaction; returns each message's outcome.
+    `hand_on_now`: distribute the standardized ones here once committed, instead of queueing them."""
     now = clock.now()
     outcomes, rows, attachments, onward, done = [], [], [], [], []
     with transaction.atomic():
@@ -243,10 +253,24 @@ def _write(batch: list[_Parsed]) -> list[str]:
         if attachments:
             Attachment.objects.bulk_create(attachments, ignore_conflicts=True)
         audit.record_all(rows)
-        queue.enqueue_on_commit(Stage.DISTRIBUTE, onward)
+        if not hand_on_now:
+            queue.enqueue_on_commit(Stage.DISTRIBUTE, onward)
         embedding.queue_after_standardize(done)  # searchable by meaning moments later
         _publish(done)
+        if hand_on_now and onward:  # last: its live events go out before the next stage's
+            transaction.on_commit(lambda: _distribute_now(onward))
     return outcomes
+
+
+def _distribute_now(message_ids) -> None:
+    """Distribute messages this task just standardized, in this task (their claims and crash
+    boundary are distribute's own). A failure there is recorded on the message by distribute and
+    does not fail this batch: the message waits STANDARDIZED under distribute's claim, and the
+    sweeper queues it after the deadline, as for a failed distribute task."""
+    try:
+        distribute.distribute_batch(message_ids, handed_on=True)
+    except Exception:
+        log.warning("distribute of %s, handed on by standardize, failed; the sweeper retries it", message_ids)
 
 
 def _publish(messages: list[Message]) -> None:
@@ -254,14 +278,8 @@ def _publish(messages: list[Message]) -> None:
     subject shows at once); a batch as one hint per audience (account, or owner without one)."""
     if len(messages) == 1:
         events.message_new(messages[0])
-        return
-    audiences: dict = {}
-    for message in messages:
-        audiences.setdefault((message.account_id, None if message.account_id else message.owner_id),
-                             []).append(message.pk)
-    for (account_id, owner_id), ids in audiences.items():
-        viewers = Message(account_id=account_id, owner_id=owner_id).viewer_ids()
-        events.messages_stored(viewers, "message.new", ids, account_id)
+    else:
+        events.messages_changed(messages, "message.new")
 
 
 def _count(n: int, noun: str) -> str:
