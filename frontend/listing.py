@@ -224,7 +224,8 @@ def listed_page(user, params, hits, cursor, limit) -> list[dict]:
     (arrived_at, id) pairs): their head is read in growing slices, through the request's filters,
     until a page is full, so a page costs what it shows, not what matched."""
     if cursor is not None:
-        hits = [hit for hit in hits if hit < cursor]  # the (arrived_at, id) order of the pages
+        after = (search.micros(cursor[0]), cursor[1])
+        hits = [hit for hit in hits if hit < after]  # the (arrived_at, id) order of the pages
     rows, start, step = [], 0, 2 * limit + 2
     while start < len(hits) and len(rows) <= limit:
         chunk = search.Listed(search.ids_in([ident for _arrived, ident in hits[start:start + step]]))
