@@ -25,6 +25,7 @@ Words joined by punctuation ("LIVE-B", "report-299.pdf") stay together as a phra
 """
 
 import json
+import math
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -220,7 +221,7 @@ def _postgres_matching(phrases, text: str, user) -> Q:
         scope_params = [access.account_ids(user), user.pk]
     with connection.cursor() as cursor:
         found = None
-        if _estimated_rows(cursor, condition, query) < DENSE_ESTIMATE:
+        if _estimated_matches(cursor, condition, query) < DENSE_ESTIMATE:
             # OFFSET 0 keeps the scope test outside: the planner would otherwise AND the GIN
             # index's matches with every row of the accounts, read from their index.
             # The time as integer microseconds: loading 10,000 timestamps with their time zone
@@ -248,6 +249,19 @@ def _postgres_matching(phrases, text: str, user) -> Q:
 def micros(moment: datetime) -> int:
     """A time as whole microseconds since the epoch (Listed.hits' order key), exactly."""
     return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def _estimated_matches(cursor, condition: str, query: str) -> float:
+    """The planner's estimate of the matches. For several words it assumes they occur independently,
+    but words of one message go together (a long mail holds more of every word): "budget deadl" has
+    2.6 times the matches it expects at 200,000. The geometric mean with the rarest word's count (a
+    bound the matches cannot exceed) corrects for much of that."""
+    estimate = _estimated_rows(cursor, condition, query)
+    parts = query.split(" & ")  # tsquery() joins the tokens so
+    if len(parts) > 1 and estimate < DENSE_ESTIMATE:
+        rarest = min(_estimated_rows(cursor, condition, part) for part in parts)
+        estimate = math.sqrt(max(estimate, 1) * rarest)
+    return estimate
 
 
 def _estimated_rows(cursor, condition: str, query: str) -> float:
