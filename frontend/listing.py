@@ -207,7 +207,7 @@ def message_page(user, params) -> Page:
     query = params.get("q", "").strip()
     match = search.matching(query, user) if query else None
     if isinstance(match, search.Listed):
-        found = listed_page(user, params, match.hits, cursor, limit)
+        found = listed_page(user, params, match, cursor, limit)
         scopes = []
     for scope in scopes:
         for row in _scope_page(filtered(user, params, scope, match).values(*ROW_FIELDS), cursor, limit):
@@ -219,16 +219,18 @@ def message_page(user, params) -> Page:
     return Page(rows=found, next_cursor=encode_cursor(found[-1]) if more and found else None)
 
 
-def listed_page(user, params, hits, cursor, limit) -> list[dict]:
-    """Up to limit + 1 rows after `cursor` among search matches listed newest first (search.Listed:
-    (arrived_at, id) pairs): their head is read in growing slices, through the request's filters,
-    until a page is full, so a page costs what it shows, not what matched."""
-    if cursor is not None:
-        after = (search.micros(cursor[0]), cursor[1])
-        hits = [hit for hit in hits if hit < after]  # the (arrived_at, id) order of the pages
-    rows, start, step = [], 0, 2 * limit + 2
-    while start < len(hits) and len(rows) <= limit:
-        chunk = search.Listed(search.ids_in([ident for _arrived, ident in hits[start:start + step]]))
+def listed_page(user, params, listed, cursor, limit) -> list[dict]:
+    """Up to limit + 1 rows after `cursor` among search matches listed newest first (search.Listed):
+    their head is read in growing slices, through the request's filters, until a page is full, so
+    a page costs what it shows, not what matched."""
+    start = 0
+    if cursor is not None:  # the first match after the cursor, in the (arrived_at, id) order of pages
+        after = (search.micros(cursor[0]), str(cursor[1]))  # a UUID's text sorts as the UUID does
+        while start < len(listed.ids) and (listed.times[start], listed.ids[start]) >= after:
+            start += 1
+    rows, step = [], 2 * limit + 2
+    while start < len(listed.ids) and len(rows) <= limit:
+        chunk = search.Listed(search.ids_in(listed.ids[start:start + step]))
         rows += _scope_page(filtered(user, params, None, chunk).values(*ROW_FIELDS), None, limit - len(rows))
         start, step = start + step, step * 4
     return rows[: limit + 1]
