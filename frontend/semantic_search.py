@@ -82,11 +82,22 @@ def _text_ranking(user, words: list[str], every: bool, limit: int = CANDIDATES) 
     if connection.vendor == "sqlite":
         quoted = ['"' + word.replace('"', '""') + '"' for word in words]
         match = (" AND " if every else " OR ").join(quoted)
-        sql = (f"SELECT m.id FROM {search.SQLITE_FTS} f JOIN pipeline_message m ON m.rowid = f.rowid "
-               f"WHERE {search.SQLITE_FTS} MATCH %s AND {scope_sql} "
-               # Weights per column (message_id, subject, sender, body): the subject says the most.
-               f"ORDER BY bm25({search.SQLITE_FTS}, 0, 4, 2, 1) LIMIT {int(limit)}")
+        # Weights per column (message_id, subject, sender, body): the subject says the most.
+        fts, rank = search.SQLITE_FTS, f"bm25({search.SQLITE_FTS}, 0, 4, 2, 1)"
+        # Ranked inside FTS5 first, and only the best few hundred read from the message table:
+        # joining every match cost ~40 % more CPU for frequent words (200,000 messages). Should
+        # other users' mail crowd the user's out of that head, the whole query answers below.
+        head = (f"SELECT m.id FROM (SELECT rowid, {rank} AS score FROM {fts} WHERE {fts} MATCH %s ORDER BY score "
+                f"LIMIT {int(limit) * 4}) f JOIN pipeline_message m ON m.rowid = f.rowid WHERE {scope_sql} "
+                f"ORDER BY f.score LIMIT {int(limit)}")
         params = [match, *accounts, user.pk]
+        with connection.cursor() as cursor:
+            cursor.execute(head, params)
+            found = cursor.fetchall()
+        if len(found) == limit:
+            return [uuid.UUID(str(row[0])).hex for row in found]
+        sql = (f"SELECT m.id FROM {fts} f JOIN pipeline_message m ON m.rowid = f.rowid "
+               f"WHERE {fts} MATCH %s AND {scope_sql} ORDER BY {rank} LIMIT {int(limit)}")
     elif connection.vendor == "postgresql":
         document = search.POSTGRES_DOCUMENT.replace("pipeline_message.", "m.")
         query = (" & " if every else " | ").join(word.lower() for word in words)
