@@ -14,7 +14,8 @@ after the rows, as `frontend.search.install` builds it for an existing database.
 The text is generated to look like mail: a Zipf-distributed vocabulary of ~20,000 words (a few
 common ones used by the searches below), bodies of lognormal length, senders, threads of one to
 dozens of messages, 70 % read, 5 % flagged, one IMAP location each. Requests go through Django's
-test Client (URL routing, auth, JSON encoding included; no network). Aims: p95 <= 50 ms for a page and a thread, <= 100 ms for a search.
+test Client (URL routing, auth, JSON encoding included; no network). Aims: p95 <= 50 ms for a
+page and a thread, <= 100 ms for a search.
 
 The machine may be shared with other work: the figures printed are absolute, one run's.
 """
