@@ -12,7 +12,10 @@ was sent, but the address and the error texts, and a retry, are the service owne
 (manages_delivery). Refusals of what a user can see but not do are NotAllowed (403).
 """
 
+from contextvars import ContextVar
+
 from django.db.models import Q
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.http import Http404
 
 from imap.models import Account, Folder
@@ -35,10 +38,63 @@ def owned_accounts(user):
     return Account.objects.filter(owner=user)
 
 
+# Per request (RequestCache below), what several helpers read back about the user: an inbox page
+# asks for the account ids once per scope, and a ranked search several times more. None outside a
+# request (workers, the websocket consumer, tests calling helpers directly): always read afresh.
+_request_cache: ContextVar[dict | None] = ContextVar("access_request_cache", default=None)
+
+
+class RequestCache:
+    """Middleware: one cache of access answers for the duration of each request."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _request_cache.set({})
+        try:
+            return self.get_response(request)
+        finally:
+            _request_cache.reset(token)
+
+
+def cached(key, compute):
+    """compute() once per request for `key`; every call outside a request."""
+    cache = _request_cache.get()
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def _forget(**_kwargs):
+    # A request that changes who sees an account (or its folders) reads the new answer afterwards.
+    cache = _request_cache.get()
+    if cache:
+        cache.clear()
+
+
+post_save.connect(_forget, sender=Account, dispatch_uid="access_forget_account_saved")
+post_delete.connect(_forget, sender=Account, dispatch_uid="access_forget_account_deleted")
+post_save.connect(_forget, sender=Folder, dispatch_uid="access_forget_folder_saved")
+post_delete.connect(_forget, sender=Folder, dispatch_uid="access_forget_folder_deleted")
+m2m_changed.connect(_forget, sender=Account.members.through, dispatch_uid="access_forget_members")
+
+
 def account_ids(user) -> list[int]:
     # Materialised once per request: a short literal IN list keeps the message queries on their
     # indexes, where an OR with a subquery would make the planners scan.
-    return list(accounts(user).values_list("pk", flat=True))
+    if not user.is_authenticated:
+        return []
+    return cached(("account_ids", user.pk), lambda: list(accounts(user).values_list("pk", flat=True)))
+
+
+def trash_folder_ids(user) -> list[int]:
+    """The Trash folder of each account `user` sees (imap.trash), once per request."""
+    from imap import trash
+
+    return cached(("trash", user.pk), lambda: trash.folder_ids(account_ids(user)))
 
 
 def message_filter(user) -> Q:

@@ -9,7 +9,6 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from frontend import access, actions, listing, semantic_search, serializers, throughput, wording
-from imap import trash
 from mailgate.realtime import current_seq
 from pipeline.models import Delivery
 
@@ -81,7 +80,7 @@ def message_counts(request):
 def folders(request):
     """The sidebar: each folder of the user's accounts with its unread count, Trash marked."""
     unread = listing.folder_unread(request.user)
-    trash_ids = set(trash.folder_ids(access.account_ids(request.user)))
+    trash_ids = set(access.trash_folder_ids(request.user))
     rows = access.folders(request.user).filter(present=True, selectable=True).order_by("account_id", "name")
     return JsonResponse({"results": [{"id": f.pk, "account": f.account_id, "name": f.name,
                                       "unread": unread.get(f.pk, 0), "trash": f.pk in trash_ids} for f in rows]})

@@ -18,7 +18,6 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
 from frontend import access, downloads, reader, serializers
-from imap import trash
 from mailgate import storage
 from mailgate.realtime import current_seq
 from pipeline.parsing.message import parse_message
@@ -121,7 +120,7 @@ def _add_account_url(user) -> str:
 def inbox(request):
     accounts = list(access.accounts(request.user).prefetch_related("folders").order_by("display_name", "pk"))
     return _page(request, "frontend/inbox.html", accounts=accounts,
-                 trash_ids=trash.folder_ids(access.account_ids(request.user)),
+                 trash_ids=access.trash_folder_ids(request.user),
                  inbox_data={"archive": _archive_folders(accounts), "addAccountUrl": _add_account_url(request.user)},
                  add_account_url=_add_account_url(request.user))
 

@@ -423,3 +423,23 @@ def test_there_is_no_password_reset_form_to_make_the_host_send_mail(client, alic
     client.force_login(alice)
     assert client.get("/accounts/password_change/").status_code == 200
     assert client.post(reverse("logout")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_request_reads_the_users_accounts_once_and_sees_a_change_it_makes(alice, bob):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from frontend import access
+
+    account = account_row(alice)
+    stored_message(alice, account, subject="Hello", text="hello there")
+    with CaptureQueriesContext(connection) as queries:
+        assert logged_in(alice).get(reverse("frontend:api_messages"), {"q": "hello"}).status_code == 200
+    assert len([q for q in queries if 'FROM "imap_account"' in q["sql"]]) == 1  # once, not once per scope
+
+    bobs = account_row(bob)
+    seen = access.RequestCache(lambda _request: (access.account_ids(alice), bobs.members.add(alice),
+                                                 access.account_ids(alice)))(None)
+    assert seen[0] == [account.pk] and sorted(seen[2]) == sorted([account.pk, bobs.pk])
+    assert access.account_ids(alice) == seen[2]  # outside a request: read afresh, nothing kept

@@ -192,6 +192,43 @@ def test_installing_the_search_index_again_is_harmless(alice_client, alice, acco
     assert subjects(list_messages(alice_client, q="gamma")) == ["Twice"]
 
 
+@pytest.mark.parametrize("sparse_matches", [10_000, 1])
+def test_search_pages_are_the_same_whether_matches_are_listed_or_tested_row_by_row(
+        alice_client, alice, bob, account, monkeypatch, sparse_matches):
+    # PostgreSQL hands the inbox's queries the ids of up to SPARSE_MATCHES matches and tests each
+    # row's vector above that (frontend/search.py): both ways give the same pages.
+    monkeypatch.setattr(search, "SPARSE_MATCHES", sparse_matches)
+    for n in range(4):
+        stored_message(alice, account, subject=f"Renewal {n}", text="the contract renewal")
+    named = stored_message(alice, account, subject="Scan", text="see attached")
+    make_attachment(named, filename="renewal-2025.pdf", content_type="application/pdf", content=b"%PDF-1.4")
+    stored_message(alice, account, subject="Thrown away", text="renewal", folder="Trash")
+    stored_message(alice, account, subject="Other", text="nothing to see")
+    stored_message(bob, account_row(bob), subject="Bob's renewal", text="renewal")
+    stored_message(alice, None, subject="Imported renewal", text="from the old mailbox")
+
+    first = list_messages(alice_client, q="renewal", limit=3)
+    rest = list_messages(alice_client, q="renewal", limit=3, cursor=first["next_cursor"])
+    assert subjects(first) + subjects(rest) == ["Imported renewal", "Scan", "Renewal 3", "Renewal 2", "Renewal 1",
+                                                "Renewal 0"]
+    assert rest["next_cursor"] is None
+    assert subjects(list_messages(alice_client, q="contract renew")) == [f"Renewal {n}" for n in (3, 2, 1, 0)]
+    assert subjects(list_messages(alice_client, q="renewal", unread="1", account=account.pk, limit=2)) == [
+        "Scan", "Renewal 3"]
+    assert alice_client.get(reverse("frontend:api_message_counts"), {"q": "renewal"}).json()["total"] == 6
+
+
+def test_a_filtered_search_reads_past_the_matches_its_filters_hide(alice_client, alice, account):
+    stored_message(alice, account, subject="Old unread", text="kiwi")
+    for n in range(9):
+        stored_message(alice, account, subject=f"Read {n}", text="kiwi", flags=("\\Seen",))
+    page = list_messages(alice_client, q="kiwi", unread="1", limit=1)
+    assert subjects(page) == ["Old unread"] and page["next_cursor"] is None
+    first = list_messages(alice_client, q="kiwi", limit=4)
+    rest = list_messages(alice_client, q="kiwi", limit=10, cursor=first["next_cursor"])
+    assert subjects(first) + subjects(rest) == [f"Read {n}" for n in range(8, -1, -1)] + ["Old unread"]
+
+
 def test_live_refresh_by_id_returns_only_rows_matching_the_filters(alice_client, alice, account):
     read = stored_message(alice, account, subject="read", flags=["\\Seen"])
     unread = stored_message(alice, account, subject="unread")

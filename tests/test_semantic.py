@@ -183,6 +183,26 @@ def test_an_unknown_mode_is_a_clear_400(client, alice):
     assert response.json() == {"error": "mode must be one of: hybrid, text, semantic"}
 
 
+def test_ranked_results_page_through_one_ranking_without_repeats(client, alice, mailbox):
+    client.force_login(alice)
+    whole = search(client, "password lunch budget booking", "hybrid")
+    seen, cursor = [], None
+    while True:
+        params = {"q": "password lunch budget booking", "mode": "hybrid", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get(reverse("frontend:api_messages"), params).json()
+        assert len(page["results"]) <= 2
+        seen += [row["subject"] for row in page["results"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == whole and len(whole) >= 3
+    for bad in ("x", "WyJyYW5rIiwgNSwgM10", "WyJyYW5rIiwgLTEsIDEwMF0"):  # junk; 5 beyond depth 3; -1
+        response = client.get(reverse("frontend:api_messages"), {"q": "x", "mode": "hybrid", "cursor": bad})
+        assert response.status_code == 400 and response.json() == {"error": "invalid cursor"}
+
+
 def test_hybrid_search_keeps_the_requests_filters(client, alice):
     work, home = account_row(alice), account_row(alice, name="Home")
     stored_message(alice, work, subject="Hosting invoice March", text="Amount due for servers")
