@@ -15,8 +15,11 @@ Bugs raise, so they show up as failed tasks.
 
 from __future__ import annotations
 
+import logging
+import time
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Count, Min
 from django.utils import timezone
 from django_q.models import Schedule
@@ -26,10 +29,31 @@ from imap.models import Account, Folder, IdleSession
 from mailgate import metrics, schedules
 
 SCHEDULE_NAME = "imap: sync all accounts"
+log = logging.getLogger(__name__)
+
+
+# A sync_folder task that fails on the database leaves nothing queued while the folder's marker
+# still says "queued", so every push is coalesced into nothing until the marker turns stale
+# (MAILGATE_SYNC_PENDING_STALE, 10 minutes). A database restart lasts seconds: the task waits
+# it out (1 + 2 + 4 + 8 s, well inside the task timeout) and redoes the sync, which is
+# idempotent (stored UIDs are never fetched again).
+DATABASE_RETRY_DELAYS = (1, 2, 4, 8)
 
 
 def sync_folder(account_id: int, folder_name: str, flags_only: bool = False) -> dict:
     """Sync one folder of one account now (the task queued by queue.enqueue_folder_sync)."""
+    for delay in DATABASE_RETRY_DELAYS:
+        try:
+            return _sync_folder(account_id, folder_name, flags_only)
+        except (OperationalError, InterfaceError):
+            log.warning("sync of %s/%s met a database error; trying again in %s s", account_id, folder_name,
+                        delay, exc_info=True)
+            connections.close_all()  # the broken connection; the next query opens a fresh one
+            time.sleep(delay)
+    return _sync_folder(account_id, folder_name, flags_only)  # the last try: its error fails the task
+
+
+def _sync_folder(account_id: int, folder_name: str, flags_only: bool) -> dict:
     pending = queue.take_pending(account_id, folder_name)
     flags_only = flags_only and pending != Folder.SyncPending.FULL
     account = Account.objects.filter(pk=account_id).first()

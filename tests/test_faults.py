@@ -598,3 +598,35 @@ def test_two_syncs_storing_a_new_accounts_folders_at_once_both_succeed(alice, mo
     monkeypatch.setattr(Folder.objects, "filter", other_sync_creates_it_meanwhile)
     [row] = folders.store(account, infos)
     assert row.name == "INBOX" and Folder.objects.filter(account=account).count() == 1
+
+
+def test_a_folder_sync_task_that_meets_a_restarting_database_waits_it_out_and_syncs(
+        alice, dovecot, mail_user, monkeypatch):
+    """Found by the PostgreSQL-restart test: a sync_folder task that failed on its first query
+    left the folder marked "sync queued" with no task behind it, so the pushes of the next
+    10 minutes were coalesced into nothing and 4 of 15 new messages waited for the stale marker."""
+    from django.db import OperationalError
+
+    from imap import queue
+    from imap import tasks as imap_tasks
+
+    account = dovecot_account(alice, dovecot, mail_user)
+    sync(account)  # the folder exists and its history is in
+    for n in range(3):
+        dovecot.append(mail_user.name, "INBOX", eml(subject=f"After the restart {n}"))
+    assert queue.enqueue_folder_sync(account.pk, "INBOX", reason="push")  # the marker is set
+    monkeypatch.setattr(imap_tasks, "DATABASE_RETRY_DELAYS", (0.01, 0.01))
+    real_take, calls = queue.take_pending, []
+
+    def restarting(*args):  # the one seam: the task's first query meets the restart
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("the database system is shutting down")
+        return real_take(*args)
+
+    monkeypatch.setattr(queue, "take_pending", restarting)
+    report = imap_tasks.sync_folder(account.pk, "INBOX")
+    assert len(calls) == 2 and report["errors"] == []
+    assert Message.objects.filter(subject__startswith="After the restart").count() == 3
+    # The marker is cleared, so the next push queues a task again.
+    assert Folder.objects.get(account=account, name="INBOX").sync_pending == Folder.SyncPending.NONE
