@@ -239,7 +239,11 @@ class FolderSync:
                 refresh_message_flags(self.account, {loc.message_id for loc in changed}, gmail=gmail)
 
     def _find_expunged(self, state, known_up_to: int, new_count: int) -> None:
-        live = self._live()
+        # Only what this sync knew: a location above known_up_to was stored by a sync of the same
+        # folder running beside this one (a push's task next to a scheduled or retried one), and
+        # a search of 1:known_up_to cannot see it. Judged by that search, 50 messages of a first
+        # sync interrupted by a PostgreSQL restart were marked deleted while still on the server.
+        live = self._live().filter(uid__lte=known_up_to)
         if live.count() + new_count == state["exists"]:
             return  # every message we know is still there (counts match, see docs/sync.md)
         present = set(self._search_uids(f"1:{known_up_to}")) if state["exists"] else set()

@@ -630,3 +630,24 @@ def test_a_folder_sync_task_that_meets_a_restarting_database_waits_it_out_and_sy
     assert Message.objects.filter(subject__startswith="After the restart").count() == 3
     # The marker is cleared, so the next push queues a task again.
     assert Folder.objects.get(account=account, name="INBOX").sync_pending == Folder.SyncPending.NONE
+
+
+def test_a_sync_that_read_the_folder_before_another_stored_more_marks_nothing_deleted(alice, dovecot, mail_user):
+    """Found by the PostgreSQL-restart test: two syncs of one folder at once (a retried task next
+    to a push's), the second reading the folder's highest UID before the first stored more. Its
+    expunge check compared every stored location with a search of the UIDs it knew, and marked
+    the 50 the other sync had just stored as deleted on the server, their bodies never fetched."""
+    from imap.models import MessageLocation
+
+    fill_maildir(dovecot, mail_user, "INBOX", [(eml(subject=f"Kept {n}"), "") for n in range(12)])
+    account = dovecot_account(alice, dovecot, mail_user)
+    sync(account)
+    inbox = Folder.objects.get(account=account, name="INBOX")
+    assert inbox.highest_uid == 12 and MessageLocation.objects.filter(folder=inbox).count() == 12
+    # What the late sync saw: the folder as it was before the other sync stored its last 5.
+    Folder.objects.filter(pk=inbox.pk).update(highest_uid=7)
+    sync(account)
+    assert not MessageLocation.objects.filter(folder=inbox, expunged_at__isnull=False).exists()
+    assert not Message.objects.filter(status=Message.Status.GONE).exists()
+    assert MessageLocation.objects.filter(folder=inbox).count() == 12
+    assert Folder.objects.get(pk=inbox.pk).highest_uid == 12
