@@ -13,7 +13,7 @@ from imap.models import Account
 from pipeline.models import Message
 from tests.builders import eml
 from tests.servers import procs
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.servers.browser import login, off_the_event_loop, open_live, screenshot_path
 from tests.servers.oauth_fixtures import oauth_env, oauth_mail
 from tests.servers.ports import HOST, free_port
 from tests.servers.waiting import eventually
@@ -178,8 +178,7 @@ def test_connect_with_a_provider_in_the_browser_adds_the_account_and_its_inbox_f
     assert "Connected " + oauth_user in page.locator(".acc-msg.success").inner_text()
     screenshots(page, request, "connected")
 
-    page.goto(f"{web.url}/")
-    page.wait_for_selector("body[data-ws=open]")
+    open_live(page, web, "/")
     start_worker(web, **env)  # runs the first sync the callback queued
     for n in range(3):
         page.wait_for_selector(f"tr.message-row >> text=OAuth {100 + n}", timeout=30_000)

@@ -27,7 +27,7 @@ from pipeline.models import Delivery, Event, Message, Subscriber, Subscription
 from tests.builders import account_row, dovecot_account, eml, fill_maildir, ingest, route_everything, smtp_service, sync
 from tests.servers import postgres, procs
 from tests.servers.dovecot import Dovecot
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.servers.browser import off_the_event_loop, open_live, screenshot_path
 from tests.servers.http import Response
 from tests.servers.redis import RedisServer
 from tests.servers.waiting import eventually
@@ -362,9 +362,7 @@ def test_redis_down_for_a_while_the_open_inbox_shows_it_reconnecting_then_catche
                                    **WORKER_ENV))
         account = off_the_event_loop(dovecot_account, alice, dovecot, mail_user)
         off_the_event_loop(sync, account)  # connected while empty
-        login(page, alice)
-        page.goto(web.url + "/")
-        page.wait_for_selector("body[data-ws=open]")
+        open_live(page, web, "/", user=alice)
         navigations = []
         page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
 

@@ -15,7 +15,7 @@ from mailgate.realtime import publish_for_message
 from pipeline import audit
 from pipeline.models import Delivery, Event
 from tests.builders import account_row, failed_delivery, stored_message
-from tests.servers.browser import login, off_the_event_loop, screenshot_path
+from tests.servers.browser import off_the_event_loop, open_live, screenshot_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -37,9 +37,7 @@ def test_the_pipeline_page_speaks_plainly_and_offers_retry_for_retrying_deliveri
     context = browser.new_context(viewport={"width": width, "height": 900})
     try:
         page = context.new_page()
-        login(page, alice)
-        page.goto(f"{live_web.url}/pipeline/")
-        page.wait_for_selector("body[data-ws=open]")
+        open_live(page, live_web, "/pipeline/", user=alice)
         page.wait_for_selector(f"#accounts tr[data-id='{account.pk}']")
         page.wait_for_selector(f"#failing tr[data-id='{waiting.pk}']")
 
@@ -83,9 +81,7 @@ def test_throughput_and_the_last_24_hours_follow_the_pipeline_live(browser, live
     context = browser.new_context(viewport={"width": width, "height": 900})
     try:
         page = context.new_page()
-        login(page, alice)
-        page.goto(f"{live_web.url}/pipeline/")
-        page.wait_for_selector("body[data-ws=open]")
+        open_live(page, live_web, "/pipeline/", user=alice)
         page.wait_for_selector("#throughput tr[data-figure=received]")
 
         def figure(name, column):
