@@ -210,6 +210,34 @@ def backfill(dovecot, name: str, count: int, wait: bool):
     return count / (time.monotonic() - started), account
 
 
+# The audit rows of a relayed message, in pipeline order: where its time went, stage by stage.
+STAGE_EVENTS = ("fetched", "received", "standardized", "distributed", "sending", "sent")
+
+
+def print_stage_gaps(account, appended: dict[str, float]) -> None:
+    """Percentiles of the time between consecutive audit rows of the measured messages (the
+    rows' `at` is stamped by the worker that wrote them): which hop a slow message waited in."""
+    from pipeline.models import Event, Message
+
+    gaps: dict[str, list[float]] = {}
+    for message in Message.objects.filter(account=account):
+        sent = next((t for mid, t in appended.items() if mid in message.message_id), None)
+        if sent is None:
+            continue
+        times = {}
+        for kind, at in Event.objects.filter(message=message).values_list("kind", "at").order_by("at"):
+            times.setdefault(kind, at.timestamp())
+        previous, previous_name = sent, "APPEND"
+        for kind in STAGE_EVENTS:
+            if kind in times:
+                gaps.setdefault(f"{previous_name} -> {kind}", []).append(times[kind] - previous)
+                previous, previous_name = times[kind], kind
+    if gaps:
+        print("stage gaps (audit rows of the measured messages):")
+        for name, values in gaps.items():
+            print(f"  {name:28s} {percentiles(values)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=200)
@@ -231,6 +259,7 @@ def main() -> None:
 
     from django.conf import settings
     from django.contrib.auth import get_user_model
+    from django.db import connection
     from django_q.models import OrmQ, Task
 
     from imap.accounts import create_account
@@ -297,12 +326,14 @@ def main() -> None:
             backfilled = Message.objects.filter(account=backfill_account, status="history")
             wait_until(lambda: backfilled.exists(), 120, "the loaded backfill started", 0.05)
         session = IdleSession.objects.filter(pk=account.pk)
+        appended: dict[str, float] = {}
         for i in range(1, args.messages + 1):
             message_id = f"latency-{i}@example.test"
             body = (f"From: bob@example.test\r\nTo: latency@example.test\r\nSubject: latency {i}\r\n"
                     f"Message-ID: <{message_id}>\r\n\r\nBody {i}.\r\n").encode()
             previous_push = session.values_list("last_push_at", flat=True).get()
             sent = time.time()
+            appended[message_id] = sent
             dovecot.append(user.name, "INBOX", body)
             raw_sent = time.time()
             dovecot.append(raw_user.name, "INBOX", body)
@@ -350,7 +381,7 @@ def main() -> None:
         watcher.stop = True
 
         print(f"messages: {args.messages}; Q_CLUSTER poll {settings.Q_CLUSTER['poll']} s; "
-              f"workers {settings.Q_CLUSTER['workers']}; SQLite; Redis channel layer; plain IMAP to loopback")
+              f"workers {settings.Q_CLUSTER['workers']}; {connection.vendor}; Redis channel layer; plain IMAP to loopback")
         print(f"raw push  (APPEND -> EXISTS, bare aioimaplib):  {percentiles(rows['raw'])}")
         print(f"push      (APPEND -> EXISTS at mailgate):       {percentiles(rows['push'])}")
         print(f"stored    (APPEND -> raw bytes stored):         {percentiles(rows['stored'])}")
@@ -370,6 +401,7 @@ def main() -> None:
         if rows["task"]:
             print(f"  push -> enqueued (IDLE manager):              {percentiles(rows['to_task'])}")
             print(f"  enqueued -> stored (queue + worker + sync):   {percentiles(rows['task'])}")
+        print_stage_gaps(account, appended)
         assert Message.objects.filter(account=account).count() == args.messages, "a message was lost or duplicated"
         if hooks is not None:
             keys = [r.header("Idempotency-Key") for r in hooks.sink.requests]

@@ -79,8 +79,7 @@ def claim_messages(message_ids, status: str, companions: bool = True) -> list[Me
 
 def _lane_filter() -> Q:
     """The messages whose work belongs to this worker's lane (pipeline.queue.lane_of, as a query)."""
-    bulk = Q(arrival=Message.Arrival.HISTORY) | Q(source=Message.Source.IMPORT)
-    return bulk if queue.current_lane() is queue.Lane.BULK else ~bulk
+    return queue.in_lane(queue.current_lane())
 
 
 def _claim_companions(status: str, limit: int) -> list[Message]:

@@ -10,6 +10,7 @@ import enum
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.brokers.orm import ORM
@@ -69,6 +70,13 @@ def lane_of(arrival: str, source: str) -> Lane:
     """The lane a message's work starts in: history (a first sync, kept but not relayed) and
     imports are bulk; everything else just arrived."""
     return Lane.BULK if arrival == "history" or source == "import" else Lane.LIVE
+
+
+def in_lane(lane: Lane, via: str = "") -> Q:
+    """lane_of as a query: the messages whose work belongs to `lane`. `via` is the lookup path
+    from the queried model to its message ("message__"; "" to filter messages themselves)."""
+    bulk = Q(**{f"{via}arrival": "history"}) | Q(**{f"{via}source": "import"})
+    return bulk if lane is Lane.BULK else ~bulk
 
 
 # django-q options per stage. save=False: no Success receipt for a stage that succeeded (failures

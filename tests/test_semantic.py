@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django_q.conf import Conf
 
 from pipeline import tasks
 from pipeline.models import Message
+from pipeline.queue import Lane
 from pipeline.semantic import chunking, index, model
 from pipeline.semantic.models import MessageVector, PendingEmbedding
 from tests.builders import account_row, eml, ingest, stored_message
@@ -129,13 +131,33 @@ def test_standardize_queues_the_embed_step_and_it_writes_vectors_with_metadata(a
     assert MessageVector.objects.count() == 1
 
 
-def test_one_embed_task_takes_the_whole_pending_batch(alice):
+def test_one_embed_task_takes_the_whole_pending_batch(alice, monkeypatch):
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", Lane.BULK.cluster)  # imports are the bulk lane's work
     messages = [ingest(alice, eml(subject=f"Note {n}", body=f"Text number {n}\n")) for n in range(3)]
     for message in messages:
         tasks.standardize(str(message.pk))
     assert tasks.embed(str(messages[1].pk)) == "embedded 3"
     assert [tasks.embed(str(m.pk)) for m in (messages[0], messages[2])] == ["skipped", "skipped"]
     assert MessageVector.objects.filter(message__in=messages).count() == 3
+
+
+def test_a_live_embed_task_leaves_a_backfills_history_to_the_bulk_lane(alice, monkeypatch):
+    # A live task that took 511 history messages along held a live worker for half a second per
+    # pushed message while a first sync ran (issue #19).
+    history = [ingest(alice, eml(subject=f"Old {n}", body=f"Archived {n}\n")) for n in range(3)]
+    live = ingest(alice, eml(subject="Just arrived", body="New text\n"))
+    for message in [*history, live]:
+        tasks.standardize(str(message.pk))
+    # As a first sync stores them: the backlog is history, the pushed message new (both IMAP).
+    account = account_row(alice)
+    Message.objects.filter(pk__in=[m.pk for m in history]).update(
+        arrival=Message.Arrival.HISTORY, source=Message.Source.IMAP, account=account)
+    Message.objects.filter(pk=live.pk).update(source=Message.Source.IMAP, account=account)
+    assert tasks.embed(str(live.pk)) == "embedded 1"
+    assert set(PendingEmbedding.objects.values_list("message_id", flat=True)) == {m.pk for m in history}
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", Lane.BULK.cluster)
+    assert tasks.embed(str(history[0].pk)) == "embedded 3"
+    assert not PendingEmbedding.objects.exists()
 
 
 def test_reindex_vectors_embeds_existing_mail_of_one_account(alice):

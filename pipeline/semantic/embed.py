@@ -54,12 +54,17 @@ def embed(message_id) -> str:
 
 def embed_batch(message_ids) -> str:
     """Task body: embed those of `message_ids` still pending, filled up to BATCH with the oldest
-    other pending messages (a task whose messages another task already took says "skipped")."""
+    other pending messages of this worker's lane (a task whose messages another task already took
+    says "skipped")."""
     mine = [str(pk) for pk in PendingEmbedding.objects.filter(message_id__in=list(message_ids))
             .values_list("message_id", flat=True)]
     if not mine:
         return "skipped"
-    others = list(PendingEmbedding.objects.exclude(message_id__in=mine).order_by("queued_at")
+    # Companions from this lane only: a live message's task that filled its batch with a backfill's
+    # history spent ~0.5 s of a live worker per pushed message on 511 old ones, and every live
+    # stage behind it waited (bench/idle_latency.py --under-load, py-spy on the live workers).
+    others = list(PendingEmbedding.objects.exclude(message_id__in=mine)
+                  .filter(queue.in_lane(queue.current_lane(), via="message__")).order_by("queued_at")
                   .values_list("message_id", flat=True)[:max(0, BATCH - len(mine))])
     count = embed_messages([*mine, *others])
     return f"embedded {count}"
