@@ -280,7 +280,8 @@ def main() -> None:
                    PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", DEBUG="0", SECRET_KEY=settings.SECRET_KEY,
                    MAILGATE_FERNET_KEYS=",".join(settings.MAILGATE_FERNET_KEYS), MAILGATE_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
         env.pop("MAILGATE_USE_TEST_DB", None)
-        env["MAILGATE_STAGE_COMPANIONS"] = "1"  # as in production (tests.settings turns it off)
+        env["MAILGATE_STAGE_COMPANIONS"] = "1"  # as in production (tests.settings turns both off)
+        env["MAILGATE_HAND_ON_ALONE"] = "1"
         if args.poll is not None:
             env["MAILGATE_QUEUE_POLL"] = str(args.poll)
             settings.Q_CLUSTER = {**settings.Q_CLUSTER, "poll": args.poll}  # for the printout

@@ -169,7 +169,8 @@ def first_sync(args) -> None:
     owner = get_user_model().objects.create_user("bench", "bench@example.test", "bench-password")
     data_dir = os.environ["MAILGATE_DATA_DIR"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", DEBUG="0", SECRET_KEY=settings.SECRET_KEY,
-               MAILGATE_FERNET_KEYS=",".join(settings.MAILGATE_FERNET_KEYS), MAILGATE_STAGE_COMPANIONS="1")
+               MAILGATE_FERNET_KEYS=",".join(settings.MAILGATE_FERNET_KEYS), MAILGATE_STAGE_COMPANIONS="1",
+               MAILGATE_HAND_ON_ALONE="1")
     with Dovecot.start() as dovecot:
         user = dovecot.add_user("real", "real-secret")
         fill_realistic(dovecot, user, args.messages)

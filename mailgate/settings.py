@@ -114,7 +114,9 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend with a write gate: the bulk lane yields the one write lock
+            # to live mail's writers (mailgate/db_sqlite3/base.py).
+            "ENGINE": "mailgate.db_sqlite3",
             "NAME": DATA_DIR / "mailgate.sqlite3",
             "OPTIONS": {
                 # WAL lets web, worker and IDLE processes read while one writes; IMMEDIATE takes the
@@ -200,6 +202,10 @@ Q_CLUSTER = {
 }
 # Bulk workers' niceness (0 = as the live lane); see pipeline/management/commands/worker.py.
 MAILGATE_BULK_NICE = env_int("MAILGATE_BULK_NICE", 10)
+# On SQLite the bulk lane's processes let every other writer go first (mailgate/db_sqlite3/base.py),
+# waiting at most MAILGATE_SQLITE_YIELD_MAX seconds per write (0: no yielding).
+MAILGATE_SQLITE_YIELDS = os.environ.get("Q_CLUSTER_NAME") == "mailgate-bulk"
+MAILGATE_SQLITE_YIELD_MAX = env_float("MAILGATE_SQLITE_YIELD_MAX", 2.0)
 # Stage batches (docs/pipeline.md "Batches"): messages per standardize/distribute task, deliveries
 # per send task, and the raw bytes standardize holds before it writes a batch's results.
 MAILGATE_STAGE_BATCH = env_int("MAILGATE_STAGE_BATCH", 50)
@@ -209,6 +215,9 @@ MAILGATE_STAGE_BATCH_BYTES = env_int("MAILGATE_STAGE_BATCH_BYTES", 8 * 1024 * 10
 MAILGATE_STAGE_WRITE_BATCH = env_int("MAILGATE_STAGE_WRITE_BATCH", 10)
 # A stage task fills its batch with other waiting messages of its lane (pipeline/claims.py).
 MAILGATE_STAGE_COMPANIONS = env_bool("MAILGATE_STAGE_COMPANIONS", True)
+# A message alone in its standardize task (a push) is distributed and sent in that task too, as
+# a batch's first message is, instead of through two more queue hops (docs/pipeline.md "Batches").
+MAILGATE_HAND_ON_ALONE = env_bool("MAILGATE_HAND_ON_ALONE", True)
 
 # --- Files ----------------------------------------------------------------------------------
 MEDIA_ROOT = private_dir(Path(env_str("MAILGATE_FILES_DIR", str(DATA_DIR / "files"))))

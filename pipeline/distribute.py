@@ -6,6 +6,7 @@ a second run create nothing.
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 
 from pipeline import audit, claims, clock, events, queue, routing, scheduling, sending
@@ -84,8 +85,8 @@ def distribute_batch(message_ids, handed_on: bool = False) -> str:
     """Stage task body for a batch of messages; returns what happened (for logs and tests).
 
     One conditional UPDATE claims the batch (claims.claim_messages). The first message of a batch
-    of several, or one `handed_on` by standardize (which then claims no companions), goes on
-    alone: its own transaction, and its due deliveries sent right here once it commits (see
+    of several, one `handed_on` by standardize (which then claims no companions), or a message
+    alone with MAILGATE_HAND_ON_ALONE goes on alone: its own transaction, and its due deliveries sent right here once it commits (see
     standardize_batch). The others are distributed together: routes, subscriptions and existing
     deliveries read once, then ONE transaction writes every message's deliveries, status and audit
     rows, with one live hint per audience (_write_together). Should that transaction fail (an
@@ -102,7 +103,7 @@ def distribute_batch(message_ids, handed_on: bool = False) -> str:
             outcomes.append(result[0])
             return result[1]
 
-        if messages and (handed_on or len(messages) > 1):
+        if messages and (handed_on or len(messages) > 1 or settings.MAILGATE_HAND_ON_ALONE):
             head, messages = messages[0], messages[1:]
             if mine := alone(head):
                 # Outside a transaction on_commit runs at once; inside one (a test), at its commit.

@@ -35,6 +35,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 Q_CLUSTER = {**Q_CLUSTER, "sync": False}  # noqa: F405
 # Stages take the messages they are given, not others waiting (tests/test_lanes.py turns it on).
 MAILGATE_STAGE_COMPANIONS = env_bool("MAILGATE_STAGE_COMPANIONS", False)  # noqa: F405
+# A stage queues the next one for a message alone, so tests can run each stage on its own (the
+# hand-on is tested with it turned on: tests/test_batches.py).
+MAILGATE_HAND_ON_ALONE = env_bool("MAILGATE_HAND_ON_ALONE", False)  # noqa: F405
 
 # Subprocesses started by tests (daphne, qcluster, IDLE managers) get MAILGATE_USE_TEST_DB=1 from
 # tests/servers/procs.py so they open the database the test itself uses.

@@ -5,6 +5,8 @@ a batch run twice duplicates nothing."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from pipeline import distribute, routing, sending, tasks
 from pipeline.models import Delivery, Event, Message
@@ -45,6 +47,37 @@ def test_a_batch_is_distributed_as_one_message_at_a_time_would_be_and_a_rerun_ad
 
     assert tasks.distribute(ids) == "distributed 0 of 6"  # run twice: nothing claimed, nothing added
     assert Delivery.objects.filter(message_id__in=ids).count() == 12
+
+
+def queued(stage: str) -> list[str]:
+    tasks_queued = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
+    return [task["name"] for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]
+
+
+def test_a_message_alone_is_standardized_distributed_and_sent_in_one_task_and_a_rerun_adds_nothing(
+        alice, relay, settings, django_capture_on_commit_callbacks, clean_smtp_sink):
+    # A push is a message alone: two queue hops fewer between the push and its relay (issue #19).
+    settings.MAILGATE_HAND_ON_ALONE = True
+    pk = str(ingest(alice, eml(subject="Pushed")).pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.standardize(pk) == "standardized"
+    assert Message.objects.get(pk=pk).status == Message.Status.DISTRIBUTED
+    assert Delivery.objects.filter(message_id=pk, status=Delivery.Status.SENT).count() == 2
+    assert len(clean_smtp_sink.messages) == 2
+    assert queued("distribute") == queued("send") == []  # nothing of its relay left for the queue
+    with django_capture_on_commit_callbacks(execute=True):  # the task again, or a stray copy
+        assert tasks.standardize(pk) == "skipped"
+        assert tasks.distribute(pk) == "skipped"
+    assert Delivery.objects.filter(message_id=pk).count() == 2 and len(clean_smtp_sink.messages) == 2
+
+
+def test_without_the_hand_on_a_message_alone_goes_on_through_the_queue(
+        alice, relay, django_capture_on_commit_callbacks):
+    pk = str(ingest(alice, eml(subject="Queued")).pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.standardize(pk) == "standardized"
+    assert Message.objects.get(pk=pk).status == Message.Status.STANDARDIZED
+    assert queued("distribute") == [f"distribute:{pk}"]
 
 
 def test_a_message_whose_routing_fails_in_a_batch_fails_alone(alice, relay, monkeypatch):

@@ -39,7 +39,8 @@ slow = pytest.mark.slow  # every fault test; the two unit tests at the end are n
 # The stage deadline outlasts the task timeout (mailgate.E007), as in production; the retry
 # backoff starts at 1 s and is capped at 2 s so a 6 s outage takes several attempts.
 WORKER_ENV = {"MAILGATE_STAGE_DEADLINE": "5", "MAILGATE_TASK_TIMEOUT": "4", "MAILGATE_TASK_RETRY": "6",
-              "MAILGATE_RETRY_BASE_SECONDS": "1", "MAILGATE_RETRY_MAX_SECONDS": "2"}
+              "MAILGATE_RETRY_BASE_SECONDS": "1", "MAILGATE_RETRY_MAX_SECONDS": "2",
+              "MAILGATE_HAND_ON_ALONE": "1"}  # a message alone goes on in its task, as in production
 FAST = override_settings(MAILGATE_STAGE_DEADLINE=5, MAILGATE_RETRY_BASE_SECONDS=1, MAILGATE_RETRY_MAX_SECONDS=2)
 OUTAGE = 6.0
 # Mail made by builders.ingest is an import: its stages run in the bulk lane (pipeline.queue.Lane),

@@ -80,7 +80,8 @@ def test_a_pushed_message_is_relayed_while_a_bulk_backlog_is_still_running(alice
     backlog = bulk_backlog(alice, BACKLOG)
     in_backlog = Delivery.objects.filter(message_id__in=backlog)
 
-    worker = procs.start(["manage.py", "worker"], "worker-lanes", MAILGATE_STAGE_COMPANIONS="1")
+    worker = procs.start(["manage.py", "worker"], "worker-lanes", MAILGATE_STAGE_COMPANIONS="1",
+                         MAILGATE_HAND_ON_ALONE="1")
     try:
         # The backlog flows at once: its first webhook leaves while most of it is still unparsed
         # (send and distribute tasks go before the lane's remaining standardize tasks).

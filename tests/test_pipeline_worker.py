@@ -116,7 +116,7 @@ def test_sigkilled_clusters_lose_no_delivery_and_send_each_once_by_key(alice, cl
     queue.enqueue_many(queue.Stage.STANDARDIZE, [m.pk for m in messages], queue.Lane.BULK)
     # The stage deadline outlasts the task timeout (mailgate.E007), as in production.
     env = {"MAILGATE_STAGE_DEADLINE": "5", "MAILGATE_TASK_TIMEOUT": "4", "MAILGATE_TASK_RETRY": "6",
-           "MAILGATE_STAGE_COMPANIONS": "1"}  # batches as in production
+           "MAILGATE_STAGE_COMPANIONS": "1", "MAILGATE_HAND_ON_ALONE": "1"}  # batches as in production
 
     rng = random.Random(20250303)
     kills = 0
@@ -156,7 +156,7 @@ call_command("qcluster")
 """
 POISON_ENV = {"MAILGATE_STAGE_DEADLINE": "1", "MAILGATE_PIPELINE_MAX_ATTEMPTS": "3", "MAILGATE_TASK_TIMEOUT": "1",
               "MAILGATE_TASK_RETRY": "2", "Q_CLUSTER_NAME": "mailgate-bulk",  # imports go to the bulk lane
-              "MAILGATE_STAGE_COMPANIONS": "1"}
+              "MAILGATE_STAGE_COMPANIONS": "1", "MAILGATE_HAND_ON_ALONE": "1"}
 
 
 @override_settings(MAILGATE_STAGE_DEADLINE=1, MAILGATE_PIPELINE_MAX_ATTEMPTS=3)

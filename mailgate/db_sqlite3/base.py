@@ -1,0 +1,183 @@
+"""Django's SQLite backend, plus a write gate: the bulk lane yields SQLite's one write lock.
+
+SQLite lets one connection write at a time, and a writer that finds the lock taken does not queue:
+its busy handler sleeps and tries again (1, 2, 5 ... then every 100 ms). While a first sync of
+20,000 messages ran, the bulk lane's two workers and its sync took turns holding the lock and
+took it back the moment they committed, so a pushed message's few short writes lost that race
+again and again: APPEND -> webhook p99 was 2-4 s above Dovecot's push on SQLite, 0.5 s on
+PostgreSQL in the same bench (bench/idle_latency.py --under-load).
+
+So writers also queue on two flocks beside the database, where the kernel wakes a waiter the
+moment a lock is free:
+- `<database>.writers`: every writer outside the bulk lane holds it shared from BEGIN to COMMIT
+  (or around one autocommit write). A bulk-lane process (MAILGATE_SQLITE_YIELDS) waits before each
+  write of its own until it could take it exclusively, that is until no one else is writing or
+  waiting to write, for MAILGATE_SQLITE_YIELD_MAX seconds at most: a stream of live writes slows
+  the backfill but never stops it.
+- `<database>.bulk`: a bulk writer holds it exclusively for its transaction; a live writer waits
+  for it (shared, then lets go) before BEGIN, so it starts the moment the bulk transaction ends
+  instead of on the busy handler's next try, while the next bulk write is held at the first lock.
+Nothing waits in a cycle: whoever waits for a lock holds SQLite's lock no longer (a live writer
+holds only the shared first lock, which no bulk writer in a transaction waits for). The gate only
+orders writers; SQLite's own lock still decides, so a writer outside it (the sqlite3 shell) is safe.
+"""
+
+import fcntl
+import logging
+import os
+import time
+
+from django.conf import settings
+from django.db.backends.sqlite3 import base
+
+log = logging.getLogger(__name__)
+
+# Autocommit statements that take the write lock on their own (outside BEGIN ... COMMIT).
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+YIELD_POLL = 0.002  # seconds between a yielding process's tries
+
+
+class WriteGate:
+    """One connection's end of the gate. The files are opened lazily and again after a fork: a
+    forked child must not share its parent's locks (an flock belongs to the open file, which fork
+    shares)."""
+
+    def __init__(self, database_path: str, yields: bool, yield_max: float):
+        self.paths = (f"{database_path}.writers", f"{database_path}.bulk")
+        self.yields = yields
+        self.yield_max = yield_max
+        self.files = None
+        self.pid = None
+        self.held = None  # the file whose lock this connection holds until the write ends
+
+    def _files(self) -> tuple[int, int] | None:
+        if self.files is None or self.pid != os.getpid():
+            self.pid, self.held = os.getpid(), None
+            try:
+                self.files = tuple(os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in self.paths)
+            except OSError as exc:  # a read-only data dir: writes go on in SQLite's own order
+                log.warning("SQLite write gate off: cannot open %s: %s", self.paths[0], exc)
+                self.files = ()
+        return self.files or None
+
+    def enter(self) -> None:
+        """Before a write (BEGIN, or an autocommit write)."""
+        if self.held is not None:
+            return
+        files = self._files()
+        if files is None:
+            return
+        writers, bulk = files
+        if self.yields:
+            self._yield(writers)
+            fcntl.flock(bulk, fcntl.LOCK_EX)  # the bulk lane's writers queue here, not on busy retries
+            self.held = bulk
+        else:
+            fcntl.flock(writers, fcntl.LOCK_SH)  # blocks only for the instant a bulk writer tests it
+            self.held = writers
+            fcntl.flock(bulk, fcntl.LOCK_SH)  # until the bulk transaction under way ends
+            fcntl.flock(bulk, fcntl.LOCK_UN)
+
+    def _yield(self, writers: int) -> None:
+        deadline = time.monotonic() + self.yield_max
+        while True:
+            try:
+                fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(YIELD_POLL)
+            else:
+                fcntl.flock(writers, fcntl.LOCK_UN)
+                return
+
+    def exit(self) -> None:
+        if self.held is not None and self.pid == os.getpid():
+            fcntl.flock(self.held, fcntl.LOCK_UN)
+        self.held = None
+
+    def close(self) -> None:
+        if self.files and self.pid == os.getpid():
+            for fd in self.files:
+                os.close(fd)  # releases a lock still held
+        self.files, self.held = None, None
+
+
+class GatedCursor(base.SQLiteCursorWrapper):
+    """Takes the gate around a write that runs outside a transaction (a lone conditional UPDATE)."""
+
+    gate: WriteGate | None = None
+
+    def execute(self, query, params=None):
+        if self.gate is None or self.connection.in_transaction or not query.lstrip()[:6].upper().startswith(WRITES):
+            return super().execute(query, params)
+        self.gate.enter()
+        try:
+            return super().execute(query, params)
+        finally:
+            if not self.connection.in_transaction:
+                self.gate.exit()
+
+    def executemany(self, query, param_list):
+        if self.gate is None or self.connection.in_transaction or not query.lstrip()[:6].upper().startswith(WRITES):
+            return super().executemany(query, param_list)
+        self.gate.enter()
+        try:
+            return super().executemany(query, param_list)
+        finally:
+            if not self.connection.in_transaction:
+                self.gate.exit()
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params):
+        connection = super().get_new_connection(conn_params)
+        self.close_gate()
+        if not self.is_in_memory_db():
+            self.gate = WriteGate(str(self.settings_dict["NAME"]), settings.MAILGATE_SQLITE_YIELDS,
+                                  settings.MAILGATE_SQLITE_YIELD_MAX)
+        return connection
+
+    def create_cursor(self, name=None):
+        cursor = self.connection.cursor(factory=GatedCursor)
+        cursor.gate = getattr(self, "gate", None)
+        return cursor
+
+    def _start_transaction_under_autocommit(self):
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.enter()
+        try:
+            super()._start_transaction_under_autocommit()
+        except BaseException:
+            self._leave_gate()
+            raise
+
+    def _commit(self):
+        try:
+            return super()._commit()
+        finally:
+            self._leave_gate()
+
+    def _rollback(self):
+        try:
+            return super()._rollback()
+        finally:
+            self._leave_gate()
+
+    def _close(self):
+        try:
+            return super()._close()
+        finally:
+            self.close_gate()
+
+    def _leave_gate(self):
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.exit()
+
+    def close_gate(self):
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.close()
+        self.gate = None

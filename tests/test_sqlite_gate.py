@@ -1,0 +1,132 @@
+"""The SQLite write gate (mailgate/db_sqlite3/base.py): the bulk lane's writers let live mail's
+writers go first, and a live writer starts the moment the bulk transaction under way ends.
+
+Real flocks on real files, real Django connections and a real `manage.py` process of the bulk
+lane; the negative checks ("still waiting") give the other side a fair chance to run first."""
+
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection, transaction
+
+from mailgate.db_sqlite3.base import WriteGate
+from tests.builders import ROOT, fresh_env
+
+STILL_WAITING = 0.3  # seconds a blocked side is given to (wrongly) get through
+
+
+def in_thread(action) -> threading.Event:
+    done = threading.Event()
+
+    def run():
+        action()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+@pytest.fixture
+def database(tmp_path) -> str:
+    return str(tmp_path / "mailgate.sqlite3")
+
+
+def test_a_bulk_write_waits_while_another_writer_writes_or_waits(database):
+    live = WriteGate(database, yields=False, yield_max=30)
+    bulk = WriteGate(database, yields=True, yield_max=30)
+    live.enter()
+    bulk_in = in_thread(bulk.enter)
+    assert not bulk_in.wait(STILL_WAITING)
+    live.exit()
+    assert bulk_in.wait(10)
+
+
+def test_a_live_write_waits_for_the_bulk_transaction_under_way_and_the_next_bulk_write_waits_for_it(database):
+    bulk, other_bulk = (WriteGate(database, yields=True, yield_max=30) for _ in range(2))
+    live = WriteGate(database, yields=False, yield_max=30)
+    bulk.enter()
+    live_in = in_thread(live.enter)
+    assert not live_in.wait(STILL_WAITING)  # one bulk transaction at a time, live or not
+    other_in = in_thread(other_bulk.enter)
+    bulk.exit()
+    assert live_in.wait(10)
+    assert not other_in.wait(STILL_WAITING)  # the live writer goes before the next bulk write
+    live.exit()
+    assert other_in.wait(10)
+    other_bulk.exit()
+
+
+def test_a_stream_of_live_writes_delays_a_bulk_write_by_the_yield_limit_at_most(database):
+    live = WriteGate(database, yields=False, yield_max=30)
+    bulk = WriteGate(database, yields=True, yield_max=0.2)
+    live.enter()
+    started = time.monotonic()
+    bulk.enter()  # returns with the live writer still holding its lock
+    assert 0.2 <= time.monotonic() - started < 5
+    bulk.exit()
+    live.exit()
+
+
+def test_live_writers_do_not_wait_for_each_other_at_the_gate(database):
+    first, second = (WriteGate(database, yields=False, yield_max=30) for _ in range(2))
+    first.enter()
+    assert in_thread(second.enter).wait(10)  # SQLite's own lock orders them, as before
+    first.exit()
+    second.exit()
+
+
+def test_an_unwritable_data_dir_turns_the_gate_off_instead_of_failing_writes(tmp_path):
+    gate = WriteGate(str(tmp_path / "missing" / "mailgate.sqlite3"), yields=True, yield_max=30)
+    gate.enter()
+    assert gate.held is None
+    gate.exit()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_django_transaction_holds_the_live_lock_from_begin_to_commit():
+    if connection.vendor != "sqlite":
+        pytest.skip("the gate is SQLite's: PostgreSQL has no single write lock")
+    bulk = WriteGate(str(connection.settings_dict["NAME"]), yields=True, yield_max=30)
+    with transaction.atomic():
+        connection.cursor().execute("SELECT 1")
+        bulk_in = in_thread(bulk.enter)
+        assert not bulk_in.wait(STILL_WAITING)
+    assert bulk_in.wait(10)
+    bulk.exit()
+    assert connection.gate.held is None
+
+
+def test_the_bulk_lanes_process_yields_its_writes_to_a_live_writer(tmp_path):
+    """A `manage.py` process of the bulk lane (Q_CLUSTER_NAME=mailgate-bulk), its own SQLite file."""
+    data = tmp_path / "data"
+    script = ("from django.conf import settings\n"
+              "from django.db import connection, transaction\n"
+              "print('yields', settings.MAILGATE_SQLITE_YIELDS, flush=True)\n"
+              "with transaction.atomic():\n"
+              "    connection.cursor().execute('CREATE TABLE t (x)')\n"
+              "print('wrote', flush=True)\n")
+    env = fresh_env(data, Q_CLUSTER_NAME="mailgate-bulk", MAILGATE_SQLITE_YIELD_MAX="60")
+    data.mkdir()
+    live = WriteGate(str(data / "mailgate.sqlite3"), yields=False, yield_max=30)
+    live.enter()
+    child = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        while line and not line.startswith("yields"):  # after shell's "N objects imported"
+            line = child.stdout.readline()
+        assert line.split() == ["yields", "True"]
+        assert not select.select([child.stdout], [], [], STILL_WAITING * 3)[0]
+        live.exit()
+        assert child.stdout.readline().strip() == "wrote"
+        assert child.wait(60) == 0, child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert Path(data / "mailgate.sqlite3").exists()
