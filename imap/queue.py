@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from imap.models import Account, Folder
+from mailgate.db_sqlite3.priority import live_writes
 from pipeline.queue import Lane
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def task_name(account_id, folder_name: str) -> str:
     return f"sync:{account_id}:{folder_name}"[:100]
 
 
+@live_writes()  # an IDLE push's first step: ahead of the bulk lane on SQLite (mailgate/db_sqlite3)
 def enqueue_folder_sync(account_id: int, folder_name: str, flags_only: bool = False, reason: str = "") -> bool:
     """Ask for a sync of one folder; a burst of calls yields one queued task per folder.
 

@@ -21,6 +21,13 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str = "") -> str:
+    raw = os.environ.get(name, default)
+    if raw not in choices:
+        raise EnvError(f"{name}={raw!r} is not one of {', '.join(repr(c) for c in choices)}")
+    return raw
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     raw = os.environ.get(name)
     if raw is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 
 from mailgate import keys, storage_url
-from mailgate.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from mailgate.env import env_bool, env_choice, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -202,9 +202,11 @@ Q_CLUSTER = {
 }
 # Bulk workers' niceness (0 = as the live lane); see pipeline/management/commands/worker.py.
 MAILGATE_BULK_NICE = env_int("MAILGATE_BULK_NICE", 10)
-# On SQLite the bulk lane's processes let every other writer go first (mailgate/db_sqlite3/base.py),
-# waiting at most MAILGATE_SQLITE_YIELD_MAX seconds per write (0: no yielding).
-MAILGATE_SQLITE_YIELDS = os.environ.get("Q_CLUSTER_NAME") == "mailgate-bulk"
+# On SQLite the live lane's workers write first and the bulk lane's wait for them, at most
+# MAILGATE_SQLITE_YIELD_MAX seconds per write (mailgate/db_sqlite3/base.py). `manage.py worker`
+# sets the role of each cluster; a bare qcluster of the bulk lane is known by its cluster name.
+MAILGATE_SQLITE_WRITER = env_choice("MAILGATE_SQLITE_WRITER", ("", "live", "bulk"),
+                                    "bulk" if os.environ.get("Q_CLUSTER_NAME") == "mailgate-bulk" else "")
 MAILGATE_SQLITE_YIELD_MAX = env_float("MAILGATE_SQLITE_YIELD_MAX", 2.0)
 # Stage batches (docs/pipeline.md "Batches"): messages per standardize/distribute task, deliveries
 # per send task, and the raw bytes standardize holds before it writes a batch's results.

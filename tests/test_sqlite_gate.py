@@ -15,6 +15,7 @@ import pytest
 from django.db import connection, transaction
 
 from mailgate.db_sqlite3.base import WriteGate
+from mailgate.db_sqlite3.priority import live_writes
 from tests.builders import ROOT, fresh_env
 
 STILL_WAITING = 0.3  # seconds a blocked side is given to (wrongly) get through
@@ -37,8 +38,8 @@ def database(tmp_path) -> str:
 
 
 def test_a_bulk_write_waits_while_another_writer_writes_or_waits(database):
-    live = WriteGate(database, yields=False, yield_max=30)
-    bulk = WriteGate(database, yields=True, yield_max=30)
+    live = WriteGate(database, role="live", yield_max=30)
+    bulk = WriteGate(database, role="bulk", yield_max=30)
     live.enter()
     bulk_in = in_thread(bulk.enter)
     assert not bulk_in.wait(STILL_WAITING)
@@ -47,8 +48,8 @@ def test_a_bulk_write_waits_while_another_writer_writes_or_waits(database):
 
 
 def test_a_live_write_waits_for_the_bulk_transaction_under_way_and_the_next_bulk_write_waits_for_it(database):
-    bulk, other_bulk = (WriteGate(database, yields=True, yield_max=30) for _ in range(2))
-    live = WriteGate(database, yields=False, yield_max=30)
+    bulk, other_bulk = (WriteGate(database, role="bulk", yield_max=30) for _ in range(2))
+    live = WriteGate(database, role="live", yield_max=30)
     bulk.enter()
     live_in = in_thread(live.enter)
     assert not live_in.wait(STILL_WAITING)  # one bulk transaction at a time, live or not
@@ -62,8 +63,8 @@ def test_a_live_write_waits_for_the_bulk_transaction_under_way_and_the_next_bulk
 
 
 def test_a_stream_of_live_writes_delays_a_bulk_write_by_the_yield_limit_at_most(database):
-    live = WriteGate(database, yields=False, yield_max=30)
-    bulk = WriteGate(database, yields=True, yield_max=0.2)
+    live = WriteGate(database, role="live", yield_max=30)
+    bulk = WriteGate(database, role="bulk", yield_max=0.2)
     live.enter()
     started = time.monotonic()
     bulk.enter()  # returns with the live writer still holding its lock
@@ -73,7 +74,7 @@ def test_a_stream_of_live_writes_delays_a_bulk_write_by_the_yield_limit_at_most(
 
 
 def test_live_writers_do_not_wait_for_each_other_at_the_gate(database):
-    first, second = (WriteGate(database, yields=False, yield_max=30) for _ in range(2))
+    first, second = (WriteGate(database, role="live", yield_max=30) for _ in range(2))
     first.enter()
     assert in_thread(second.enter).wait(10)  # SQLite's own lock orders them, as before
     first.exit()
@@ -81,17 +82,49 @@ def test_live_writers_do_not_wait_for_each_other_at_the_gate(database):
 
 
 def test_an_unwritable_data_dir_turns_the_gate_off_instead_of_failing_writes(tmp_path):
-    gate = WriteGate(str(tmp_path / "missing" / "mailgate.sqlite3"), yields=True, yield_max=30)
+    gate = WriteGate(str(tmp_path / "missing" / "mailgate.sqlite3"), role="live", yield_max=30)
     gate.enter()
     assert gate.held is None
     gate.exit()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_django_transaction_holds_the_live_lock_from_begin_to_commit():
+@pytest.fixture
+def live_worker_connection(settings):
+    """This process's database connection as a live-lane worker's (a role is read on connecting)."""
     if connection.vendor != "sqlite":
         pytest.skip("the gate is SQLite's: PostgreSQL has no single write lock")
-    bulk = WriteGate(str(connection.settings_dict["NAME"]), yields=True, yield_max=30)
+    settings.MAILGATE_SQLITE_WRITER = "live"
+    connection.close()
+    yield connection
+    settings.MAILGATE_SQLITE_WRITER = ""
+    connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_outside_the_lanes_does_not_hold_the_bulk_lane_back():
+    # The web's or an IDLE manager's writes (heartbeats of a thousand accounts) must not stall a
+    # first sync: they have no part in the gate.
+    if connection.vendor != "sqlite":
+        pytest.skip("the gate is SQLite's: PostgreSQL has no single write lock")
+    connection.close()
+    bulk = WriteGate(str(connection.settings_dict["NAME"]), role="bulk", yield_max=30)
+    with transaction.atomic():
+        connection.cursor().execute("SELECT 1")
+        assert connection.gate.held is None
+        assert in_thread(bulk.enter).wait(10)
+    bulk.exit()
+    # Its writes for a push go first, as a live worker's (imap.queue.enqueue_folder_sync).
+    with live_writes(), transaction.atomic():
+        connection.cursor().execute("SELECT 1")
+        bulk_in = in_thread(bulk.enter)
+        assert not bulk_in.wait(STILL_WAITING)
+    assert bulk_in.wait(10)
+    bulk.exit()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_workers_transaction_holds_the_live_lock_from_begin_to_commit(live_worker_connection):
+    bulk = WriteGate(str(connection.settings_dict["NAME"]), role="bulk", yield_max=30)
     with transaction.atomic():
         connection.cursor().execute("SELECT 1")
         bulk_in = in_thread(bulk.enter)
@@ -102,25 +135,25 @@ def test_a_django_transaction_holds_the_live_lock_from_begin_to_commit():
 
 
 def test_the_bulk_lanes_process_yields_its_writes_to_a_live_writer(tmp_path):
-    """A `manage.py` process of the bulk lane (Q_CLUSTER_NAME=mailgate-bulk), its own SQLite file."""
+    """A `manage.py` process of the bulk lane (a bare qcluster's Q_CLUSTER_NAME), its own SQLite file."""
     data = tmp_path / "data"
     script = ("from django.conf import settings\n"
               "from django.db import connection, transaction\n"
-              "print('yields', settings.MAILGATE_SQLITE_YIELDS, flush=True)\n"
+              "print('role', settings.MAILGATE_SQLITE_WRITER, flush=True)\n"
               "with transaction.atomic():\n"
               "    connection.cursor().execute('CREATE TABLE t (x)')\n"
               "print('wrote', flush=True)\n")
     env = fresh_env(data, Q_CLUSTER_NAME="mailgate-bulk", MAILGATE_SQLITE_YIELD_MAX="60")
     data.mkdir()
-    live = WriteGate(str(data / "mailgate.sqlite3"), yields=False, yield_max=30)
+    live = WriteGate(str(data / "mailgate.sqlite3"), role="live", yield_max=30)
     live.enter()
     child = subprocess.Popen([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline()
-        while line and not line.startswith("yields"):  # after shell's "N objects imported"
+        while line and not line.startswith("role"):  # after shell's "N objects imported"
             line = child.stdout.readline()
-        assert line.split() == ["yields", "True"]
+        assert line.split() == ["role", "bulk"]
         assert not select.select([child.stdout], [], [], STILL_WAITING * 3)[0]
         live.exit()
         assert child.stdout.readline().strip() == "wrote"
@@ -130,3 +163,11 @@ def test_the_bulk_lanes_process_yields_its_writes_to_a_live_writer(tmp_path):
             child.kill()
             child.wait()
     assert Path(data / "mailgate.sqlite3").exists()
+
+
+def test_an_unknown_writer_role_stops_start_up_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                            env=fresh_env(tmp_path / "data", MAILGATE_SQLITE_WRITER="fast"), timeout=60)
+    assert result.returncode != 0
+    assert "MAILGATE_SQLITE_WRITER='fast' is not one of '', 'live', 'bulk'" in result.stderr
+    assert "Traceback" not in result.stderr

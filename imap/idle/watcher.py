@@ -30,6 +30,7 @@ from imap.models import Account, is_loopback
 from imap.oauth import tokens
 from imap.queue import enqueue_folder_sync
 from mailgate import backoff, crypto, metrics
+from mailgate.db_sqlite3.priority import live_writes
 
 log = logging.getLogger("imap.idle")
 
@@ -103,6 +104,7 @@ def _idling(owner: str, config: AccountConfig, folder: str, all_up: bool) -> Non
     enqueue_folder_sync(config.id, folder, reason="idle catch-up")
 
 
+@live_writes()  # both writes ahead of the bulk lane on SQLite (mailgate/db_sqlite3/priority.py)
 def push(owner: str, account_id: int, folder: str, flags_only: bool, received_at=None) -> None:
     """An IDLE push: note when it arrived, then queue the (coalesced) folder sync.
 

@@ -7,19 +7,22 @@ took it back the moment they committed, so a pushed message's few short writes l
 again and again: APPEND -> webhook p99 was 2-4 s above Dovecot's push on SQLite, 0.5 s on
 PostgreSQL in the same bench (bench/idle_latency.py --under-load).
 
-So writers also queue on two flocks beside the database, where the kernel wakes a waiter the
-moment a lock is free:
-- `<database>.writers`: every writer outside the bulk lane holds it shared from BEGIN to COMMIT
-  (or around one autocommit write). A bulk-lane process (MAILGATE_SQLITE_YIELDS) waits before each
-  write of its own until it could take it exclusively, that is until no one else is writing or
-  waiting to write, for MAILGATE_SQLITE_YIELD_MAX seconds at most: a stream of live writes slows
-  the backfill but never stops it.
-- `<database>.bulk`: a bulk writer holds it exclusively for its transaction; a live writer waits
-  for it (shared, then lets go) before BEGIN, so it starts the moment the bulk transaction ends
-  instead of on the busy handler's next try, while the next bulk write is held at the first lock.
+So the pipeline's workers also queue on two flocks beside the database, where the kernel wakes
+a waiter the moment a lock is free. Each process has a role (MAILGATE_SQLITE_WRITER, set by
+`manage.py worker` for its two clusters):
+- `live` (the live lane's workers) holds `<database>.writers` shared from BEGIN to COMMIT (or
+  around one autocommit write), and before BEGIN waits for `<database>.bulk` (shared, then lets
+  go): it starts the moment the bulk transaction under way ends, not on a busy handler's retry.
+- `bulk` (the bulk lane's workers) waits before each write until it could take `.writers`
+  exclusively, that is until no live worker writes or waits to, for MAILGATE_SQLITE_YIELD_MAX
+  seconds at most (a flood of live mail slows a backfill, never stops it); then it holds `.bulk`
+  exclusively for its transaction, so the lane's own writers queue there too.
+- anyone else (web, IDLE managers, commands): no gate, SQLite's busy handler as before. The IDLE
+  managers' heartbeats of a thousand accounts must not hold a first sync back; their writes for
+  a push run inside priority.live_writes(), as a live worker's.
 Nothing waits in a cycle: whoever waits for a lock holds SQLite's lock no longer (a live writer
 holds only the shared first lock, which no bulk writer in a transaction waits for). The gate only
-orders writers; SQLite's own lock still decides, so a writer outside it (the sqlite3 shell) is safe.
+orders writers; SQLite's own lock still decides, so a writer outside it is safe.
 """
 
 import fcntl
@@ -30,8 +33,11 @@ import time
 from django.conf import settings
 from django.db.backends.sqlite3 import base
 
+from mailgate.db_sqlite3.priority import in_live_writes
+
 log = logging.getLogger(__name__)
 
+ROLES = ("live", "bulk")  # MAILGATE_SQLITE_WRITER; "" for no gate
 # Autocommit statements that take the write lock on their own (outside BEGIN ... COMMIT).
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 YIELD_POLL = 0.002  # seconds between a yielding process's tries
@@ -42,9 +48,9 @@ class WriteGate:
     forked child must not share its parent's locks (an flock belongs to the open file, which fork
     shares)."""
 
-    def __init__(self, database_path: str, yields: bool, yield_max: float):
+    def __init__(self, database_path: str, role: str, yield_max: float):
         self.paths = (f"{database_path}.writers", f"{database_path}.bulk")
-        self.yields = yields
+        self.role = role  # ROLES, or "" (live inside priority.live_writes(), else no gate)
         self.yield_max = yield_max
         self.files = None
         self.pid = None
@@ -64,11 +70,14 @@ class WriteGate:
         """Before a write (BEGIN, or an autocommit write)."""
         if self.held is not None:
             return
+        role = self.role or ("live" if in_live_writes() else "")
+        if not role:
+            return
         files = self._files()
         if files is None:
             return
         writers, bulk = files
-        if self.yields:
+        if role == "bulk":
             self._yield(writers)
             fcntl.flock(bulk, fcntl.LOCK_EX)  # the bulk lane's writers queue here, not on busy retries
             self.held = bulk
@@ -134,7 +143,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = super().get_new_connection(conn_params)
         self.close_gate()
         if not self.is_in_memory_db():
-            self.gate = WriteGate(str(self.settings_dict["NAME"]), settings.MAILGATE_SQLITE_YIELDS,
+            self.gate = WriteGate(str(self.settings_dict["NAME"]), settings.MAILGATE_SQLITE_WRITER,
                                   settings.MAILGATE_SQLITE_YIELD_MAX)
         return connection
 

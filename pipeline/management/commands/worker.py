@@ -66,6 +66,7 @@ class Command(BaseCommand):
         for lane in lanes:
             env = dict(os.environ)
             env.pop("Q_CLUSTER_NAME", None)
+            env["MAILGATE_SQLITE_WRITER"] = lane.value  # its place in SQLite's write order (mailgate/db_sqlite3)
             if lane is Lane.BULK:
                 env["Q_CLUSTER_NAME"] = lane.cluster
             clusters.append(subprocess.Popen([sys.executable, manage_py, "qcluster"], start_new_session=True,
