@@ -34,6 +34,9 @@ FLAGGED = "\\Flagged"
 ROW_FIELDS = ("id", "account_id", "folder_id", "thread_id", "subject", "sender_name", "sender_address", "date",
               "snippet", "flags", "has_attachments", "status", "received_at", "arrived_at")
 
+# Filters that keep only some of a scope's rows (the account filter only picks a scope).
+NARROWING = ("folder", "unread", "flagged", "has_attachment", "after", "before", "id")
+
 
 class BadFilter(Exception):
     """An invalid filter or cursor: shown to the user as a 400."""
@@ -183,14 +186,19 @@ def _order_key(row):
     return (row["arrived_at"], row["id"])
 
 
-def _scope_page(rows, cursor, limit) -> list[dict]:
-    """Up to limit + 1 rows of one scope after `cursor`, in page order."""
+def _after(rows, cursor):
+    """The rows after `cursor`, in page order."""
     if cursor is not None:
         arrived, ident = cursor
         # The redundant `arrived_at <= a` gives both planners a range to seek to on the index.
         rows = rows.filter(arrived_at__lte=arrived).filter(Q(arrived_at__lt=arrived) | Q(arrived_at=arrived,
                                                                                           id__lt=ident))
-    return list(rows.order_by("-arrived_at", "-id")[: limit + 1])
+    return rows.order_by("-arrived_at", "-id")
+
+
+def _scope_page(rows, cursor, limit) -> list[dict]:
+    """Up to limit + 1 rows of one scope after `cursor`, in page order."""
+    return list(_after(rows, cursor)[: limit + 1])
 
 
 def message_page(user, params) -> Page:
@@ -205,18 +213,76 @@ def message_page(user, params) -> Page:
     # own index and stopping after a page, merged here: cheap however deep the cursor is.
     merged: dict = {}
     query = params.get("q", "").strip()
-    match = search.matching(query, user) if query else None
+    # A window (search.Window) holds a page when the words alone are frequent: filters that keep
+    # fewer rows would make it miss, and each miss costs a second collection.
+    narrowed = any(params.get(name) for name in NARROWING)
+    match = search.matching(query, user, window=not narrowed) if query else None
     if isinstance(match, search.Listed):
         found = listed_page(user, params, match, cursor, limit)
         scopes = []
+    elif isinstance(match, search.Window):
+        found, scopes = windowed_page(user, params, match, scopes, cursor, limit)
+        merged = {row["id"]: row for row in found}
     for scope in scopes:
         for row in _scope_page(filtered(user, params, scope, match).values(*ROW_FIELDS), cursor, limit):
             merged[row["id"]] = row
-    if scopes:
+    if merged or scopes:
         found = sorted(merged.values(), key=_order_key, reverse=True)[: limit + 1]
     more = len(found) > limit
     found = found[:limit]
     return Page(rows=found, next_cursor=encode_cursor(found[-1]) if more and found else None)
+
+
+def windowed_page(user, params, window, scopes, cursor, limit) -> tuple[list[dict], list[Q]]:
+    """Up to limit + 1 rows of each scope after `cursor` among many search matches (search.Window),
+    without collecting them all: the next `span` rows of each scope bound both the rowids whose
+    matches are collected and the scope's walk. Answers the rows of the scopes whose window held a
+    page (or their last rows) and the scopes left to walk with every match collected (a scope where
+    the words are rarer than in the whole table, or that has much Trash)."""
+    span = window.span(limit, len(scopes))
+    if span is None:
+        search.collect(window)
+        return [], scopes
+    # The window is read from the scope's index alone: testing each row for the Trash as well (as
+    # the walk does) would double the cost. The walk's rows are some of the window's, so their
+    # matches are collected all the same.
+    account = _int_param(params, "account")
+    heads = [_window(_after(Message.objects.filter(scope, *([Q(account_id=account)] if account else [])), cursor),
+                     span) for scope in scopes]
+    rowids = [edge for low, high, _end in heads if low is not None for edge in (low, high)]
+    if rowids:
+        search.collect(window, min(rowids), max(rowids))
+    found, left = [], []
+    for scope, (_low, _high, end) in zip(scopes, heads):
+        rows = filtered(user, params, scope, window)
+        if end is not None:  # the walk stops at the window's last row: the rows after it are not collected
+            rows = rows.filter(RawSQL("(pipeline_message.arrived_at, pipeline_message.id) >= (%s, %s)", end,
+                                      output_field=BooleanField()))
+        page = _scope_page(rows.values(*ROW_FIELDS), cursor, limit)
+        if len(page) > limit or end is None:
+            found += page
+        else:
+            left.append(scope)
+    if left:
+        search.collect(window)
+    return found, left
+
+
+def _window(rows, span) -> tuple[int | None, int | None, tuple | None]:
+    """The lowest and highest rowid among the first `span` of `rows` (None, None: no rows) and the
+    last one's (arrived_at, id) as stored, None when there are fewer than `span`. One query, in
+    SQL: loading the rows (dates and UUIDs) would cost more than walking them."""
+    sql, params = rows.annotate(row=RawSQL("pipeline_message.rowid", ())).values(
+        "row", "arrived_at", "id")[:span].query.sql_with_params()
+    with connection.cursor() as cursor:
+        # CAST: the text as stored, which the walk's bound compares with (no date converter).
+        cursor.execute(f"SELECT min(row) OVER (), max(row) OVER (), count(*) OVER (), CAST(arrived_at AS TEXT), id "
+                       f"FROM ({sql}) ORDER BY arrived_at, id LIMIT 1", params)
+        found = cursor.fetchone()
+    if found is None:
+        return None, None, None
+    low, high, count, arrived, ident = found
+    return low, high, ((arrived, ident) if count == span else None)
 
 
 def listed_page(user, params, listed, cursor, limit) -> list[dict]:

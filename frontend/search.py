@@ -37,6 +37,12 @@ MAX_TERMS = 12
 # Above this many matches, walking the date index and probing the match set finds a page sooner
 # than sorting every match by date (SQLite's planner cannot know; see matching()).
 DENSE_MATCHES = 2000
+# A window (see Window) of more rows per scope than this is left for collecting every match: a
+# less common word, whose page is spread over many rows.
+WINDOW_ROWS = 2000
+# Reading a row into a scope's window costs about as much as collecting this many matches (0.8 µs
+# and 0.2 µs at 300,000 messages).
+WINDOW_COST = 4
 _WORD = re.compile(r"\w+", re.UNICODE)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -90,6 +96,36 @@ class Listed(Q):
 
     times: list[int] = []
     ids: list[str] = []
+
+
+class Window(Q):
+    """matching(window=True)'s answer on SQLite when the words match DENSE_MATCHES messages or more.
+
+    Collecting every match costs ~0.2 µs each (a common word is in a quarter of 1,000,000 messages:
+    ~50 ms), while a page of such a word is found among a few hundred rows of each scope. So only
+    the matches with a rowid from `low` up to `high` (None: no bound) are collected: the Q is true
+    of the matches among rows whose rowid is within that span, false elsewhere. The caller bounds
+    its walk to rows whose rowids it has had collected (collect(); listing.windowed_page).
+    matching() collects the DENSE_MATCHES matches of highest rowid (newest mail: rowids grow with
+    arrival), which often hold page 1's window already.
+
+    `density`: matches per rowid among the collected ones (of all users' mail); `estimate`: the
+    matches in the whole table at that density."""
+
+    query = ""
+    low: int | None = None
+    high: int | None = None
+    density = 1.0
+    estimate = 0.0
+
+    def span(self, limit: int, scopes: int) -> int | None:
+        """How many rows of each scope to bound a walk to: twice what holds `limit` + 1 matches at
+        the window's density. None when that is more than WINDOW_ROWS, or when walking it in every
+        scope would cost more than collecting every match (WINDOW_COST)."""
+        rows = math.ceil(2 * (limit + 1) / self.density)
+        if rows > WINDOW_ROWS or rows * scopes * WINDOW_COST > self.estimate:
+            return None
+        return rows
 
 
 def install(using=None) -> None:
@@ -174,11 +210,13 @@ def _attachment_names(text: str) -> Q:
     return Q(pk__in=Attachment.objects.filter(filename__icontains=text.strip()).values("message_id"))
 
 
-def matching(text: str, user=None) -> Q | None:
+def matching(text: str, user=None, window=False) -> Q | None:
     """A Q for messages matching `text`, or None when `text` has no searchable words. `user`: the
     matches are for that user's messages (PostgreSQL collects only those; None: anyone's).
 
-    On SQLite the Q reads the matches collected by this call: use it before the next call."""
+    On SQLite the Q reads the matches collected by this call: use it before the next call.
+    `window`: the caller reads one page per scope and handles a Window (listing.message_page):
+    when there are many matches, only some are collected (see Window)."""
     phrases = groups(text)
     if not phrases:
         return None
@@ -186,28 +224,71 @@ def matching(text: str, user=None) -> Q | None:
         return _postgres_matching(phrases, text, user)
     names = _attachment_names(text)
     if connection.vendor == "sqlite":
-        # The matches are collected once into a temporary table keyed by rowid (this connection's
-        # own; refilled by each call), so the inbox's per-scope queries (frontend/listing.py) each
-        # probe its primary key instead of rebuilding the match set: at 1,000,000 messages a
-        # common word has ~240,000 matches, 40 ms to build per scope (bench/api.py).
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {SQLITE_MATCHES} (id INTEGER PRIMARY KEY)")
-            cursor.execute(f"DELETE FROM temp.{SQLITE_MATCHES}")
-            cursor.execute(f"INSERT INTO temp.{SQLITE_MATCHES} SELECT rowid FROM {SQLITE_FTS} "
-                           f"WHERE {SQLITE_FTS} MATCH %s", (fts5_query(phrases),))
-            dense = cursor.rowcount >= DENSE_MATCHES
-        # Few matches: fetch them by rowid and sort (cheap). Many: a unary + stops SQLite from
-        # driving the query from the match list, so it walks the (owner|account, date, id) index
-        # in page order and stops after one page of matches.
-        column = "+pipeline_message.rowid" if dense else "pipeline_message.rowid"
-        # rowid IN (...) probes the message table's own b-tree; cheaper than matching UUID text.
-        return Q(RawSQL(f"{column} IN (SELECT id FROM temp.{SQLITE_MATCHES})", (), output_field=_bool())) | names
+        return _sqlite_matching(fts5_query(phrases), names, window)
     # Any other database: a slow but correct fallback.
     condition = Q()
     for word in (w for words in phrases for w in words):
         condition &= Q(subject__icontains=word) | Q(sender_address__icontains=word) | Q(
             sender_name__icontains=word) | Q(text_body__icontains=word)
     return condition | names
+
+
+def _sqlite_matching(query: str, names: Q, window: bool) -> Q:
+    # The matches are collected once into a temporary table keyed by rowid (this connection's
+    # own; refilled by each call), so the inbox's per-scope queries (frontend/listing.py) each
+    # probe its primary key instead of rebuilding the match set: at 1,000,000 messages a common
+    # word has ~240,000 matches, 40 ms to build per scope (bench/api.py). FTS5 reads a prefix's
+    # whole doclist whatever the LIMIT (~3 ms at 300,000 for `invoice*`); the inserts cost most.
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {SQLITE_MATCHES} (id INTEGER PRIMARY KEY)")
+        # With a window: the DENSE_MATCHES matches of highest rowid, all of them when fewer.
+        count = _collect(cursor, query, limit=DENSE_MATCHES if window else None)
+        dense = count >= DENSE_MATCHES
+        if dense and window:
+            cursor.execute(f"SELECT min(id), max(id) FROM temp.{SQLITE_MATCHES}")
+            low, high = cursor.fetchone()
+            cursor.execute("SELECT max(rowid) FROM pipeline_message")
+            last = cursor.fetchone()[0] or high
+    # Few matches: fetch them by rowid and sort (cheap). Many: a unary + stops SQLite from
+    # driving the query from the match list, so it walks the (owner|account, date, id) index
+    # in page order and stops after one page of matches.
+    column = "+pipeline_message.rowid" if dense else "pipeline_message.rowid"
+    # rowid IN (...) probes the message table's own b-tree; cheaper than matching UUID text.
+    condition = Q(RawSQL(f"{column} IN (SELECT id FROM temp.{SQLITE_MATCHES})", (), output_field=_bool())) | names
+    if not (dense and window):
+        return condition
+    found = Window(condition)
+    found.query, found.low, found.high = query, low, None
+    found.density = count / (high - low + 1)
+    found.estimate = found.density * last
+    return found
+
+
+def _collect(cursor, query: str, low=None, high=None, limit=None) -> int:
+    """Fill the match table with the matches of `query` whose rowid is within low..high (None: no
+    bound), the `limit` of highest rowid if given; answer how many."""
+    cursor.execute(f"DELETE FROM temp.{SQLITE_MATCHES}")
+    sql, params = f"INSERT INTO temp.{SQLITE_MATCHES} SELECT rowid FROM {SQLITE_FTS} WHERE {SQLITE_FTS} MATCH %s", [
+        query]
+    if low is not None:
+        sql, params = sql + " AND rowid >= %s", params + [low]
+    if high is not None:
+        sql, params = sql + " AND rowid <= %s", params + [high]
+    if limit is not None:
+        sql, params = sql + " ORDER BY rowid DESC LIMIT %s", params + [limit]
+    cursor.execute(sql, params)
+    return cursor.rowcount
+
+
+def collect(window: "Window", low=None, high=None) -> None:
+    """Make the window's match table hold every match with a rowid within low..high (None: no
+    bound; both None: every match, which makes the window's Q true of all matches)."""
+    held = (window.low is None or (low is not None and low >= window.low)) and (
+        window.high is None or (high is not None and high <= window.high))
+    if not held:
+        with connection.cursor() as cursor:
+            _collect(cursor, window.query, low, high)
+        window.low, window.high = low, high
 
 
 def _postgres_matching(phrases, text: str, user) -> Q:

@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -216,6 +217,68 @@ def test_search_pages_are_the_same_whether_matches_are_listed_or_tested_row_by_r
     assert subjects(list_messages(alice_client, q="renewal", unread="1", account=account.pk, limit=2)) == [
         "Scan", "Renewal 3"]
     assert alice_client.get(reverse("frontend:api_message_counts"), {"q": "renewal"}).json()["total"] == 6
+
+
+@pytest.mark.parametrize("dense_matches", [2000, 5, 1])
+def test_search_pages_are_the_same_whether_every_match_or_a_window_of_them_is_collected(
+        alice_client, alice, bob, account, monkeypatch, dense_matches):
+    # SQLite collects every match of a rarer search, but of a common one only those among each
+    # scope's next rows (search.Window). With DENSE_MATCHES lowered these few messages take that
+    # path: page 1, later pages (windows further back), a scope where the word is rare (its window
+    # holds no page, so every match is collected after all), mail in the Trash, a match by
+    # attachment name, and mail whose rowids run against its arrival order.
+    monkeypatch.setattr(search, "DENSE_MATCHES", dense_matches)
+    monkeypatch.setattr(search, "WINDOW_COST", 0)
+    shared = account_row(bob, members=[alice])
+    wanted = []
+    for n in range(14):
+        wanted.append(stored_message(alice, account, subject=f"Renewal {n}", text="the contract renewal"))
+        stored_message(alice, account, subject=f"Other {n}", text="nothing to see", flags=("\\Seen",))
+        if n % 4 == 0:
+            stored_message(alice, account, subject=f"Thrown away {n}", text="renewal", folder="Trash")
+    wanted.append(stored_message(alice, shared, subject="Shared renewal", text="renewal"))
+    for n in range(12):
+        stored_message(bob, shared, subject=f"Shared {n}", text="nothing to see")
+    named = stored_message(alice, account, subject="Scan", text="see attached")
+    make_attachment(named, filename="renewal-2025.pdf", content_type="application/pdf", content=b"%PDF-1.4")
+    wanted += [named, stored_message(alice, None, subject="Imported renewal", text="from the old mailbox")]
+    stored_message(bob, account_row(bob), subject="Bob's renewal", text="renewal")
+    later = timezone.now() + timedelta(hours=1)
+    for n, message in enumerate(wanted[:4]):  # the oldest rows arrive last
+        Message.objects.filter(pk=message.pk).update(arrived_at=later + timedelta(minutes=n))
+    expected = [subject for (subject,) in Message.objects.filter(pk__in=[m.pk for m in wanted]).order_by(
+        "-arrived_at", "-id").values_list("subject")]
+
+    for limit in (3, 7):
+        seen, page = [], {"next_cursor": ""}
+        while page["next_cursor"] is not None:
+            page = list_messages(alice_client, q="renewal", limit=limit, cursor=page["next_cursor"])
+            seen += subjects(page)
+        assert seen == expected
+    unread = list_messages(alice_client, q="renewal", unread="1", account=account.pk, limit=4)
+    assert subjects(unread) == [s for s in expected if s not in ("Shared renewal", "Imported renewal")][:4]
+    assert alice_client.get(reverse("frontend:api_message_counts"), {"q": "renewal"}).json()["total"] == len(
+        expected)
+    if connection.vendor == "sqlite":
+        assert isinstance(search.matching("renewal", alice, window=True), search.Window) == (dense_matches < 20)
+
+
+def test_a_search_window_walks_no_further_than_the_rows_whose_matches_it_collected(
+        alice_client, alice, account, monkeypatch):
+    # Rowids (creation order) and arrival disagree: the window (the first 4 rows by arrival) holds
+    # rowids 1-6, so the older "W" and "X" (rowids 2 and 3) are collected and "Z" (rowid 7) is not.
+    # A walk past the window would skip Z and show W in its place.
+    if connection.vendor != "sqlite":
+        pytest.skip("windows are SQLite's")
+    monkeypatch.setattr(search, "DENSE_MATCHES", 2)
+    monkeypatch.setattr(search.Window, "span", lambda self, limit, scopes: 4)
+    made = {name: stored_message(alice, account, subject=name, text="other" if name[0] == "N" else "renewal")
+            for name in ("M1", "W", "X", "N1", "M2", "N2", "Z")}
+    for minutes, name in enumerate(reversed(("M1", "N1", "M2", "N2", "Z", "W", "X"))):
+        Message.objects.filter(pk=made[name].pk).update(arrived_at=BASE_DATE + timedelta(minutes=minutes))
+    first = list_messages(alice_client, q="renewal", limit=3)
+    assert subjects(first) == ["M1", "M2", "Z"]
+    assert subjects(list_messages(alice_client, q="renewal", limit=3, cursor=first["next_cursor"])) == ["W", "X"]
 
 
 def test_a_filtered_search_reads_past_the_matches_its_filters_hide(alice_client, alice, account):
