@@ -196,9 +196,11 @@ def first_sync(args) -> None:
         finally:
             os.killpg(worker.pid, 15)
             worker.wait(60)
+    from django.db import connection
+
     workers = settings.Q_CLUSTER["workers"], settings.Q_CLUSTER.get("ALT_CLUSTERS", {}).get("mailgate-bulk", {}).get("workers", 0)
     print(f"first sync of {args.messages} realistic messages (60 % plain, 30 % HTML alternative, 10 % 200 KB "
-          f"attachment), worker: live {workers[0]} + bulk {workers[1]}, SQLite, DEBUG off")
+          f"attachment), worker: live {workers[0]} + bulk {workers[1]}, {connection.vendor}, DEBUG off")
     print(f"plain imap-tools fetch + policy.default parse + get_body: {plain:8.1f} msg/s")
     print(f"mailgate first sync until all standardized:              {args.messages / seconds:8.1f} msg/s  "
           f"({seconds:.1f} s; first body stored after {stored or 0:.1f} s)   ratio {args.messages / seconds / plain:.2f}")
