@@ -118,27 +118,25 @@ class GatedCursor(base.SQLiteCursorWrapper):
     gate: WriteGate | None = None
 
     def execute(self, query, params=None):
-        if self.gate is None or self.connection.in_transaction or not query.lstrip()[:6].upper().startswith(WRITES):
-            return super().execute(query, params)
-        self.gate.enter()
-        try:
-            return super().execute(query, params)
-        finally:
-            if not self.connection.in_transaction:
-                self.gate.exit()
+        return self._gated(super().execute, query, params)
 
     def executemany(self, query, param_list):
+        return self._gated(super().executemany, query, param_list)
+
+    def _gated(self, run, query, params):
         if self.gate is None or self.connection.in_transaction or not query.lstrip()[:6].upper().startswith(WRITES):
-            return super().executemany(query, param_list)
+            return run(query, params)
         self.gate.enter()
         try:
-            return super().executemany(query, param_list)
+            return run(query, params)
         finally:
             if not self.connection.in_transaction:
                 self.gate.exit()
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    gate: WriteGate | None = None  # this connection's (None: in-memory, or not connected yet)
+
     def get_new_connection(self, conn_params):
         connection = super().get_new_connection(conn_params)
         self.close_gate()
@@ -149,13 +147,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def create_cursor(self, name=None):
         cursor = self.connection.cursor(factory=GatedCursor)
-        cursor.gate = getattr(self, "gate", None)
+        cursor.gate = self.gate
         return cursor
 
     def _start_transaction_under_autocommit(self):
-        gate = getattr(self, "gate", None)
-        if gate is not None:
-            gate.enter()
+        if self.gate is not None:
+            self.gate.enter()
         try:
             super()._start_transaction_under_autocommit()
         except BaseException:
@@ -181,12 +178,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.close_gate()
 
     def _leave_gate(self):
-        gate = getattr(self, "gate", None)
-        if gate is not None:
-            gate.exit()
+        if self.gate is not None:
+            self.gate.exit()
 
     def close_gate(self):
-        gate = getattr(self, "gate", None)
-        if gate is not None:
-            gate.close()
+        if self.gate is not None:
+            self.gate.close()
         self.gate = None
