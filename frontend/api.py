@@ -72,6 +72,8 @@ def messages(request):
 @api_view
 def message_counts(request):
     """How many messages the list's filters (the same parameters) select, and how many are unread."""
+    if request.GET.get("q", "").strip() and semantic_search.mode_of(request.GET) != "text":
+        return JsonResponse(semantic_search.counts(request.user, request.GET))  # what the ranked list shows
     return JsonResponse(listing.counts(request.user, request.GET))
 
 

@@ -196,6 +196,16 @@ def message_page(user, params) -> listing.Page:
     return listing.Page(rows=rows, next_cursor=encode_cursor(following, depth) if following is not None else None)
 
 
+def counts(user, params) -> dict:
+    """The heading's counts of a semantic or hybrid search: the messages its pages list (the
+    ranking depth of a first page of the default size, the search box's), not the full-text
+    matches, which are another set."""
+    limit = listing._int_param(params, "limit") or listing.DEFAULT_LIMIT
+    ids = ranked_ids(user, params.get("q", "").strip(), mode_of(params), limit=max(CANDIDATES, limit * 2))
+    rows = _visible_rows(user, params, ids).values()
+    return {"total": len(rows), "unread": sum(1 for row in rows if listing.SEEN not in row["flags"])}
+
+
 def encode_cursor(position: int, depth: int) -> str:
     raw = json.dumps(["rank", position, depth]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -115,3 +115,21 @@ def test_throughput_and_the_last_24_hours_follow_the_pipeline_live(browser, live
         assert "4 received" in page.locator("#history li.now").get_attribute("aria-label")
     finally:
         context.close()
+
+
+def test_a_count_stays_on_one_line_beside_a_long_status_on_a_phone(browser, live_web, alice):
+    # At 390 px "16" beside "Not relayed (loop, auto-reply or bounce)" wrapped to "1" over "6".
+    account = account_row(alice, name="Work")
+    for n in range(12):
+        stored_message(alice, account, subject=f"Bounce {n}", status="suppressed")
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        open_live(page, live_web, "/pipeline/", user=alice)
+        cell = page.wait_for_selector("#message-counts tr[data-status=suppressed] td.count")
+        assert cell.inner_text() == "12"
+        lines = cell.evaluate("td => { const r = document.createRange(); r.selectNodeContents(td);"
+                              " return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size; }")
+        assert lines == 1
+    finally:
+        context.close()

@@ -250,6 +250,28 @@ def test_a_conversation_shows_every_message_the_newest_open_and_older_ones_folde
         context.close()
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_conversation_opened_on_an_older_message_shows_its_headers_below_the_sticky_bar(
+        browser, live_web, alice, width):
+    # The page scrolls to the message opened; its From line must not end up under the sticky
+    # Back/Newer/Older bar (it did: scrollIntoView ignored the bar, hiding subject and sender).
+    account = account_row(alice)
+    thread = Thread.objects.create(owner=alice, subject="Plans")
+    long_text = "\n".join(f"Line {i} of the plan." for i in range(80))
+    messages = [stored_message(alice, account, subject=f"Re: Plans {n}", text=long_text, thread=thread,
+                               flags=["\\Seen"]) for n in range(6)]
+    context, page = reader_page(browser, alice, width)
+    try:
+        open_reader(page, live_web, messages[2])
+        page.wait_for_function("window.scrollY > 0")  # it scrolled to the message, as it should
+        bar_bottom, headers_top = page.evaluate("""() => [
+            document.querySelector('.reader-nav').getBoundingClientRect().bottom,
+            document.querySelector('.conv-item.current .headers').getBoundingClientRect().top]""")
+        assert headers_top >= bar_bottom
+    finally:
+        context.close()
+
+
 def test_opening_marks_read_on_the_server_and_newer_older_back_walk_the_filtered_list(
         page, live_web, alice, dovecot, mail_user):
     from imap.sync import sync_account_now

@@ -225,6 +225,17 @@ def test_ranked_results_page_through_one_ranking_without_repeats(client, alice, 
         assert response.status_code == 400 and response.json() == {"error": "invalid cursor"}
 
 
+def test_the_result_count_counts_what_the_ranked_search_lists(client, alice, mailbox):
+    # The search box's heading ("N results") asks /api/messages/counts/ with the list's own
+    # parameters; in hybrid mode it counted the full-text matches instead (0 while 2 were listed).
+    client.force_login(alice)
+    for query, mode in [("bill from my web hosting provider", "hybrid"), ("ramen", "hybrid"),
+                        ("plane ticket", "semantic"), ("ramen", "text")]:
+        listed = search(client, query, mode)
+        counts = client.get(reverse("frontend:api_message_counts"), {"q": query, "mode": mode}).json()
+        assert counts["total"] == len(listed), (query, mode)
+
+
 def test_hybrid_search_keeps_the_requests_filters(client, alice):
     work, home = account_row(alice), account_row(alice, name="Home")
     stored_message(alice, work, subject="Hosting invoice March", text="Amount due for servers")

@@ -98,7 +98,13 @@
     details.addEventListener("toggle", () => { if (details.open) unfold(details); });
   }
   const current = document.querySelector(".conv-item.current");
-  if (current && document.querySelector(".conv-item")) current.scrollIntoView({block: "start"});
+  if (current && document.querySelector(".conv-item")) {
+    // Stop below the sticky Back/Newer/Older bar (two rows on a phone), not under it: the opened
+    // message's subject and sender are what the reader came for.
+    const nav = document.querySelector(".reader-nav");
+    current.style.scrollMarginTop = `${(nav ? nav.offsetHeight : 0) + 8}px`;
+    current.scrollIntoView({block: "start"});
+  }
 
   /* Keys, as in the list: j/k older/newer, Escape back to the list, r/u read/unread, s star,
    * # delete. Not while typing, and not with Ctrl/Alt/Meta (the browser's own shortcuts). */
