@@ -4,6 +4,7 @@ writers go first, and a live writer starts the moment the bulk transaction under
 Real flocks on real files, real Django connections and a real `manage.py` process of the bulk
 lane; the negative checks ("still waiting") give the other side a fair chance to run first."""
 
+import os
 import select
 import subprocess
 import sys
@@ -79,6 +80,34 @@ def test_live_writers_do_not_wait_for_each_other_at_the_gate(database):
     assert in_thread(second.enter).wait(10)  # SQLite's own lock orders them, as before
     first.exit()
     second.exit()
+
+
+def test_a_forked_child_does_not_keep_its_parents_lock_alive(database):
+    gate = WriteGate(database, role="live", yield_max=30)
+    gate.enter()  # the parent holds the live lock, then forks (django-q forks its workers)
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            gate.enter()  # the child's first write opens files of its own
+            gate.exit()
+            os.write(ready_w, b"x")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        for fd in gate.files:  # the parent dies without unlocking
+            os.close(fd)
+        gate.files, gate.held = None, None
+        bulk = WriteGate(database, role="bulk", yield_max=30)
+        # Had the child kept its copies of the parent's files, the lock would outlive the parent.
+        assert in_thread(bulk.enter).wait(10)
+        bulk.exit()
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(pid, 0)
 
 
 def test_an_unwritable_data_dir_turns_the_gate_off_instead_of_failing_writes(tmp_path):

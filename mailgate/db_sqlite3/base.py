@@ -58,6 +58,11 @@ class WriteGate:
 
     def _files(self) -> tuple[int, int] | None:
         if self.files is None or self.pid != os.getpid():
+            if self.files and self.pid != os.getpid():
+                # This process's copies of its parent's files: kept open, they would keep a lock
+                # the parent held alive after the parent died (an flock lasts while any copy is open).
+                for fd in self.files:
+                    os.close(fd)
             self.pid, self.held = os.getpid(), None
             try:
                 self.files = tuple(os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in self.paths)
@@ -68,13 +73,11 @@ class WriteGate:
 
     def enter(self) -> None:
         """Before a write (BEGIN, or an autocommit write)."""
-        if self.held is not None:
-            return
         role = self.role or ("live" if in_live_writes() else "")
         if not role:
             return
-        files = self._files()
-        if files is None:
+        files = self._files()  # first: after a fork, the parent's `held` is not this process's
+        if files is None or self.held is not None:
             return
         writers, bulk = files
         if role == "bulk":
