@@ -148,8 +148,21 @@ def clean_dead_processes(path: str | None = None) -> list[int]:
         if match and not _alive(int(match.group(1))):
             dead.add(int(match.group(1)))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, path)
+        _mark_dead(pid, path)
     return sorted(dead)
+
+
+def _mark_dead(pid: int, path: str) -> None:
+    # Processes start together (`manage.py worker` and `idle` under one supervisor) and clean the
+    # same dead pid at once: the library's os.remove then raised FileNotFoundError for a file the
+    # other had just removed, and the worker died at start-up (a fault test's first syncs never
+    # ran). Another try finds only the files still there.
+    for _attempt in range(5):
+        try:
+            multiprocess.mark_process_dead(pid, path)
+            return
+        except FileNotFoundError:
+            continue
 
 
 def _alive(pid: int) -> bool:

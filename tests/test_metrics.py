@@ -194,6 +194,24 @@ def test_a_process_start_drops_the_live_gauges_of_exited_processes_but_keeps_the
                                                                  f"gauge_livesum_{os.getpid()}.db"])
 
 
+def test_two_processes_starting_together_both_clean_a_dead_process_without_failing(tmp_path, monkeypatch):
+    exited = subprocess_pid()
+    for mode in ("livesum", "liveall"):
+        (tmp_path / f"gauge_{mode}_{exited}.db").write_bytes(b"")
+    remove = os.remove
+    raced = []
+
+    def another_process_was_first(name):
+        remove(name)
+        if not raced:  # as when the other process removed this very file a moment before
+            raced.append(name)
+            raise FileNotFoundError(name)
+
+    monkeypatch.setattr(os, "remove", another_process_was_first)
+    assert metrics.clean_dead_processes(str(tmp_path)) == [exited]
+    assert raced and not list(tmp_path.iterdir())
+
+
 def subprocess_pid() -> int:
     """The pid of a process that has exited."""
     import subprocess
