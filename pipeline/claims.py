@@ -77,11 +77,6 @@ def claim_messages(message_ids, status: str, companions: bool = True) -> list[Me
     return messages
 
 
-def _lane_filter() -> Q:
-    """The messages whose work belongs to this worker's lane (pipeline.queue.lane_of, as a query)."""
-    return queue.in_lane(queue.current_lane())
-
-
 def _claim_companions(status: str, limit: int) -> list[Message]:
     """Fill a batch with other messages of this lane waiting in `status` that never started
     (attempts 0, no claim): a backlog queued one task per message (imports, a burst of webhooks)
@@ -93,7 +88,7 @@ def _claim_companions(status: str, limit: int) -> list[Message]:
     me, until = audit.worker_name(), lease(now)
     fresh = Message.objects.filter(status=status, attempts=0, claimed_until__isnull=True)
     # The conditions again on the UPDATE itself: the compare-and-set between workers.
-    picked = fresh.filter(_lane_filter()).order_by("updated_at").values("pk")[:limit]
+    picked = fresh.filter(queue.in_lane(queue.current_lane())).order_by("updated_at").values("pk")[:limit]
     if not fresh.filter(pk__in=picked).update(claimed_by=me, claimed_until=until, attempts=F("attempts") + 1,
                                               updated_at=now):
         return []

@@ -86,8 +86,8 @@ def distribute_batch(message_ids, handed_on: bool = False) -> str:
 
     One conditional UPDATE claims the batch (claims.claim_messages). The first message of a batch
     of several, one `handed_on` by standardize (which then claims no companions), or a message
-    alone with MAILGATE_HAND_ON_ALONE goes on alone: its own transaction, and its due deliveries sent right here once it commits (see
-    standardize_batch). The others are distributed together: routes, subscriptions and existing
+    alone with MAILGATE_HAND_ON_ALONE goes on alone: its own transaction, and its due deliveries
+    sent right here once it commits (see standardize_batch). The others are distributed together: routes, subscriptions and existing
     deliveries read once, then ONE transaction writes every message's deliveries, status and audit
     rows, with one live hint per audience (_write_together). Should that transaction fail (an
     error, a claim lost meanwhile), each message is redone in a transaction of its own, so one

@@ -37,7 +37,6 @@ from mailgate.db_sqlite3.priority import in_live_writes
 
 log = logging.getLogger(__name__)
 
-ROLES = ("live", "bulk")  # MAILGATE_SQLITE_WRITER; "" for no gate
 # Autocommit statements that take the write lock on their own (outside BEGIN ... COMMIT).
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 YIELD_POLL = 0.002  # seconds between a yielding process's tries
@@ -50,7 +49,7 @@ class WriteGate:
 
     def __init__(self, database_path: str, role: str, yield_max: float):
         self.paths = (f"{database_path}.writers", f"{database_path}.bulk")
-        self.role = role  # ROLES, or "" (live inside priority.live_writes(), else no gate)
+        self.role = role  # "live", "bulk", or "" (live inside priority.live_writes(), else no gate)
         self.yield_max = yield_max
         self.files = None
         self.pid = None
