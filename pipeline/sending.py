@@ -35,8 +35,11 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
                                 cap=settings.MAILGATE_RETRY_MAX_SECONDS, at_least=retry_after or 0)
 
 
-def _defer(delivery: Delivery, until, why: str) -> str:
+def _defer(delivery: Delivery, until, why: str, batch: "_Batch | None" = None) -> str:
     """Give the claim back without counting an attempt (rate limit, disabled service)."""
+    if batch is not None and delivery.pk in batch.announced:  # its timeline says "sending": say why not
+        audit.record(Event.Kind.RETRY, delivery.message, delivery,
+                     detail=f"not sent: {why}; next at {until:%Y-%m-%d %H:%M:%S%z}")
     attempts = max(0, delivery.attempts - 1)
     claims.finish_delivery(delivery, status=Delivery.Status.RETRYING if attempts else Delivery.Status.SCHEDULED,
                            attempts=attempts, not_before=until)
@@ -44,12 +47,16 @@ def _defer(delivery: Delivery, until, why: str) -> str:
     return "deferred"
 
 
-def _finish(delivery: Delivery, kind, detail: str, service_fields=None, **fields) -> bool:
+def _finish(delivery: Delivery, kind, detail: str, service_fields=None, batch: "_Batch | None" = None,
+            **fields) -> bool:
     with transaction.atomic():
         done = claims.finish_delivery(delivery, **fields)
         if done:
             audit.record(kind, delivery.message, delivery, detail=detail)
-            events.delivery_updated(delivery)
+            if batch is not None and batch.hints_at_end:
+                batch.finished.append(delivery)
+            else:
+                events.delivery_updated(delivery)
         else:
             # Our lease expired and another worker took the delivery over; it records the outcome.
             audit.record(Event.Kind.CRASHED, delivery.message, delivery,
@@ -63,9 +70,43 @@ def _finish(delivery: Delivery, kind, detail: str, service_fields=None, **fields
     return done
 
 
-def send(delivery_id, successes: dict | None = None) -> str:
-    """Stage task body; returns what happened (for logs and tests). `successes`: a batch's
-    {service id: time of its last success}, written once at the batch's end (see send_batch)."""
+class _Batch:
+    """What a send task's deliveries share: each service's last success, written once at the end
+    (a row every worker sending through the service writes, so also locked once instead of with
+    every send), and, in a batch of several, the live hints: one per audience at the end instead of
+    a delivery.updated event (one sequence-number UPDATE) per delivery."""
+
+    def __init__(self, hints_at_end: bool):
+        self.hints_at_end = hints_at_end
+        self.successes: dict = {}  # service id → time of its last success
+        self.finished: list[Delivery] = []
+        self.announced: set = set()  # deliveries whose SENDING row is written (announce)
+        self.stale: set = set()  # services whose row changed since the batch's claim read it
+
+    def announce(self, deliveries) -> None:
+        """The SENDING rows of the batch's claimed deliveries that go straight out, in one INSERT
+        before the first send (one INSERT per send otherwise): those of an enabled service with
+        no rate limit of its own and no Retry-After block, the only checks _send_group makes
+        before it sends. Should one of them be held back after all (a Retry-After that another
+        delivery of the batch met), _defer records why on its timeline."""
+        now = clock.now()
+        ready = [d for d in deliveries if d.service.enabled and not d.service.rate_per_minute
+                 and not (d.service.blocked_until and d.service.blocked_until > now)]
+        audit.record_all([audit.event(Event.Kind.SENDING, d.message, d, detail=_sending_detail(d, d.service))
+                          for d in ready])
+        self.announced.update(d.pk for d in ready)
+
+    def close(self) -> None:
+        for service_id, at in self.successes.items():
+            Service.objects.filter(pk=service_id).update(last_success_at=at)
+        if self.finished:  # a message page refreshes its deliveries on its id among the hint's
+            events.messages_changed(list({d.message_id: d.message for d in self.finished}.values()),
+                                    "message.updated")
+
+
+def send(delivery_id, batch: _Batch | None = None) -> str:
+    """Stage task body for one delivery; returns what happened (for logs and tests). `batch`: the
+    send task's shared state when it is one of a batch (see send_batch)."""
     delivery = claims.claim_delivery(delivery_id)
     if delivery is not None:
         group = [delivery]
@@ -75,24 +116,28 @@ def send(delivery_id, successes: dict | None = None) -> str:
         group = []
     if not group:
         return "skipped"
-    return _send_group(group, successes)
+    return _send_group(group, batch)
 
 
 def send_batch(delivery_ids) -> str:
-    """Stage task body for a batch of deliveries (one task per MAILGATE_SEND_BATCH due ones): each
-    is claimed and sent on its own, as send(); one that raises does not stop the others (its lease
-    expires and the sweeper retries it alone), and the first error is re-raised at the end, after
-    the services' last success is written (once per batch, not per send)."""
+    """Stage task body for a batch of deliveries (one task per MAILGATE_SEND_BATCH due ones).
+
+    The deliveries that never started are claimed together (claims.claim_fresh_deliveries), the
+    rest one by one as send() does. Each is then sent on its own: one that raises does not stop
+    the others (its lease expires and the sweeper retries it alone), and the first error is
+    re-raised at the end, after the services' last success and the live hints are written."""
+    ids = [str(pk) for pk in delivery_ids]
     outcomes = []
-    successes: dict = {}
+    batch = _Batch(hints_at_end=len(ids) > 1)
+    fresh = claims.claim_fresh_deliveries(ids) if len(ids) > 1 else {}
+    batch.announce(fresh.values())
     with claims.EachAlone(_logged) as each:
-        for delivery_id in delivery_ids:
-            if (outcome := each(delivery_id, send, delivery_id, successes)) is not None:
+        for delivery_id in ids:
+            delivery = fresh.get(delivery_id)
+            work = (_send_group, [delivery], batch) if delivery is not None else (send, delivery_id, batch)
+            if (outcome := each(delivery_id, *work)) is not None:
                 outcomes.append(outcome)
-        # Services' last success, once per batch instead of once per send: a row every worker
-        # sending through the service writes, so also locked once instead of with every delivery.
-        for service_id, at in successes.items():
-            Service.objects.filter(pk=service_id).update(last_success_at=at)
+        batch.close()
     if len(outcomes) == 1:
         return outcomes[0]
     return ", ".join(f"{name} {outcomes.count(name)}" for name in sorted(set(outcomes)))
@@ -113,7 +158,7 @@ def _each(group: list[Delivery], record) -> str:
     return [record(delivery) for delivery in group][0]
 
 
-def _send_group(group: list[Delivery], successes: dict | None = None) -> str:
+def _send_group(group: list[Delivery], batch: _Batch | None = None) -> str:
     """Send one message - the delivery's own, or for a digest one made of the whole group's - and
     record the outcome on every delivery of the group. Returns the first delivery's outcome."""
     now = clock.now()
@@ -125,20 +170,24 @@ def _send_group(group: list[Delivery], successes: dict | None = None) -> str:
         return "dead"
     first, service = group[0], group[0].service
     if not service.enabled:
-        return _each(group, lambda d: _defer(d, now + DISABLED_SERVICE_RECHECK, "service disabled"))
-    wait = ratelimit.take_token(service, now, fresh=True)  # the claim just read the service
+        return _each(group, lambda d: _defer(d, now + DISABLED_SERVICE_RECHECK, "service disabled", batch))
+    # The claim just read the service; in a batch, unless its row changed since (a token spent, a
+    # failure that may have set a Retry-After block).
+    wait = ratelimit.take_token(service, now, fresh=batch is None or service.pk not in batch.stale)
+    if batch is not None and service.rate_per_minute:
+        batch.stale.add(service.pk)
     if wait > 0:
-        return _each(group, lambda d: _defer(d, now + timedelta(seconds=wait), "rate limit"))
+        return _each(group, lambda d: _defer(d, now + timedelta(seconds=wait), "rate limit", batch))
 
     is_digest = first.subscription.mode == Subscription.Mode.DIGEST
     message = digest.compose(group) if is_digest else first.message
     grouped = f", in a digest of {len(group)}" if is_digest else ""
     # The audit rows are committed before the side effect: if the worker dies inside send(), the
-    # timeline shows a send that may or may not have happened.
+    # timeline shows a send that may or may not have happened. (A batch wrote them at its start.)
     for delivery in group:
-        audit.record(Event.Kind.SENDING, delivery.message, delivery,
-                     detail=f"attempt {delivery.attempts} via {service.kind} to "
-                            f"{delivery.address or service.name}{grouped}")
+        if batch is None or delivery.pk not in batch.announced:
+            audit.record(Event.Kind.SENDING, delivery.message, delivery,
+                         detail=_sending_detail(delivery, service, grouped))
     try:
         # Records the service's last error and any Retry-After block itself.
         remote_id = outgoing_sending.send(first, message=message, service=service, record_success=False)
@@ -152,15 +201,21 @@ def _send_group(group: list[Delivery], successes: dict | None = None) -> str:
         outgoing_sending.record_failure(service, error)
     else:
         now = clock.now()
-        if successes is not None:
-            successes[service.pk] = now
+        if batch is not None:
+            batch.successes[service.pk] = now
         for i, delivery in enumerate(group):
             _finish(delivery, Event.Kind.SENT, (f"remote id {remote_id}" if remote_id else "sent") + grouped,
-                    service_fields={"last_success_at": now} if i == 0 and successes is None else None,
+                    service_fields={"last_success_at": now} if i == 0 and batch is None else None, batch=batch,
                     status=Delivery.Status.SENT, remote_id=str(remote_id or "")[:500], sent_at=now, last_error="")
         return "sent"
+    if batch is not None:  # its last error, perhaps a Retry-After block: the next send reads it
+        batch.stale.add(service.pk)
     delay = backoff_seconds(first.attempts, error.retry_after)
     return _each(group, lambda d: _failed(d, service, error, recorded_on_service=True, delay=delay))
+
+
+def _sending_detail(delivery: Delivery, service, grouped: str = "") -> str:
+    return f"attempt {delivery.attempts} via {service.kind} to {delivery.address or service.name}{grouped}"
 
 
 def _failed(delivery: Delivery, service, exc: TransportError, recorded_on_service: bool = False,

@@ -126,18 +126,112 @@ def test_a_delivery_that_raises_in_a_send_batch_fails_alone(alice, relay, monkey
     tasks.distribute(ids)
     deliveries = [str(pk) for pk in Delivery.objects.filter(message_id__in=ids).order_by("pk").values_list("pk", flat=True)]
     poison = deliveries[1]
-    real = sending.claims.claim_delivery
+    real = sending._send_group
 
-    def claim(delivery_id):
-        if str(delivery_id) == poison:
-            raise RuntimeError("claim exploded")
-        return real(delivery_id)
+    def send_group(group, batch=None):
+        if str(group[0].pk) == poison:
+            raise RuntimeError("send exploded")
+        return real(group, batch)
 
-    monkeypatch.setattr(sending.claims, "claim_delivery", claim)
-    with pytest.raises(RuntimeError, match="claim exploded"):
+    monkeypatch.setattr(sending, "_send_group", send_group)
+    with pytest.raises(RuntimeError, match="send exploded"):
         tasks.send(deliveries)
     sent = set(str(pk) for pk in Delivery.objects.filter(status=Delivery.Status.SENT).values_list("pk", flat=True))
     assert sent == set(deliveries) - {poison}
     assert len(clean_smtp_sink.messages) == len(deliveries) - 1
     relay.refresh_from_db()
     assert relay.last_success_at is not None  # written once, at the batch's end
+
+
+def statements(queries) -> list[str]:
+    """The SQL a block ran, without transaction control (BEGIN/COMMIT, logged on SQLite only;
+    savepoints, which stand for them inside a test's transaction)."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+    return [q["sql"] for q in queries if q["sql"].split(None, 1)[0].upper() not in control]
+
+
+def distributed(owner, count: int) -> list[str]:
+    """Ids of the due deliveries of `count` distributed messages, none sent yet."""
+    ids = standardized(owner, count)
+    tasks.distribute(ids)
+    return [str(pk) for pk in Delivery.objects.filter(message_id__in=ids, status=Delivery.Status.SCHEDULED)
+            .order_by("created_at", "pk").values_list("pk", flat=True)]
+
+
+def test_a_send_batch_claims_its_fresh_deliveries_with_one_update_and_costs_two_statements_a_send(
+        alice, relay, clean_smtp_sink):
+    relay.rate_per_minute = 0  # no limit of its own: no token to take per send
+    relay.save()
+    deliveries = distributed(alice, 6)[:10]
+    assert len(deliveries) == 10
+    with CaptureQueriesContext(connection) as queries:
+        assert tasks.send(deliveries) == "sent 10"
+    sql = statements(queries)
+    claims = [s for s in sql if s.startswith('UPDATE "pipeline_delivery"') and '"attempts" = ' in s]
+    assert len(claims) == 1, claims  # one claim for the batch, not one per delivery
+    # Per send: its outcome and its audit row; per batch: the claim, one read of the deliveries and
+    # one of their attachments, the SENDING rows, the service's last success, one live hint.
+    assert len(sql) <= 2 * 10 + 7, "\n".join(sql)
+    assert len(clean_smtp_sink.messages) == 10
+    for pk in deliveries:
+        assert list(Event.objects.filter(delivery_id=pk).order_by("pk").values_list("kind", flat=True)) == [
+            "queued", "sending", "sent"]
+        assert Delivery.objects.get(pk=pk).attempts == 1
+
+
+def test_a_delivery_that_started_before_is_claimed_alone_in_its_batch(alice, relay, clean_smtp_sink):
+    # What a crash leaves (its worker died mid-send) once the sweeper brings it back: RETRYING,
+    # one attempt used. It may be the delivery that killed its worker, so it is not claimed with
+    # the batch; it still goes out, with its own second attempt.
+    deliveries = distributed(alice, 2)
+    suspect = deliveries[1]
+    Delivery.objects.filter(pk=suspect).update(status=Delivery.Status.RETRYING, attempts=1)
+    assert sending.claims.claim_fresh_deliveries(deliveries).keys() == set(deliveries) - {suspect}
+    Delivery.objects.filter(pk__in=deliveries).update(status=Delivery.Status.SCHEDULED, attempts=0, claimed_by="")
+    Delivery.objects.filter(pk=suspect).update(status=Delivery.Status.RETRYING, attempts=1)
+    assert tasks.send(deliveries) == "sent 4"
+    assert {str(pk): n for pk, n in Delivery.objects.filter(pk__in=deliveries).values_list("pk", "attempts")} == {
+        pk: 2 if pk == suspect else 1 for pk in deliveries}
+
+
+def test_a_retry_after_met_in_a_send_batch_holds_the_rest_of_the_batch(alice, clean_http_sink):
+    from outgoing.models import Service
+    from tests.servers.http import Response
+
+    hook = Service(owner=alice, kind="webhook", name="hook", rate_per_minute=0,
+                   config={"url": clean_http_sink.url("/hook"), "timeout": 5})
+    hook.set_secrets({"signing_secret": "s3cret"})
+    hook.save()
+    route_everything(alice, hook)
+    for name in ("bob", "carol"):
+        subscribe(hook, name, "")
+    clean_http_sink.respond("/hook", [Response(429, headers={"Retry-After": "60"}), Response(200, json={})])
+    deliveries = distributed(alice, 2)
+    assert len(deliveries) == 4
+    tasks.send(deliveries)
+    # The batch read the service before the 429 set its block; the rest of it must not be sent.
+    assert len(clean_http_sink.requests) == 1
+    held = Delivery.objects.filter(pk__in=deliveries[1:])
+    assert all(d.status == Delivery.Status.SCHEDULED and d.attempts == 0 for d in held)
+    for delivery in held:
+        # Its timeline said "sending" (written with the batch's): it says why nothing went out.
+        assert list(Event.objects.filter(delivery=delivery).order_by("pk").values_list("kind", "detail"))[-1][1] \
+            .startswith("not sent: rate limit; next at ")
+
+
+def test_a_stage_task_commits_or_rolls_back_with_the_row_it_names(alice):
+    # The ORM broker's queue is a table of the same database: the task is inserted in the
+    # transaction that readies the message, so neither exists without the other, and a
+    # backlog stored in one transaction pays no BEGIN/COMMIT per task after it.
+    from django.db import transaction
+
+    OrmQ.objects.all().delete()
+    with pytest.raises(RuntimeError, match="the caller failed"):
+        with transaction.atomic():
+            ingest(alice, eml(subject="Rolled back"))
+            assert len(queued("standardize")) == 1  # already there, before any commit
+            raise RuntimeError("the caller failed")
+    assert not Message.objects.exists() and queued("standardize") == []
+    with transaction.atomic():
+        message = ingest(alice, eml(subject="Kept"))
+    assert queued("standardize") == [f"standardize:{message.pk}"]
