@@ -10,7 +10,7 @@ queued at once, as after an outage, and times count from its commit), all at the
 first stored, messages/s, and the SQL statements per message, ingest to sent, counted in-process
 (the same stage functions, run synchronously, since a count cannot be taken inside the worker
 processes) one message per task and in the worker's batches (a stage batch of messages, sends in
-batches of MAILGATE_SEND_BATCH); BEGIN/COMMIT are counted apart (Django logs them on SQLite only).
+batches of MAILGATE_SEND_BATCH), with BEGIN/COMMIT (which Django logs as queries) counted apart.
 The messages are imports, so they go through the bulk lane. Runs on a throwaway data dir (SQLite),
 so it touches nothing of a real install. --profile writes a cProfile of the in-process stages of
 200 messages run in batches (see docs/pipeline.md).
@@ -69,8 +69,8 @@ def queries_per_message(owner, tasks, ingest_raw, Delivery, sample: int, batched
                 tasks.distribute(pk)
                 for delivery in Delivery.objects.filter(message_id=pk):
                     tasks.send(str(delivery.pk))
-    # BEGIN/COMMIT as such: Django logs them on SQLite (our write gate issues them itself), not on
-    # PostgreSQL, where the driver sends them unlogged; statements are what a message costs on both.
+    # BEGIN/COMMIT apart: Django logs them as queries too (debug_transaction); they mark where a
+    # stage's writes become atomic, and the statements between them are what a message costs.
     control = sum(1 for q in queries if q["sql"].split(None, 1)[0].upper() in ("BEGIN", "COMMIT", "ROLLBACK"))
     return (len(queries) - control) / sample, control / sample
 

@@ -144,8 +144,8 @@ def test_a_delivery_that_raises_in_a_send_batch_fails_alone(alice, relay, monkey
 
 
 def statements(queries) -> list[str]:
-    """The SQL a block ran, without transaction control (BEGIN/COMMIT, logged on SQLite only;
-    savepoints, which stand for them inside a test's transaction)."""
+    """The SQL a block ran, without transaction control (BEGIN/COMMIT, and the savepoints that
+    stand for them inside a test's transaction)."""
     control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
     return [q["sql"] for q in queries if q["sql"].split(None, 1)[0].upper() not in control]
 
