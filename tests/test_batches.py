@@ -8,8 +8,8 @@ from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from pipeline import distribute, routing, sending, tasks
-from pipeline.models import Delivery, Event, Message
+from pipeline import distribute, routing, sending, standardize, tasks
+from pipeline.models import Delivery, Event, Message, Thread
 from tests.builders import eml, ingest, route_everything, smtp_service, subscribe
 
 pytestmark = pytest.mark.django_db
@@ -119,6 +119,110 @@ def test_a_batch_costs_few_queries_per_message(alice, relay):
         tasks.distribute(ids[1:])
     per_message = len(batch) / 19
     assert per_message < 3 and per_message < len(one) / 4, (len(one), per_message)
+
+
+def statements(queries) -> list[str]:
+    """The captured SQL statements other than transaction control."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+    return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith(control)]
+
+
+def test_standardizing_a_batch_costs_few_queries_per_message(alice, relay, settings):
+    # Issue #14: each message's thread lookup, thread INSERT and row UPDATE are the batch's, once.
+    settings.MAILGATE_STAGE_WRITE_BATCH = 10
+    ids = [str(ingest(alice, eml(subject=f"Distinct {n}", message_id=f"<distinct-{n}@example.test>")).pk)
+           for n in range(21)]
+    with CaptureQueriesContext(connection) as batch:
+        assert tasks.standardize(ids) == "standardized 21"
+    per_message = len(statements(batch)) / 21
+    assert per_message <= 1.5, (per_message, statements(batch))
+    assert Thread.objects.filter(owner=alice, message_count=1).count() == 21
+
+
+# One conversation and its strays, in the order they arrive; (raw, name). Same Date on all of them.
+CONVERSATION = [
+    ("filler", dict(subject="Unrelated", sender="yan@example.test", message_id="<filler@example.test>")),
+    ("lunch", dict(subject="Lunch?", sender="bob@example.test", to="alice@example.test",
+                   message_id="<lunch@example.test>")),
+    ("reply", dict(subject="Totally different", sender="carol@example.test", message_id="<reply@example.test>",
+                   in_reply_to="<lunch@example.test>")),
+    ("same subject", dict(subject="Re: lunch?", sender="alice@example.test", to="bob@example.test",
+                          message_id="<again@example.test>")),
+    ("stranger", dict(subject="Lunch?", sender="zed@example.test", to="yan@example.test",
+                      message_id="<stranger@example.test>")),
+    ("answer first", dict(subject="An answer", sender="dan@example.test", message_id="<answer@example.test>",
+                          in_reply_to="<question@example.test>")),
+    ("question", dict(subject="A question", sender="eve@example.test", message_id="<question@example.test>")),
+    ("no subject", dict(subject="", sender="fay@example.test", message_id="<blank@example.test>")),
+    ("names it", dict(subject="Now it has one", sender="gus@example.test", message_id="<named@example.test>",
+                      in_reply_to="<blank@example.test>")),
+    ("to the kickoff", dict(subject="Agenda", sender="hal@example.test", message_id="<agenda@example.test>",
+                            in_reply_to="<kickoff@example.test>")),
+    ("kickoff subject", dict(subject="Kickoff", sender="ivy@example.test", to="kim@example.test",
+                             message_id="<kickoff-2@example.test>")),
+    ("kickoff stranger", dict(subject="Kickoff", sender="ned@example.test", to="oz@example.test",
+                              message_id="<kickoff-3@example.test>")),
+]
+
+
+def threaded(owner, batched: bool) -> dict:
+    """CONVERSATION for `owner`, after a kickoff message standardized before it: each message's
+    thread, told by the name of its thread's first message, with the thread's summary."""
+    kickoff = ingest(owner, eml(subject="Kickoff", sender="kim@example.test", message_id="<kickoff@example.test>"))
+    tasks.standardize(str(kickoff.pk))
+    ids = {name: str(ingest(owner, eml(**fields)).pk) for name, fields in CONVERSATION}
+    if batched:
+        tasks.standardize(list(ids.values()))
+    else:
+        for pk in ids.values():
+            tasks.standardize(pk)
+    names = {str(kickoff.pk): "kickoff", **{pk: name for name, pk in ids.items()}}
+    first: dict = {}
+    result = {}
+    for pk, name in names.items():
+        thread = Message.objects.get(pk=pk).thread
+        first.setdefault(thread.pk, name)
+        result[name] = (first[thread.pk], thread.subject, thread.normalized_subject, thread.participants,
+                        thread.message_count, thread.first_message_at, thread.last_message_at)
+    assert Thread.objects.filter(owner=owner).count() == len(first)
+    return result
+
+
+def test_messages_of_one_batch_thread_with_each_other_as_one_at_a_time(alice, bob, settings):
+    settings.MAILGATE_STAGE_WRITE_BATCH = 50  # all but the first (which goes on alone) in one write
+    one_at_a_time, batch = threaded(alice, batched=False), threaded(bob, batched=True)
+    assert batch == one_at_a_time
+    thread_of = {name: row[0] for name, row in batch.items()}
+    # A reply joins its parent of the same batch; same subject and a shared person join it too.
+    assert thread_of["reply"] == thread_of["same subject"] == "lunch" and batch["lunch"][4] == 3
+    assert thread_of["stranger"] == "stranger"
+    # A reply before its parent cannot join it; an empty subject takes the first one that comes.
+    assert thread_of["question"] == "question" != thread_of["answer first"]
+    assert thread_of["names it"] == "no subject" and batch["names it"][1] == "Now it has one"
+    # Threads from before the batch are joined, by reference and by subject and person.
+    assert thread_of["to the kickoff"] == thread_of["kickoff subject"] == "kickoff" and batch["kickoff"][4] == 3
+    assert thread_of["kickoff stranger"] == "kickoff stranger"
+
+
+def test_a_message_whose_claim_was_lost_in_a_batch_is_left_to_the_other_worker(alice, settings, monkeypatch):
+    ids = [str(ingest(alice, eml(subject=f"Claimed {n}")).pk) for n in range(4)]
+    taken, finished = ids[1], ids[2]
+    real = standardize._parse_one
+
+    def parse_while_others_work(message, list_ids_of):
+        # Our claim expired while we parsed: another worker holds one message and finished another.
+        if str(message.pk) == taken:
+            Message.objects.filter(pk=taken).update(claimed_by="other-worker")
+        if str(message.pk) == finished:
+            Message.objects.filter(pk=finished).update(status=Message.Status.STANDARDIZED, claimed_by="",
+                                                       claimed_until=None)
+        return real(message, list_ids_of)
+
+    monkeypatch.setattr(standardize, "_parse_one", parse_while_others_work)
+    assert tasks.standardize(ids) == "lost claim 2, standardized 2"
+    assert Message.objects.get(pk=taken).claimed_by == "other-worker"
+    assert not Event.objects.filter(message_id__in=[taken, finished], kind="standardized").exists()
+    assert Event.objects.filter(message_id__in=[ids[0], ids[3]], kind="standardized").count() == 2
 
 
 def test_a_delivery_that_raises_in_a_send_batch_fails_alone(alice, relay, monkeypatch, clean_smtp_sink):

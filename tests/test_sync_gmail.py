@@ -15,7 +15,7 @@ from imap.accounts import create_account
 from imap.models import Account, MessageLocation
 from pipeline import threads
 from pipeline.models import Message, Thread
-from pipeline.standardize import standardize
+from pipeline.standardize import standardize, standardize_batch
 from tests.builders import sync
 from tests.servers.fake_gmail import FakeGmail
 
@@ -173,6 +173,24 @@ def test_x_gm_thrid_makes_one_thread_for_the_conversation_and_standardize_keeps_
     imported = Message.objects.get(gm_msgid=MSGID_TWIN_1)
     imported.thread = None
     assert threads.assign_thread(imported, gm_thrid=THRID_LUNCH).pk == conversation.pk
+
+
+@pytest.mark.django_db
+def test_x_gm_thrid_threads_a_batch_as_it_threads_one_message_at_a_time(alice, gmail, settings):
+    settings.MAILGATE_STAGE_WRITE_BATCH = 50  # all but the first (which goes on alone) in one write
+    account = gmail_account(alice, gmail)
+    sync(account)
+    in_order = list(Message.objects.filter(account=account).order_by("received_at", "pk"))  # as claimed
+    assert standardize_batch([m.pk for m in in_order]) == "history 5"
+
+    lunch, reply, other = (Message.objects.get(gm_msgid=i) for i in (MSGID_LUNCH, MSGID_REPLY, MSGID_OTHER))
+    conversation = Thread.objects.get(owner=alice, gm_thrid=THRID_LUNCH)
+    assert lunch.thread_id == reply.thread_id == conversation.pk and conversation.message_count == 2
+    # Sync made the thread without a subject: the first of its messages to be threaded names it.
+    assert conversation.subject == next(m.subject for m in in_order if m.gm_msgid in (MSGID_LUNCH, MSGID_REPLY))
+    assert conversation.participants == ["alice@example.test", "bob@example.test", "charlie@example.test"]
+    assert other.thread.gm_thrid == THRID_OTHER and other.thread.message_count == 1
+    assert Thread.objects.filter(owner=alice).count() == 4
 
 
 @pytest.mark.django_db
