@@ -6,9 +6,10 @@ the local files dir or an S3-compatible bucket), so the same bytes are written o
 
 import hashlib
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, transaction
 
 from mailgate import metrics, storage
+from mailgate.bulk_update import update_each
 from pipeline import audit, events, queue
 from pipeline.models import Event, Message, PurgedIdentity
 from pipeline.queue import Stage
@@ -106,23 +107,16 @@ def _received(message_ids) -> None:
 
 def _advance_to_received(rows) -> None:
     """UPDATE ... SET raw, raw_sha256, size, status=RECEIVED WHERE id = ? AND status = HEADERS for
-    every (pk, name, digest, size), as one executemany: the ORM's per-row CASE/WHEN form of this
-    cost ~1 ms per message to compile (bench/sync.py), more than the rest of phase 2."""
-    connection = connections[router.db_for_write(Message)]
-    meta, qn = Message._meta, connection.ops.quote_name
-    column = {name: qn(meta.get_field(name).column) for name in ("raw", "raw_sha256", "size", "status")}
-    sql = (f"UPDATE {qn(meta.db_table)} SET {column['raw']} = %s, {column['raw_sha256']} = %s, "
-           f"{column['size']} = %s, {column['status']} = %s "
-           f"WHERE {qn(meta.pk.column)} = %s AND {column['status']} = %s")
+    every (pk, name, digest, size), as one executemany (mailgate/bulk_update.py): the ORM's
+    per-row CASE/WHEN form of this cost ~1 ms per message to compile (bench/sync.py), more than
+    the rest of phase 2."""
     received, headers = str(Message.Status.RECEIVED), str(Message.Status.HEADERS)
-    params = [(name, digest, size, received, meta.pk.get_db_prep_value(pk, connection), headers)
-              for pk, name, digest, size in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-        # sqlite3 sums executemany's rowcount (not every PostgreSQL driver does). Under the lock
-        # this cannot differ; if it ever did, roll back rather than queue a message that did not move.
-        if connection.vendor == "sqlite" and cursor.rowcount != len(params):
-            raise IntegrityError(f"attach_raw_batch: {len(params) - cursor.rowcount} rows changed under the lock")
+    changed = update_each(Message, ["raw", "raw_sha256", "size", "status"], ["id", "status"],
+                          [(name, digest, size, received, pk, headers) for pk, name, digest, size in rows])
+    # Under the lock this cannot differ; if it ever did, roll back rather than queue a message
+    # that did not move.
+    if changed != len(rows):
+        raise IntegrityError(f"attach_raw_batch: {len(rows) - changed} rows changed under the lock")
 
 
 def ingest_raw(*, owner, raw: bytes, identity: str, source: str, account=None, folder=None,

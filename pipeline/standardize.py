@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import transaction
 
 from mailgate import storage
+from mailgate.bulk_update import update_each
 from pipeline import audit, claims, clock, distribute, events, loops, parsing, queue, threads
 from pipeline.ingest import read_raw
 from pipeline.models import Attachment, Event, Message, Subscription, attachment_upload_path
@@ -271,28 +272,16 @@ _RESULT_COLUMNS = ("thread", "status", "suppressed_reason", "claimed_by", "claim
 
 def _move_rows(batch: list[_Parsed], results: list[tuple[str, str]], now) -> set:
     """UPDATE each message row to its result WHERE id = ? AND status = RECEIVED AND claimed_by = ?
-    (our claim), as one executemany; returns the pks that moved.
-
-    One prepared statement, as ingest._advance_to_received: bulk_update's CASE/WHEN form cannot
-    keep each row's condition, and over these ~20 columns costs more to compile than the write.
-    Values are adapted by each field (get_db_prep_save), as the ORM's UPDATE does."""
-    connection = connections[router.db_for_write(Message)]
-    meta, qn = Message._meta, connection.ops.quote_name
-    fields = [meta.get_field(name) for name in (*batch[0].fields, *_RESULT_COLUMNS)]
-    assignments = ", ".join(f"{qn(field.column)} = %s" for field in fields)
-    sql = (f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {qn(meta.pk.column)} = %s "
-           f"AND {qn(meta.get_field('status').column)} = %s AND {qn(meta.get_field('claimed_by').column)} = %s")
-    params = []
+    (our claim), as one executemany (mailgate/bulk_update.py); returns the pks that moved."""
+    names = [*batch[0].fields, *_RESULT_COLUMNS]
+    rows = []
     for item, (status, reason) in zip(batch, results):
         values = {**item.fields, "thread": item.message.thread_id, "status": str(status),
                   "suppressed_reason": reason[:200], "claimed_by": "", "claimed_until": None, "attempts": 0,
                   "updated_at": now}
-        params.append([field.get_db_prep_save(values[field.name], connection) for field in fields]
-                      + [meta.pk.get_db_prep_value(item.message.pk, connection),
-                         str(Message.Status.RECEIVED), item.message.claimed_by])
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-        everyone = cursor.rowcount == len(params)  # sqlite3 and psycopg sum executemany's rowcount
+        rows.append([values[name] for name in names]
+                    + [item.message.pk, str(Message.Status.RECEIVED), item.message.claimed_by])
+    everyone = update_each(Message, names, ["id", "status", "claimed_by"], rows) == len(rows)
     if everyone:
         return {item.message.pk for item in batch}
     # Some claim was lost: tell our rows from the other worker's by what we wrote, down to `now`

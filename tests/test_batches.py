@@ -122,7 +122,8 @@ def test_a_batch_costs_few_queries_per_message(alice, relay):
 
 
 def statements(queries) -> list[str]:
-    """The captured SQL statements other than transaction control."""
+    """The captured SQL statements other than transaction control (BEGIN/COMMIT, and the
+    savepoints that stand for them inside a test's transaction)."""
     control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
     return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith(control)]
 
@@ -245,13 +246,6 @@ def test_a_delivery_that_raises_in_a_send_batch_fails_alone(alice, relay, monkey
     assert len(clean_smtp_sink.messages) == len(deliveries) - 1
     relay.refresh_from_db()
     assert relay.last_success_at is not None  # written once, at the batch's end
-
-
-def statements(queries) -> list[str]:
-    """The SQL a block ran, without transaction control (BEGIN/COMMIT, and the savepoints that
-    stand for them inside a test's transaction)."""
-    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-    return [q["sql"] for q in queries if q["sql"].split(None, 1)[0].upper() not in control]
 
 
 def distributed(owner, count: int) -> list[str]:
