@@ -226,7 +226,7 @@ def main() -> None:
         print(f"messages: {args.messages}, target: {args.target}, workers: live {workers} + bulk {bulk} "
               f"(imports: bulk lane), stage batch {settings.MAILGATE_STAGE_BATCH}, "
               f"send batch {settings.MAILGATE_SEND_BATCH}, database: {connection.vendor}")
-        print(f"backlog: all {args.messages} stored in one transaction, times from the end of its commit's enqueues"
+        print(f"backlog: all {args.messages} stored in one transaction, times from its commit"
               if args.backlog
               else "times from the first message stored (the bench stores one at a time)")
         print(f"first at the sink after the first stored:  {first_sent[0] - first_stored:7.2f} s" if first_sent

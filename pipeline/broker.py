@@ -16,12 +16,15 @@ parsing the rest of the backlog. Claims, leases and acknowledgement are the stoc
 
 from time import sleep
 
+from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import OrmQ
 
 SEPARATOR = "|"
+_KEY, _LOCK = '"key"', '"lock"'  # OrmQ's columns, quoted alike on SQLite and PostgreSQL
 
 
 def stage_key(cluster: str, rank: int, stage: str) -> str:
@@ -48,12 +51,37 @@ class StageOrderedORM(ORM):
 
     def dequeue(self):
         # As ORM.dequeue, ordered; the conditional UPDATE on `lock` still decides between clusters.
-        tasks = list(self._mine().filter(lock__lt=timezone.now()).order_by("key", "id")[0:Conf.BULK])
-        if not tasks:
+        # Both as prepared SQL: a live lane's pusher asks ~100 times a second, mostly of an empty
+        # queue, and the ORM's building of this query cost 0.7 ms of CPU each time (7 % of a core
+        # on an idle install).
+        rows = self._ready()
+        if not rows:
             sleep(Conf.POLL)  # empty queue: spare the CPU, as the stock broker does
             return None
+        connection, table = self._table()
+        new_lock = connection.ops.adapt_datetimefield_value(self.timeout(None))
         taken = []
-        for task in tasks:
-            if self.get_connection().filter(id=task.id, lock=task.lock).update(lock=self.timeout(task)):
-                taken.append((task.pk, task.payload))
+        with connection.cursor() as cursor:
+            for pk, payload, lock in rows:
+                # `lock` exactly as read (a string on SQLite): the compare-and-set between pushers.
+                cursor.execute(f"UPDATE {table} SET {_LOCK} = %s WHERE id = %s AND {_LOCK} = %s", [new_lock, pk, lock])
+                if cursor.rowcount:
+                    taken.append((pk, payload))
         return taken
+
+    def _table(self):
+        queryset = self.get_connection()  # also closes a stale connection first, as the stock broker
+        connection = connections[queryset.db]
+        return connection, connection.ops.quote_name(OrmQ._meta.db_table)
+
+    def _ready(self) -> list:
+        """Up to Conf.BULK of this queue's unlocked rows, (id, payload, lock as stored), by key then id."""
+        key = self.list_key or Conf.CLUSTER_NAME
+        connection, table = self._table()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, payload, {_LOCK} FROM {table} WHERE ({_KEY} = %s OR ({_KEY} > %s AND {_KEY} < %s)) "
+                f"AND {_LOCK} < %s ORDER BY {_KEY}, id LIMIT %s",
+                [key, f"{key}{SEPARATOR}", f"{key}{chr(ord(SEPARATOR) + 1)}",
+                 connection.ops.adapt_datetimefield_value(timezone.now()), Conf.BULK])
+            return cursor.fetchall()

@@ -61,6 +61,24 @@ def test_a_lane_hands_out_control_tasks_then_sends_then_distributes_then_standar
 
 
 @pytest.mark.django_db
+def test_a_queued_task_goes_to_one_pusher_and_is_handed_out_again_once_its_lock_expires(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.brokers import get_broker
+
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["m1"], queue.Lane.BULK)
+    first, second = get_broker(queue.Lane.BULK.cluster), get_broker(queue.Lane.BULK.cluster)
+    stale = first._ready()  # what a slower pusher read just before the other took the row
+    [(task_id, _)] = second.dequeue()
+    first._ready = lambda: stale
+    assert first.dequeue() == []  # its compare-and-set on the lock lost: the task runs once
+    del first._ready
+    OrmQ.objects.filter(pk=task_id).update(lock=timezone.now() - timedelta(seconds=1))  # its worker died
+    assert [pk for pk, _ in first.dequeue()] == [task_id]
+
+
+@pytest.mark.django_db
 def test_a_backlog_is_queued_in_batches_and_a_message_alone_in_a_task_of_its_own():
     ids = [f"m{n}" for n in range(120)]
     queue.enqueue_many(queue.Stage.STANDARDIZE, ids, queue.Lane.BULK)
