@@ -209,6 +209,10 @@ def test_parse_warnings_are_said_in_words_and_an_empty_body_says_so(page, live_w
     warnings = page.inner_text("#parse-warnings")
     assert "The Date header could not be read" in warnings
     assert "unparseable" not in warnings
+    # Alone in the mailbox: nothing related, said as a line, not as entry "1." of the list.
+    none = page.wait_for_selector("#related .related-none")
+    assert none.inner_text() == "No related messages."
+    assert none.evaluate("li => getComputedStyle(li).listStyleType") == "none"
 
 
 def thread_of(owner, account, subjects):
