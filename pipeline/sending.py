@@ -52,7 +52,7 @@ def _finish(delivery: Delivery, kind, detail: str, service_fields=None, batch: "
     with transaction.atomic():
         done = claims.finish_delivery(delivery, **fields)
         if done:
-            audit.record(kind, delivery.message, delivery, detail=detail)
+            audit.record_all([audit.event(kind, delivery.message, delivery, detail=detail)])  # prepared
             if batch is not None and batch.hints_at_end:
                 batch.finished.append(delivery)
             else:
