@@ -50,7 +50,7 @@ def attach_raw_batch(pairs) -> int:
     Stores the raw files first (content-addressed, so a rollback leaves only reusable files), then
     in ONE transaction locks the batch's messages still in HEADERS and moves exactly those to
     RECEIVED with one conditional UPDATE (executemany, see _advance_to_received), and queues their
-    standardize tasks after the commit in one insert. Idempotent: a message already past HEADERS
+    standardize tasks in the same transaction, in one insert. Idempotent: a message already past HEADERS
     (another sync, a rerun) is neither changed nor queued again. A message listed twice keeps the
     first bytes.
     """

@@ -1,7 +1,8 @@
 """Putting pipeline work on the Django Q queue: which stage, which rows. Imports no stage.
 
-The stages (standardize.py, distribute.py, sending.py) call enqueue()/enqueue_many() after the
-transaction that made a row ready commits; django-q then calls the thin entry points in
+The stages (standardize.py, distribute.py, sending.py) queue a row's next stage with
+enqueue_on_commit() inside the transaction that makes it ready (the task row commits with it), or
+enqueue()/enqueue_many() after it; django-q then calls the thin entry points in
 pipeline/tasks.py by their dotted names. Every task is idempotent (claims + unique constraints), so
 the sweeper may enqueue a row again at any time.
 """

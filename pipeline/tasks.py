@@ -1,7 +1,7 @@
 """Pipeline stages as Django Q tasks: the entry points django-q calls by dotted name.
 
 ingest (pipeline/ingest.py) → standardize → distribute (+ queue per subscriber) → send, each put
-on the queue by pipeline/queue.py after the transaction that made its rows ready commits. A task
+on the queue by pipeline/queue.py with the transaction that made its rows ready. A task
 takes one row id or a batch of them (a list; pipeline.queue.Stage.batch). The logic lives in the
 stage modules; these only name it for django-q.
 """
