@@ -119,6 +119,8 @@ def test_a_plain_mail_reads_as_text_markdown_and_original_and_downloads_as_eml(b
         open_reader(page, live_web, message)
         assert page.is_visible("#text-body") and not page.query_selector("#body-frame")
         assert page.get_attribute(".views button[data-view=text]", "aria-pressed") == "true"
+        # One line under the navigation bar, none of the actions' own under it (the inbox toolbar's).
+        assert page.eval_on_selector("#reader-actions", "e => getComputedStyle(e).borderBottomWidth") == "0px"
         page.screenshot(path=str(screenshot_path(request, "-plain")), full_page=True)
         page.click(".views button[data-view=markdown]")
         assert page.is_visible("#markdown-body") and page.is_hidden("#text-body")
