@@ -196,10 +196,13 @@ def _audit_rows(message: Message, services, deliveries) -> list[Event]:
               if count else "no route matched: nothing to relay" if not services
               else f"nothing to relay: no subscriber of {', '.join(s.name for s in services)} to send it to")
     rows = [audit.event(Event.Kind.DISTRIBUTED, message, detail=detail)]
+    names = {service.pk: service.name for service in services}
     for delivery in deliveries:
         rows.append(audit.event(
             Event.Kind.QUEUED, message, delivery,
-            detail=f"to {delivery.address or delivery.service_id} at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
+            # A webhook or chat delivery has no address of its own: name its service, never its id.
+            detail=f"to {delivery.address or names.get(delivery.service_id, 'its service')} "
+                   f"at {delivery.not_before:%Y-%m-%d %H:%M:%S%z}"))
     return rows
 
 

@@ -15,7 +15,7 @@ from imap.sync import sync_account_now
 from inbound.models import InboundChannel
 from outgoing import ratelimit, signatures
 from pipeline import clock, tasks
-from pipeline.models import Delivery, Message
+from pipeline.models import Delivery, Event, Message
 from tests.builders import BOT_TOKEN, eml, make_service, route_everything, run_stages, subscribe
 from tests.servers.http import Response
 
@@ -108,6 +108,10 @@ def test_an_email_in_through_imap_goes_out_to_telegram_and_discord_but_not_to_it
     [to_discord] = clean_http_sink.wait_for(1, path="/api/webhooks/42/hook-token")
     assert to_discord.json()["content"].startswith("**Dora via Team inbox:**\nOffsite agenda")
     assert set(Delivery.objects.filter(message=message).values_list("address", flat=True)) == {"1001", ""}
+    # The timeline names where each went: the chat id, or the service of a delivery without one.
+    queued = sorted(d.split(" at ")[0] for d in Event.objects.filter(message=message, kind="queued")
+                    .values_list("detail", flat=True))
+    assert queued == ["to 1001", f"to {discord.name}"]
 
 
 def test_the_send_stage_waits_out_a_429_and_then_delivers(alice, clean_http_sink, monkeypatch):
