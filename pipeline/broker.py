@@ -33,12 +33,16 @@ def stage_key(cluster: str, rank: int, stage: str) -> str:
 
 
 class StageOrderedORM(ORM):
-    def _mine(self):
+    def _keys(self) -> tuple[str, str, str]:
+        """This queue's own key, and the bounds its stages' keys lie strictly between: a range,
+        not LIKE 'key|%' (case-insensitive on SQLite, so no index): every key that starts with
+        "<key>|" sorts between "<key>|" and "<key>}" ('}' follows '|' in ASCII)."""
         key = self.list_key or Conf.CLUSTER_NAME
-        # A range, not LIKE 'key|%' (case-insensitive on SQLite, so no index): every key that
-        # starts with "<key>|" sorts between "<key>|" and "<key>}" ('}' follows '|' in ASCII).
-        return self.get_connection().filter(
-            Q(key=key) | Q(key__gt=f"{key}{SEPARATOR}", key__lt=f"{key}{chr(ord(SEPARATOR) + 1)}"))
+        return key, f"{key}{SEPARATOR}", f"{key}{chr(ord(SEPARATOR) + 1)}"
+
+    def _mine(self):
+        key, low, high = self._keys()
+        return self.get_connection().filter(Q(key=key) | Q(key__gt=low, key__lt=high))
 
     def queue_size(self) -> int:
         return self._mine().filter(lock__lte=timezone.now()).count()
@@ -54,11 +58,11 @@ class StageOrderedORM(ORM):
         # Both as prepared SQL: a live lane's pusher asks ~100 times a second, mostly of an empty
         # queue, and the ORM's building of this query cost 0.7 ms of CPU each time (7 % of a core
         # on an idle install).
-        rows = self._ready()
+        connection, table = self._table()
+        rows = self._ready(connection, table)
         if not rows:
             sleep(Conf.POLL)  # empty queue: spare the CPU, as the stock broker does
             return None
-        connection, table = self._table()
         new_lock = connection.ops.adapt_datetimefield_value(self.timeout(None))
         taken = []
         with connection.cursor() as cursor:
@@ -74,14 +78,11 @@ class StageOrderedORM(ORM):
         connection = connections[queryset.db]
         return connection, connection.ops.quote_name(OrmQ._meta.db_table)
 
-    def _ready(self) -> list:
+    def _ready(self, connection, table: str) -> list:
         """Up to Conf.BULK of this queue's unlocked rows, (id, payload, lock as stored), by key then id."""
-        key = self.list_key or Conf.CLUSTER_NAME
-        connection, table = self._table()
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT id, payload, {_LOCK} FROM {table} WHERE ({_KEY} = %s OR ({_KEY} > %s AND {_KEY} < %s)) "
                 f"AND {_LOCK} < %s ORDER BY {_KEY}, id LIMIT %s",
-                [key, f"{key}{SEPARATOR}", f"{key}{chr(ord(SEPARATOR) + 1)}",
-                 connection.ops.adapt_datetimefield_value(timezone.now()), Conf.BULK])
+                [*self._keys(), connection.ops.adapt_datetimefield_value(timezone.now()), Conf.BULK])
             return cursor.fetchall()

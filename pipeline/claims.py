@@ -192,6 +192,12 @@ def each_message(status: str, stage: str) -> EachAlone:
     return EachAlone(lambda message: crash_boundary(message, status, stage))
 
 
+def _for_sending():
+    """Deliveries with everything a send reads, in one query: the message with its source
+    (formatting names it), the service and the subscription."""
+    return Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
+
+
 def claim_delivery(delivery_id) -> Delivery | None:
     """SCHEDULED/RETRYING and due (or SENDING with an expired lease) → SENDING for this worker.
     Never a delivery of a DIGEST subscription: those go in groups (claim_digest)."""
@@ -206,10 +212,7 @@ def claim_delivery(delivery_id) -> Delivery | None:
         attempts=F("attempts") + 1, updated_at=now)
     if not claimed:
         return None
-    # Everything the send reads, in one query: the message with its source (formatting names it)
-    # and the service.
-    return (Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
-            .get(pk=delivery_id))
+    return _for_sending().get(pk=delivery_id)
 
 
 def claim_fresh_deliveries(delivery_ids) -> dict[str, Delivery]:
@@ -232,7 +235,7 @@ def claim_fresh_deliveries(delivery_ids) -> dict[str, Delivery]:
                                    not_before__lte=now).exclude(subscription__mode=Subscription.Mode.DIGEST).update(
             status=Delivery.Status.SENDING, claimed_by=me, claimed_until=db_lease(), attempts=1, updated_at=now):
         return {}
-    claimed = (Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
+    claimed = (_for_sending()
                .prefetch_related("message__attachments")
                .filter(pk__in=ids, status=Delivery.Status.SENDING, claimed_by=me, updated_at=now))
     return {str(delivery.pk): delivery for delivery in claimed}
@@ -266,7 +269,7 @@ def claim_digest(delivery_id, limit: int) -> list[Delivery]:
         Delivery.objects.filter(pk__in=group).filter(due | abandoned).update(
             status=Delivery.Status.SENDING, claimed_by=me, claimed_until=db_lease(),
             attempts=F("attempts") + 1, updated_at=now)
-    return list(Delivery.objects.select_related("message__account", "message__channel", "service", "subscription")
+    return list(_for_sending()
                 .filter(pk__in=group, status=Delivery.Status.SENDING, claimed_by=me)
                 .order_by("created_at", "pk"))
 

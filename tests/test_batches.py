@@ -10,7 +10,7 @@ from django_q.signing import SignedPackage
 
 from pipeline import distribute, routing, sending, standardize, tasks
 from pipeline.models import Delivery, Event, Message, Thread
-from tests.builders import eml, ingest, route_everything, smtp_service, subscribe
+from tests.builders import eml, ingest, make_service, route_everything, smtp_service, subscribe
 
 pytestmark = pytest.mark.django_db
 
@@ -293,13 +293,10 @@ def test_a_delivery_that_started_before_is_claimed_alone_in_its_batch(alice, rel
 
 
 def test_a_retry_after_met_in_a_send_batch_holds_the_rest_of_the_batch(alice, clean_http_sink):
-    from outgoing.models import Service
     from tests.servers.http import Response
 
-    hook = Service(owner=alice, kind="webhook", name="hook", rate_per_minute=0,
-                   config={"url": clean_http_sink.url("/hook"), "timeout": 5})
-    hook.set_secrets({"signing_secret": "s3cret"})
-    hook.save()
+    hook = make_service(alice, "webhook", {"url": clean_http_sink.url("/hook"), "timeout": 5},
+                        {"signing_secret": "s3cret"}, rate_per_minute=0)
     route_everything(alice, hook)
     for name in ("bob", "carol"):
         subscribe(hook, name, "")

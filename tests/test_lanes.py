@@ -69,9 +69,9 @@ def test_a_queued_task_goes_to_one_pusher_and_is_handed_out_again_once_its_lock_
 
     queue.enqueue_many(queue.Stage.STANDARDIZE, ["m1"], queue.Lane.BULK)
     first, second = get_broker(queue.Lane.BULK.cluster), get_broker(queue.Lane.BULK.cluster)
-    stale = first._ready()  # what a slower pusher read just before the other took the row
+    stale = first._ready(*first._table())  # what a slower pusher read just before the other took the row
     [(task_id, _)] = second.dequeue()
-    first._ready = lambda: stale
+    first._ready = lambda connection, table: stale
     assert first.dequeue() == []  # its compare-and-set on the lock lost: the task runs once
     del first._ready
     OrmQ.objects.filter(pk=task_id).update(lock=timezone.now() - timedelta(seconds=1))  # its worker died
