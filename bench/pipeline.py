@@ -11,8 +11,10 @@ first stored, messages/s, and the SQL statements per message, ingest to sent, co
 (the same stage functions, run synchronously, since a count cannot be taken inside the worker
 processes) one message per task and in the worker's batches (a stage batch of messages, sends in
 batches of MAILGATE_SEND_BATCH), with BEGIN/COMMIT (which Django logs as queries) counted apart.
-The messages are imports, so they go through the bulk lane. Runs on a throwaway data dir (SQLite),
-so it touches nothing of a real install. --profile writes a cProfile of the in-process stages of
+The messages are imports, so they go through the bulk lane. Runs on a throwaway data dir (SQLite,
+or a fresh database that DATABASE_URL names), so it touches nothing of a real install; the schema is built
+by the real migrations and the worker runs with DEBUG off, as `scripts/run` deploys them (DEBUG
+makes Django format and keep every statement, on SQLite with one more query each). --profile writes a cProfile of the in-process stages of
 200 messages run in batches (see docs/pipeline.md).
 """
 
@@ -115,11 +117,11 @@ def main() -> None:
     from django.conf import settings
 
     django.setup()
-    # Tables straight from the models, like the test suite (no migration history needed).
-    settings.MIGRATION_MODULES = {app.label: None for app in django.apps.apps.get_app_configs()}
+    # The real migrations, not tables straight from the models as the test suite builds them: they
+    # also add the queue's index (pipeline/migrations/0009) that the pushers' polls use.
     from django.core.management import call_command
 
-    call_command("migrate", run_syncdb=True, verbosity=0)
+    call_command("migrate", verbosity=0)
 
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -175,7 +177,8 @@ def main() -> None:
             return
 
         # 2. The pipeline with a real worker (both lanes, default worker counts from settings).
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", DEBUG="0",
+                   SECRET_KEY=settings.SECRET_KEY, MAILGATE_FERNET_KEYS=",".join(settings.MAILGATE_FERNET_KEYS))
         log = open(Path(data_dir) / "worker.log", "ab")
         cluster = subprocess.Popen([sys.executable, "manage.py", "worker"], cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -225,7 +228,7 @@ def main() -> None:
         bulk = settings.Q_CLUSTER["ALT_CLUSTERS"][Lane.BULK.cluster]["workers"]
         print(f"messages: {args.messages}, target: {args.target}, workers: live {workers} + bulk {bulk} "
               f"(imports: bulk lane), stage batch {settings.MAILGATE_STAGE_BATCH}, "
-              f"send batch {settings.MAILGATE_SEND_BATCH}, database: {connection.vendor}")
+              f"send batch {settings.MAILGATE_SEND_BATCH}, database: {connection.vendor}, worker DEBUG off")
         print(f"backlog: all {args.messages} stored in one transaction, times from its commit"
               if args.backlog
               else "times from the first message stored (the bench stores one at a time)")
