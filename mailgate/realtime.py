@@ -11,11 +11,12 @@ Event types (see docs/api.md): message.new, message.updated, delivery.updated, a
 Call `publish_for_account` / `publish_for_message` when you have the object: the audience comes from
 the model (`Account.viewer_ids()`, `Message.viewer_ids()`), the one place that says who may see it.
 
-Cost (the pipeline publishes ~4 events per message): one publish is one on_commit callback, one
-statement that numbers every recipient at once (`UPDATE ... RETURNING`), and one hop to an event
-loop that sends to every recipient's group together: the caller's loop when it has one (a sync
-view under daphne), else one long-lived loop thread per process (worker, IDLE pool, shell), never
-a new thread per event.
+Cost: a transaction's hints go out together when it commits: one statement numbers every hint
+of every recipient at once (`UPDATE ... RETURNING`), and one hop to an event loop sends them all,
+each group's in order: the caller's loop when it has one (a sync view under daphne), else one
+long-lived loop thread per process (worker, IDLE pool, shell), never a new thread per event. A
+backlog of 2,000 messages stored in one transaction took 2,000 numbering statements (each its own
+write transaction, 1-4 s after the commit in bench/pipeline.py --backlog); it now takes one.
 """
 
 import asyncio
@@ -23,6 +24,8 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
+from collections import Counter, defaultdict
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
@@ -69,8 +72,13 @@ def _returning_supported(connection) -> bool:
         connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35))
 
 
-def _increment_returning(connection, table: str, user_ids: list[int]) -> dict[int, int]:
+def _increment_returning(connection, table: str, user_ids: list[int], counts=None) -> dict[int, int]:
     placeholders = ", ".join(["%s"] * len(user_ids))
+    params = list(user_ids)
+    by = "1"
+    if counts and any(counts[uid] != 1 for uid in user_ids):  # several hints of one commit
+        by = "CASE user_id " + " ".join(["WHEN %s THEN %s"] * len(user_ids)) + " END"
+        params = [value for uid in user_ids for value in (uid, counts[uid])] + params
     if connection.vendor == "postgresql":
         # A plain multi-row UPDATE locks rows in the order its scan meets them, and every update
         # moves a row's tuple, so two publishers can meet the same rows in opposite orders and
@@ -79,41 +87,49 @@ def _increment_returning(connection, table: str, user_ids: list[int]) -> dict[in
         # COMMITTED re-reads each row's newest version, so no increment is lost).
         sql = (f"WITH locked AS (SELECT user_id FROM {table} WHERE user_id IN ({placeholders}) "
                f"ORDER BY user_id FOR UPDATE) "
-               f"UPDATE {table} AS seq SET value = seq.value + 1 FROM locked "
+               f"UPDATE {table} AS seq SET value = seq.value + {by.replace('user_id', 'seq.user_id')} FROM locked "
                f"WHERE seq.user_id = locked.user_id RETURNING seq.user_id, seq.value")
+        if by != "1":  # the CASE's parameters come after the CTE's in the statement
+            params = list(user_ids) + params[:-len(user_ids)]
     else:
         # SQLite: one writer at a time for the whole database, so one statement cannot deadlock.
-        sql = (f"UPDATE {table} SET value = value + 1 WHERE user_id IN ({placeholders}) "
+        sql = (f"UPDATE {table} SET value = value + {by} WHERE user_id IN ({placeholders}) "
                f"RETURNING user_id, value")
     with connection.cursor() as cursor:
         # One statement is atomic by itself: each row's new value belongs to this call alone.
-        cursor.execute(sql, user_ids)
+        cursor.execute(sql, params)
         return {user_id: value for user_id, value in cursor.fetchall()}
 
 
 def next_seqs(user_ids) -> dict[int, int]:
     """Atomically take the next sequence number of each user (any process, any database)."""
-    ids = sorted(set(user_ids))
+    return take_seqs(Counter(set(user_ids)))
+
+
+def take_seqs(counts: Counter) -> dict[int, int]:
+    """Atomically take `counts[user]` consecutive sequence numbers of each user; returns the last
+    of each user's run (its run is last - count + 1 ... last)."""
+    ids = sorted(uid for uid, count in counts.items() if count > 0)
     if not ids:
         return {}
     connection = connections[router.db_for_write(EventSequence)]
     if not _returning_supported(connection):
-        return {uid: _next_seq_portable(uid) for uid in ids}
+        return {uid: _next_seq_portable(uid, counts[uid]) for uid in ids}
     table = connection.ops.quote_name(EventSequence._meta.db_table)
-    taken = _increment_returning(connection, table, ids)
+    taken = _increment_returning(connection, table, ids, counts)
     missing = [uid for uid in ids if uid not in taken]
     if missing:  # a user's first event: create the row, then count it like any other
         EventSequence.objects.bulk_create([EventSequence(user_id=uid) for uid in missing], ignore_conflicts=True)
-        taken.update(_increment_returning(connection, table, missing))
+        taken.update(_increment_returning(connection, table, missing, counts))
     return taken
 
 
-def _next_seq_portable(user_id: int) -> int:
+def _next_seq_portable(user_id: int, count: int = 1) -> int:
     with transaction.atomic():
         # The UPDATE holds the row lock until commit, so the value read back is ours alone.
-        if not EventSequence.objects.filter(user_id=user_id).update(value=F("value") + 1):
+        if not EventSequence.objects.filter(user_id=user_id).update(value=F("value") + count):
             EventSequence.objects.get_or_create(user_id=user_id)
-            EventSequence.objects.filter(user_id=user_id).update(value=F("value") + 1)
+            EventSequence.objects.filter(user_id=user_id).update(value=F("value") + count)
         return EventSequence.objects.filter(user_id=user_id).values_list("value", flat=True).get()
 
 
@@ -145,8 +161,23 @@ def _layer():
 
 
 async def _group_send_all(layer, messages: list[tuple[str, dict]]) -> list:
-    return await asyncio.gather(*(layer.group_send(group, message) for group, message in messages),
-                                return_exceptions=True)
+    """Send each (group, message); the groups at once, each group's messages in their order (a
+    page that sees seq 5 before 4 re-fetches for nothing). Returns each send's result in turn."""
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for index, (group, _) in enumerate(messages):
+        by_group[group].append(index)
+    results: list = [None] * len(messages)
+
+    async def in_order(indexes):
+        for index in indexes:
+            group, message = messages[index]
+            try:
+                await layer.group_send(group, message)
+            except Exception as exc:
+                results[index] = exc
+
+    await asyncio.gather(*(in_order(indexes) for indexes in by_group.values()))
+    return results
 
 
 # A send waits at most this long for the layer (a hung Redis must not hang the pipeline).
@@ -194,22 +225,33 @@ def _run(coroutine_function, *args):
         raise
 
 
-def _send(user_ids: list[int], event_type: str, data: dict) -> None:
+def _send(hints: list["_Hint"]) -> None:
+    """Number and send hints, in their order: one statement and one hop for all of them."""
     global _layer_checked
+    counts = Counter(uid for hint in hints for uid in hint.user_ids)
     try:
-        seqs = next_seqs(user_ids)
+        last = take_seqs(counts)
+        # Each user's run of numbers, handed out in the hints' order.
+        next_of = {uid: value - counts[uid] + 1 for uid, value in last.items()}
     except Exception:  # e.g. the table is missing: the hint still goes out, pages just can't see gaps
-        log.warning("could not number %s for users %s", event_type, user_ids, exc_info=True)
-        seqs = {}
-    messages = [(user_group(uid), {"type": "mailgate.event", "event": event_type, "data": data,
-                                   "seq": seqs.get(uid)}) for uid in user_ids]
+        log.warning("could not number %d hint(s) for users %s", len(hints), sorted(counts), exc_info=True)
+        next_of = {}
+    messages, recipients = [], []
+    for hint in hints:
+        for uid in hint.user_ids:
+            seq = next_of.get(uid)
+            if seq is not None:
+                next_of[uid] = seq + 1
+            messages.append((user_group(uid), {"type": "mailgate.event", "event": hint.event_type,
+                                               "data": hint.data, "seq": seq}))
+            recipients.append((uid, hint.event_type))
     try:
         results = _run(_group_send_all, _layer(), messages)  # one hop for every recipient
     except Exception:  # a lost hint must never fail the pipeline stage that sent it
         _layer_checked = False
-        log.warning("could not publish %s to users %s", event_type, user_ids, exc_info=True)
+        log.warning("could not publish %d hint(s) to users %s", len(hints), sorted(counts), exc_info=True)
         return
-    for uid, result in zip(user_ids, results):
+    for (uid, event_type), result in zip(recipients, results):
         if isinstance(result, BaseException):
             _layer_checked = False
             log.warning("could not publish %s to user %s", event_type, uid, exc_info=result)
@@ -228,11 +270,58 @@ def end_session(session_key: str | None) -> None:
         log.warning("could not close the sockets of a session that logged out", exc_info=True)
 
 
+class _Hint:
+    """One publish(), waiting for its transaction's commit: it is that publish's on_commit callback,
+    so Django drops it with a savepoint that rolls back, exactly as any callback."""
+
+    __slots__ = ("user_ids", "event_type", "data", "sent", "__weakref__")
+
+    def __init__(self, user_ids: list[int], event_type: str, data: dict):
+        self.user_ids, self.event_type, self.data, self.sent = user_ids, event_type, data, False
+
+    def __call__(self) -> None:
+        if not self.sent:
+            _send(_due_with(self))
+
+
+# This thread's hints waiting for a commit, in the order published. Weak: Django's list of
+# on_commit callbacks holds them, so when a commit's callbacks run, those of rolled-back savepoints
+# (dropped from that list, and freed at once) are already gone from here.
+_waiting = threading.local()
+
+
+def _waiting_list() -> list:
+    hints = _waiting.__dict__.setdefault("hints", [])
+    if hints and hints[0]() is None:  # a rollback dropped them: forget them
+        hints[:] = [ref for ref in hints if ref() is not None]
+    return hints
+
+
+def _due_with(first: _Hint) -> list[_Hint]:
+    """The first hint of a commit to run takes every later one of its commit along, unsent: the
+    callbacks after it are the rest of that commit's (or of a test's captured callbacks)."""
+    alive = [hint for hint in (ref() for ref in _waiting_list()) if hint is not None]
+    start = next((i for i, hint in enumerate(alive) if hint is first), None)
+    if start is None:  # published outside a transaction: on its own
+        due = [first]
+    else:
+        due = [hint for hint in alive[start:] if not hint.sent]
+        _waiting.hints = [weakref.ref(hint) for hint in alive[:start] if not hint.sent]
+    for hint in due:
+        hint.sent = True
+    return due
+
+
 def publish(user_ids, event_type: str, data: dict) -> None:
-    """Send `event_type` with `data` to each user's group once the current transaction commits."""
+    """Send `event_type` with `data` to each user's group once the current transaction commits
+    (at once outside a transaction); a commit's hints are numbered and sent together."""
     ids = sorted({uid for uid in ([user_ids] if isinstance(user_ids, int) else user_ids) if uid})
-    if ids:
-        transaction.on_commit(lambda: _send(ids, event_type, data))
+    if not ids:
+        return
+    hint = _Hint(ids, event_type, data)
+    if transaction.get_connection().in_atomic_block:
+        _waiting_list().append(weakref.ref(hint))
+    transaction.on_commit(hint)
 
 
 def publish_for_account(account, event_type: str, data: dict) -> None:

@@ -7,7 +7,9 @@ pipeline/tasks.py by their dotted names. Every task is idempotent (claims + uniq
 the sweeper may enqueue a row again at any time.
 """
 
+import dataclasses
 import enum
+import threading
 
 from django.conf import settings
 from django.db import transaction
@@ -119,7 +121,7 @@ def enqueue_on_commit(stage: Stage | str, object_ids, lane: Lane | None = None) 
     if not ids:
         return
     if _queue_rows_commit_with_the_caller(lane):
-        enqueue_many(stage, ids, lane)
+        _enqueue_in_transaction(Stage(stage), [str(pk) for pk in ids], Lane(lane) if lane else current_lane())
     else:
         transaction.on_commit(lambda: enqueue_many(stage, ids, lane))
 
@@ -129,6 +131,62 @@ def _queue_rows_commit_with_the_caller(lane: Lane | None) -> bool:
     if Conf.SYNC or not transaction.get_connection(alias).in_atomic_block:
         return False
     return isinstance(get_broker((Lane(lane) if lane else current_lane()).cluster), ORM)
+
+
+# The task each transaction queued last per queue key, while it has room for more rows: a backlog
+# stored one message per call (ingest_raw) in one transaction fills tasks of Stage.batch rows,
+# not one task each. 2,000 one-message tasks were each polled, locked, run and deleted, only for
+# 1,960 of them to find their message already taken as another's batch companion: a tenth of the
+# bulk lane's CPU in bench/pipeline.py --backlog. Per thread, as Django's connections are.
+_open_tasks = threading.local()
+
+
+@dataclasses.dataclass
+class _OpenTask:
+    transaction: tuple  # _transaction_token() when it was queued
+    pk: int
+    lock: object  # as written: the compare-and-set that keeps a pusher from taking a stale payload
+    ids: list[str]
+
+
+def _transaction_token(connection) -> tuple:
+    """Names the caller's transaction: its outermost atomic block that is not a test's wrapper
+    (a test runs inside a transaction of its own, and each of its "transactions" is a savepoint,
+    whose id is then part of the token), so tests see exactly the tasks production queues."""
+    blocks = connection.atomic_blocks
+    for depth, block in enumerate(blocks):
+        if not getattr(block, "_from_testcase", False):
+            return id(block), connection.savepoint_ids[depth - 1] if depth else None
+    return id(blocks[-1]), None
+
+
+def _enqueue_in_transaction(stage: Stage, ids: list[str], lane: Lane) -> None:
+    """enqueue_many inside the caller's transaction, the ids first filling the task this
+    transaction queued last for the same stage and lane (one UPDATE of its payload instead of an
+    INSERT). The UPDATE is a compare-and-set on the row's `lock` as written, and sets a new one:
+    if the row is gone (its savepoint rolled back) or was taken or re-queued since, it matches
+    nothing and the ids go in a row of their own; a pusher that read the row before the UPDATE
+    finds its own compare-and-set on `lock` failing and reads it again (pipeline/broker.py)."""
+    alias = Conf.ORM or "default"
+    key = stage_key(lane.cluster, stage.rank, stage.value)
+    token = _transaction_token(transaction.get_connection(alias))
+    tasks = _open_tasks.__dict__.setdefault("by_key", {})
+    task = tasks.get((alias, key))
+    if task is not None and task.transaction == token and len(task.ids) + len(ids) <= stage.batch:
+        ids, merged, lock = task.ids + ids, task.ids, timezone.now()
+        [package] = _packages(stage, [ids], get_broker(lane.cluster).list_key)
+        if OrmQ.objects.using(alias).filter(pk=task.pk, key=key, lock=task.lock).update(payload=package, lock=lock):
+            task.ids, task.lock = ids, lock
+            return
+        ids = ids[len(merged):]
+    rows = _insert(stage, ids, lane)
+    last = rows[-1]
+    if len(last.ids) < stage.batch and last.pk is not None:  # pk: read back on SQLite ≥ 3.35, PostgreSQL
+        tasks[(alias, key)] = _OpenTask(token, last.pk, last.lock, last.ids)
+        # Nothing merges into a committed task; after a rollback the compare-and-set fails anyway.
+        transaction.on_commit(lambda: tasks.pop((alias, key), None), using=alias)
+    else:
+        tasks.pop((alias, key), None)
 
 
 def enqueue_many(stage: Stage | str, object_ids, lane: Lane | None = None) -> None:
@@ -148,24 +206,41 @@ def enqueue_many(stage: Stage | str, object_ids, lane: Lane | None = None) -> No
     if not ids:
         return
     lane = Lane(lane) if lane else current_lane()
-    size = stage.batch
-    batches = [ids[i:i + size] for i in range(0, len(ids), size)]
-    broker = get_broker(lane.cluster)
-    if Conf.SYNC or not isinstance(broker, ORM):
+    if Conf.SYNC or not isinstance(get_broker(lane.cluster), ORM):
         # Tests/dev without a cluster run each task in process; other brokers take one at a time.
         with transaction.atomic():
-            for batch in batches:
+            for batch in _batches(stage, ids):
                 async_task(stage.task_path, _argument(batch), task_name=_name(stage, batch),
                            cluster=lane.cluster, **TASK_OPTIONS)
         return
-    collector = _PackageCollector(broker.list_key)
+    _insert(stage, ids, lane)
+
+
+def _batches(stage: Stage, ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + stage.batch] for i in range(0, len(ids), stage.batch)]
+
+
+def _packages(stage: Stage, batches: list[list[str]], list_key: str) -> list[str]:
+    """The signed task of each batch, built exactly as async_task builds it."""
+    collector = _PackageCollector(list_key)
     for batch in batches:
         async_task(stage.task_path, _argument(batch), task_name=_name(stage, batch),
                    broker=collector, **TASK_OPTIONS)
+    return collector.packages
+
+
+def _insert(stage: Stage, ids: list[str], lane: Lane) -> list[OrmQ]:
+    """The ORM broker's queue rows for `ids`, in tasks of stage.batch, with one INSERT; each row
+    gets `.ids`, the ids of its task."""
+    batches = _batches(stage, ids)
     now = timezone.now()
     key = stage_key(lane.cluster, stage.rank, stage.value)
-    OrmQ.objects.using(Conf.ORM or "default").bulk_create(
-        [OrmQ(key=key, payload=package, lock=now) for package in collector.packages])
+    rows = [OrmQ(key=key, payload=package, lock=now)
+            for package in _packages(stage, batches, get_broker(lane.cluster).list_key)]
+    OrmQ.objects.using(Conf.ORM or "default").bulk_create(rows)
+    for row, batch in zip(rows, batches):
+        row.ids = batch
+    return rows
 
 
 def _argument(batch: list[str]):

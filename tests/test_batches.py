@@ -2,9 +2,12 @@
 does, in fewer queries; its first message goes on at once; one message's failure stays its own;
 a batch run twice duplicates nothing."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
@@ -330,3 +333,46 @@ def test_a_stage_task_commits_or_rolls_back_with_the_row_it_names(alice):
     with transaction.atomic():
         message = ingest(alice, eml(subject="Kept"))
     assert queued("standardize") == [f"standardize:{message.pk}"]
+
+
+def test_a_backlog_stored_in_one_transaction_is_queued_in_tasks_of_a_stage_batch_not_one_each(alice, settings):
+    # 2,000 one-message tasks were each polled, locked, run and deleted only to find their message
+    # taken as a companion of another's batch. Separate transactions still queue a task each.
+    from django.db import transaction
+
+    settings.MAILGATE_STAGE_BATCH = 3
+    OrmQ.objects.all().delete()
+    with transaction.atomic():
+        ids = [str(ingest(alice, eml(subject=f"Backlog {n}")).pk) for n in range(4)]
+    assert sorted(queued("standardize")) == sorted([f"standardize:{ids[0]}+2", f"standardize:{ids[3]}"])
+    assert sorted(task_ids("standardize")) == sorted([ids[:3], [ids[3]]])
+    with transaction.atomic():
+        first = str(ingest(alice, eml(subject="Later, alone")).pk)
+    with transaction.atomic():
+        second = str(ingest(alice, eml(subject="Later, alone too")).pk)
+    assert [first] in task_ids("standardize") and [second] in task_ids("standardize")
+
+
+def test_a_message_rolled_back_in_a_savepoint_leaves_the_task_it_joined_and_a_taken_task_takes_no_more(alice):
+    from django.db import transaction
+
+    OrmQ.objects.all().delete()
+    with transaction.atomic():
+        kept = str(ingest(alice, eml(subject="Kept")).pk)
+        with pytest.raises(RuntimeError):
+            with transaction.atomic():
+                ingest(alice, eml(subject="Rolled back"))
+                raise RuntimeError("the savepoint fails")
+        after = str(ingest(alice, eml(subject="After the savepoint")).pk)
+        # A pusher takes the task (its compare-and-set on `lock`): what comes next is a new task.
+        OrmQ.objects.update(lock=timezone.now() + timedelta(minutes=5))
+        last = str(ingest(alice, eml(subject="After the pusher")).pk)
+    assert Message.objects.count() == 3
+    assert sorted(task_ids("standardize")) == sorted([[kept], [after], [last]])
+
+
+def task_ids(stage: str) -> list[list[str]]:
+    """The ids each queued task of `stage` names."""
+    tasks_queued = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
+    return [[task["args"][0]] if isinstance(task["args"][0], str) else list(task["args"][0])
+            for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]

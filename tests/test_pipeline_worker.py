@@ -107,7 +107,9 @@ def test_sigkilled_clusters_lose_no_delivery_and_send_each_once_by_key(alice, cl
     service.set_secrets({"signing_secret": "s3cret"})
     service.save()
     route_everything(alice, service)
-    subscribers = Subscriber.objects.bulk_create(Subscriber(owner=alice, name=f"s{i}") for i in range(100))
+    # Enough work to outlast a few kills: 1,000 deliveries (500 were sent between two kills once
+    # a commit's live hints went out together).
+    subscribers = Subscriber.objects.bulk_create(Subscriber(owner=alice, name=f"s{i}") for i in range(200))
     Subscription.objects.bulk_create(Subscription(subscriber=s, service=service, address="") for s in subscribers)
     messages = [ingest(alice, eml(subject=f"Load {n}", body="x\n")) for n in range(5)]
     # All five in one standardize task, so a kill can land in the middle of a batch (sends go
@@ -123,25 +125,25 @@ def test_sigkilled_clusters_lose_no_delivery_and_send_each_once_by_key(alice, cl
     clusters = start_clusters("qcluster-kill", **env)
     try:
         started = time.monotonic()
-        while kills < 6 and Delivery.objects.filter(status="sent").count() < 500:
+        while kills < 6 and Delivery.objects.filter(status="sent").count() < 1000:
             time.sleep(rng.uniform(0.5, 2.0))  # a random moment to pull the plug
             for cluster in clusters:
                 procs.stop(cluster, sig=signal.SIGKILL)
             kills += 1
             sweeper.sweep()
             clusters = start_clusters("qcluster-kill", **env)
-        wait_until(lambda: Delivery.objects.filter(status="sent").count() == 500, 80 - (time.monotonic() - started),
-                   sweep_every=2, what=lambda: f"all 500 deliveries SENT: {statuses()}")
+        wait_until(lambda: Delivery.objects.filter(status="sent").count() == 1000, 90 - (time.monotonic() - started),
+                   sweep_every=2, what=lambda: f"all 1000 deliveries SENT: {statuses()}")
     finally:
         for cluster in clusters:
             procs.stop(cluster)
     ids = {str(pk) for pk in Delivery.objects.values_list("pk", flat=True)}
     keys = [r.header("Idempotency-Key") for r in clean_http_sink.requests]
-    assert len(ids) == 500 and set(keys) == ids
+    assert len(ids) == 1000 and set(keys) == ids
     sent_events = list(Event.objects.filter(kind="sent").values_list("delivery_id", flat=True))
-    assert len(sent_events) == len(set(sent_events)) == 500
+    assert len(sent_events) == len(set(sent_events)) == 1000
     assert kills >= 3, "the cluster finished before it could be killed a few times"
-    print(f"\n{kills} kills; {len(keys)} requests for 500 deliveries ({len(keys) - 500} repeats)", file=sys.stderr)
+    print(f"\n{kills} kills; {len(keys)} requests for 1000 deliveries ({len(keys) - 1000} repeats)", file=sys.stderr)
 
 
 POISON_WORKER = """
