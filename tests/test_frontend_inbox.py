@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import re
 import statistics
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -356,11 +357,14 @@ SCROLL_PROBE = """async (frames) => {
     window.scrollBy(0, window.innerHeight);
     // Two frames, or 1 s at most: Chromium can stop animation frames for a while (it hung this
     // probe for pytest's 300 s once in CI); then the check below still says what was painted.
-    await new Promise((r) => { requestAnimationFrame(() => requestAnimationFrame(r)); setTimeout(r, 1000); });
+    let fired = false;
+    await new Promise((r) => {
+      requestAnimationFrame(() => requestAnimationFrame(() => { fired = true; r(); })); setTimeout(r, 1000);
+    });
     const now = performance.now();
     // The row under the sticky toolbar must be painted: a spacer there would be a blank screen.
     const probe = document.elementFromPoint(window.innerWidth - 300, window.innerHeight / 2);
-    renders.push({ms: now - started, painted: Boolean(probe && probe.closest('tr.message-row'))});
+    renders.push({ms: now - started, fired, painted: Boolean(probe && probe.closest('tr.message-row'))});
     gaps.push(now - last); last = now;
     maxRows = Math.max(maxRows, tbody.querySelectorAll('tr.message-row').length);
     paints.push(Number(tbody.dataset.paintMs));
@@ -387,9 +391,20 @@ def test_a_folder_of_100000_messages_scrolls_with_a_bounded_dom(browser, live_we
     page.evaluate("window.scrollTo(0, 0)")
     idle = sorted(page.evaluate(IDLE_PROBE, 60))
     result = page.evaluate(SCROLL_PROBE, 120)
+    stalled = sum(1 for r in result["renders"] if not r["fired"])
+    if stalled > 12:
+        # Chromium stopped producing animation frames (seen once in CI: a frame gap of 1.0 s for
+        # 110 of 120 scrolls, after a normal idle probe), so the list was never given a frame to
+        # render in: nothing about the list was measured. Measure once more.
+        print(f"no animation frame in {stalled} of 120 scrolls; probing again", file=sys.stderr)
+        page.evaluate("window.scrollTo(0, 0)")
+        result = page.evaluate(SCROLL_PROBE, 120)
+        stalled = sum(1 for r in result["renders"] if not r["fired"])
+    assert stalled <= 12, f"Chromium gave no animation frame in {stalled} of 120 scrolls, twice: nothing measured"
     gaps = sorted(result["gaps"])
     renders = sorted(r["ms"] for r in result["renders"])
-    unpainted = sum(1 for r in result["renders"] if not r["painted"])
+    # Painted within the two frames the list had to render in.
+    unpainted = sum(1 for r in result["renders"] if r["fired"] and not r["painted"])
     figures = {"loaded": result["loaded"], "max_dom_rows": result["maxRows"],
                "frame_gap_median_ms": round(statistics.median(gaps), 1),
                "frame_gap_p95_ms": round(gaps[int(len(gaps) * 0.95) - 1], 1),
