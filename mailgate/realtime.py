@@ -74,11 +74,10 @@ def _returning_supported(connection) -> bool:
 
 def _increment_returning(connection, table: str, user_ids: list[int], counts=None) -> dict[int, int]:
     placeholders = ", ".join(["%s"] * len(user_ids))
-    params = list(user_ids)
-    by = "1"
+    by, by_params = "1", []
     if counts and any(counts[uid] != 1 for uid in user_ids):  # several hints of one commit
         by = "CASE user_id " + " ".join(["WHEN %s THEN %s"] * len(user_ids)) + " END"
-        params = [value for uid in user_ids for value in (uid, counts[uid])] + params
+        by_params = [value for uid in user_ids for value in (uid, counts[uid])]
     if connection.vendor == "postgresql":
         # A plain multi-row UPDATE locks rows in the order its scan meets them, and every update
         # moves a row's tuple, so two publishers can meet the same rows in opposite orders and
@@ -89,12 +88,12 @@ def _increment_returning(connection, table: str, user_ids: list[int], counts=Non
                f"ORDER BY user_id FOR UPDATE) "
                f"UPDATE {table} AS seq SET value = seq.value + {by.replace('user_id', 'seq.user_id')} FROM locked "
                f"WHERE seq.user_id = locked.user_id RETURNING seq.user_id, seq.value")
-        if by != "1":  # the CASE's parameters come after the CTE's in the statement
-            params = list(user_ids) + params[:-len(user_ids)]
+        params = [*user_ids, *by_params]  # in the statement's order: the CTE's, then the CASE's
     else:
         # SQLite: one writer at a time for the whole database, so one statement cannot deadlock.
         sql = (f"UPDATE {table} SET value = value + {by} WHERE user_id IN ({placeholders}) "
                f"RETURNING user_id, value")
+        params = [*by_params, *user_ids]
     with connection.cursor() as cursor:
         # One statement is atomic by itself: each row's new value belongs to this call alone.
         cursor.execute(sql, params)

@@ -120,17 +120,18 @@ def enqueue_on_commit(stage: Stage | str, object_ids, lane: Lane | None = None) 
     ids = list(object_ids)
     if not ids:
         return
+    lane = Lane(lane) if lane else current_lane()
     if _queue_rows_commit_with_the_caller(lane):
-        _enqueue_in_transaction(Stage(stage), [str(pk) for pk in ids], Lane(lane) if lane else current_lane())
+        _enqueue_in_transaction(Stage(stage), [str(pk) for pk in ids], lane)
     else:
         transaction.on_commit(lambda: enqueue_many(stage, ids, lane))
 
 
-def _queue_rows_commit_with_the_caller(lane: Lane | None) -> bool:
+def _queue_rows_commit_with_the_caller(lane: Lane) -> bool:
     alias = Conf.ORM or "default"
     if Conf.SYNC or not transaction.get_connection(alias).in_atomic_block:
         return False
-    return isinstance(get_broker((Lane(lane) if lane else current_lane()).cluster), ORM)
+    return isinstance(get_broker(lane.cluster), ORM)
 
 
 # The task each transaction queued last per queue key, while it has room for more rows: a backlog
@@ -173,12 +174,11 @@ def _enqueue_in_transaction(stage: Stage, ids: list[str], lane: Lane) -> None:
     tasks = _open_tasks.__dict__.setdefault("by_key", {})
     task = tasks.get((alias, key))
     if task is not None and task.transaction == token and len(task.ids) + len(ids) <= stage.batch:
-        ids, merged, lock = task.ids + ids, task.ids, timezone.now()
-        [package] = _packages(stage, [ids], get_broker(lane.cluster).list_key)
+        joined, lock = task.ids + ids, timezone.now()
+        [package] = _packages(stage, [joined], lane)
         if OrmQ.objects.using(alias).filter(pk=task.pk, key=key, lock=task.lock).update(payload=package, lock=lock):
-            task.ids, task.lock = ids, lock
+            task.ids, task.lock = joined, lock
             return
-        ids = ids[len(merged):]
     rows = _insert(stage, ids, lane)
     last = rows[-1]
     if len(last.ids) < stage.batch and last.pk is not None:  # pk: read back on SQLite ≥ 3.35, PostgreSQL
@@ -220,9 +220,9 @@ def _batches(stage: Stage, ids: list[str]) -> list[list[str]]:
     return [ids[i:i + stage.batch] for i in range(0, len(ids), stage.batch)]
 
 
-def _packages(stage: Stage, batches: list[list[str]], list_key: str) -> list[str]:
+def _packages(stage: Stage, batches: list[list[str]], lane: Lane) -> list[str]:
     """The signed task of each batch, built exactly as async_task builds it."""
-    collector = _PackageCollector(list_key)
+    collector = _PackageCollector(lane.cluster)  # the list_key of get_broker(lane.cluster)
     for batch in batches:
         async_task(stage.task_path, _argument(batch), task_name=_name(stage, batch),
                    broker=collector, **TASK_OPTIONS)
@@ -236,7 +236,7 @@ def _insert(stage: Stage, ids: list[str], lane: Lane) -> list[OrmQ]:
     now = timezone.now()
     key = stage_key(lane.cluster, stage.rank, stage.value)
     rows = [OrmQ(key=key, payload=package, lock=now)
-            for package in _packages(stage, batches, get_broker(lane.cluster).list_key)]
+            for package in _packages(stage, batches, lane)]
     OrmQ.objects.using(Conf.ORM or "default").bulk_create(rows)
     for row, batch in zip(rows, batches):
         row.ids = batch

@@ -52,9 +52,14 @@ def test_a_batch_is_distributed_as_one_message_at_a_time_would_be_and_a_rerun_ad
     assert Delivery.objects.filter(message_id__in=ids).count() == 12
 
 
-def queued(stage: str) -> list[str]:
+def queued_tasks(stage: str) -> list[dict]:
+    """The queued django-q tasks of `stage`, unsigned."""
     tasks_queued = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
-    return [task["name"] for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]
+    return [task for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]
+
+
+def queued(stage: str) -> list[str]:
+    return [task["name"] for task in queued_tasks(stage)]
 
 
 def test_a_message_alone_is_standardized_distributed_and_sent_in_one_task_and_a_rerun_adds_nothing(
@@ -373,6 +378,5 @@ def test_a_message_rolled_back_in_a_savepoint_leaves_the_task_it_joined_and_a_ta
 
 def task_ids(stage: str) -> list[list[str]]:
     """The ids each queued task of `stage` names."""
-    tasks_queued = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
     return [[task["args"][0]] if isinstance(task["args"][0], str) else list(task["args"][0])
-            for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]
+            for task in queued_tasks(stage)]
