@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import cpu  # noqa: E402
+
 
 def make_raw(n: int) -> bytes:
     msg = EmailMessage()
@@ -96,6 +98,25 @@ def plain_send(target: str, sink, parsed) -> None:
     conn.request("POST", "/hook", body, {"Content-Type": "application/json"})
     conn.getresponse().read()
     conn.close()
+
+
+def classify_process(connection):
+    """Names the processes a run's CPU is counted for: the worker's clusters, their html2text
+    children, the database server's backends for this database, and this process."""
+    me, database = os.getpid(), connection.settings_dict["NAME"]
+
+    def classify(pid: int, command: str):
+        if pid == me:
+            return "this process (stores the backlog, runs the sink)"
+        if "html2text_child" in command:
+            return "html2text children"
+        if "manage.py qcluster" in command or "manage.py worker" in command:
+            return "worker clusters (workers, pushers, monitors)"
+        if command.startswith("postgres:") and f" {database} " in command:
+            return "PostgreSQL server"
+        return None
+
+    return classify
 
 
 def main() -> None:
@@ -197,6 +218,7 @@ def main() -> None:
         watcher = threading.Thread(target=lambda: (sink.wait_for(1, timeout=600),
                                                    first_sent.append(time.perf_counter())), daemon=True)
         watcher.start()
+        cpu_before = cpu.snapshot()
         started = time.perf_counter()
         first_stored, committed = None, []
         if args.backlog:
@@ -204,7 +226,8 @@ def main() -> None:
 
             with transaction.atomic():  # the messages and their tasks become visible at the commit
                 # Runs first of the commit's callbacks: the moment every message is stored.
-                transaction.on_commit(lambda: committed.append(time.perf_counter()))
+                transaction.on_commit(lambda: (committed.append(time.perf_counter()),
+                                               cpu_before.update(cpu.snapshot())))
                 for n, raw in enumerate(raws):
                     ingest_raw(owner=owner, raw=raw, identity=f"bench-{n}", source="import")
             # Times count from the commit (the workers start on the tasks at once), not from the
@@ -219,6 +242,7 @@ def main() -> None:
         ingest_done = time.perf_counter()
         sink.wait_for(args.messages, timeout=1200)
         finished = time.perf_counter()
+        cpu_spent = cpu.spent(cpu_before, cpu.snapshot(), classify_process(connection))
         watcher.join(5)
         tasks_queued = (OrmQ.objects.aggregate(last=Max("id"))["last"] or 0) - tasks_before
         pipeline_seconds = finished - started
@@ -256,6 +280,9 @@ def main() -> None:
               f"{' ' * (9 if args.target == 'smtp' else 7)}{args.messages / plain_seconds:8.1f} messages/s  "
               f"({plain_seconds:.2f} s)")
         print(f"ratio pipeline/plain: {plain_seconds / pipeline_seconds:.2f}")
+        print(f"CPU seconds from the start until all were at the sink ({pipeline_seconds:.2f} s on "
+              f"{os.cpu_count()} cores): " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in
+                                                     cpu_spent.most_common() if seconds >= 0.05))
     finally:
         if cluster is not None:
             os.killpg(cluster.pid, 15)

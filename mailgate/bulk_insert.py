@@ -1,4 +1,5 @@
-"""Many rows in one prepared INSERT (executemany), without bulk_create's per-row compile cost.
+"""Many rows in one prepared INSERT (executemany; on PostgreSQL one multi-row INSERT), without
+bulk_create's per-row compile cost.
 
 Used for the Messages and MessageLocations of each phase-1 batch of sync (imap/sync.py, ON CONFLICT
 DO NOTHING) and for the pipeline's audit rows (pipeline/audit.py record_all, a plain INSERT: sync's
@@ -60,22 +61,58 @@ class InsertIgnoringConflicts:
         self.base = base
         ops, qn = connection.ops, connection.ops.quote_name
         on_conflict = OnConflict.IGNORE if ignore_conflicts else None
-        self.sql = (f"{ops.insert_statement(on_conflict=on_conflict)} {qn(meta.db_table)} "
-                    f"({', '.join(qn(f.column) for f in fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
-                    f"{ops.on_conflict_suffix_sql(fields, on_conflict, None, None)}").rstrip()
+        self.head = (f"{ops.insert_statement(on_conflict=on_conflict)} {qn(meta.db_table)} "
+                     f"({', '.join(qn(f.column) for f in fields)}) VALUES ")
+        self.row = f"({', '.join(['%s'] * len(fields))})"
+        self.tail = f" {ops.on_conflict_suffix_sql(fields, on_conflict, None, None)}".rstrip()
+        self.sql = self.head + self.row + self.tail
+        self.fields = fields
+
+    def values(self, row) -> list:
+        """One row's values for the statement: `row` in the order of `varying`, the rest filled."""
+        connection = self.connection
+        values = self.base.copy()
+        for (slot, prep), value in zip(self.varying, row):
+            values[slot] = prep(value, connection)
+        for slot, f in self.per_row:
+            values[slot] = f.get_db_prep_save(f.get_default(), connection)
+        return values
+
+    def select_sql(self, source: str) -> str:
+        """INSERT of one row per row of `source` (a CTE's name), the values as parameters cast to
+        their columns' types; for a data-modifying WITH (PostgreSQL)."""
+        qn = self.connection.ops.quote_name
+        casts = ", ".join(f"%s::{f.db_type(self.connection)}" for f in self.fields)
+        return (f"INSERT INTO {qn(self.fields[0].model._meta.db_table)} "
+                f"({', '.join(qn(f.column) for f in self.fields)}) SELECT {casts} FROM {source}")
 
     def insert(self, rows) -> None:
         """rows: one sequence of python values per row, in the order of `varying`."""
-        connection, varying, per_row, base = self.connection, self.varying, self.per_row, self.base
-        params = []
-        for row in rows:
-            values = base.copy()
-            for (slot, prep), value in zip(varying, row):
-                values[slot] = prep(value, connection)
-            for slot, f in per_row:
-                values[slot] = f.get_db_prep_save(f.get_default(), connection)
-            params.append(values)
-        if params:
-            with connection.cursor() as cursor:
-                cursor.executemany(self.sql, params)
+        connection = self.connection
+        params = [self.values(row) for row in rows]
+        if not params:
+            return
+        with connection.cursor() as cursor:
+            if connection.vendor != "postgresql":
+                cursor.executemany(self.sql, params)  # SQLite steps one prepared statement per row
+                return
+            # PostgreSQL: one multi-row INSERT. psycopg's executemany sends a statement per row
+            # (parsed and planned by the server, its values quoted by the client, one by one): an
+            # audit row per message and stage was a third of the server's statements in a
+            # bench/pipeline.py backlog. In an INSERT's VALUES each value takes its column's type.
+            for rows in chunks(params, MAX_PARAMETERS // len(params[0])):
+                cursor.execute(self.head + ", ".join([self.row] * len(rows)) + self.tail,
+                               [value for row in rows for value in row])
+
+
+# PostgreSQL's bind limit is 65,535 parameters a statement; psycopg's client-side binding has
+# none, but a bounded statement keeps one batch's memory bounded too.
+MAX_PARAMETERS = 30_000
+
+
+def chunks(items: list, size: int):
+    """`items` in lists of `size` (at least one)."""
+    size = max(1, size)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 

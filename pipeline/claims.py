@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 
-from mailgate.bulk_update import update_each
+from mailgate.bulk_update import update_each, update_then_insert
 from pipeline import audit, clock, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
 
@@ -274,16 +274,21 @@ def claim_digest(delivery_id, limit: int) -> list[Delivery]:
                 .order_by("created_at", "pk"))
 
 
-def finish_delivery(delivery: Delivery, **fields) -> bool:
-    """Move a delivery this worker holds out of SENDING; False if the claim was lost meanwhile."""
+def finish_delivery(delivery: Delivery, record: Event | None = None, **fields) -> bool:
+    """Move a delivery this worker holds out of SENDING, and write `record` (its audit row) if it
+    did, atomically; False if the claim was lost meanwhile (then nothing is written)."""
     fields.setdefault("claimed_until", None)
     fields.setdefault("claimed_by", "")
     fields["updated_at"] = clock.now()
     # A prepared statement (mailgate/bulk_update.py): the ORM built this UPDATE for ~1 ms per send,
     # inside the transaction that holds SQLite's one write lock.
     names = list(fields)
-    done = update_each(Delivery, names, ["id", "status", "claimed_by"],
-                       [[fields[name] for name in names] + [delivery.pk, Delivery.Status.SENDING, delivery.claimed_by]])
+    row = [fields[name] for name in names] + [delivery.pk, Delivery.Status.SENDING, delivery.claimed_by]
+    if record is None:
+        done = update_each(Delivery, names, ["id", "status", "claimed_by"], [row])
+    else:  # on PostgreSQL one statement, no BEGIN/COMMIT (update_then_insert)
+        done = update_then_insert(Delivery, names, ["id", "status", "claimed_by"], row, audit.inserter(),
+                                  audit.values(record))
     if done:
         for name, value in fields.items():
             setattr(delivery, name, value)

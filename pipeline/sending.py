@@ -9,7 +9,7 @@ targets de-duplicate by the delivery id (Idempotency-Key); the DB marks each del
 """
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -49,10 +49,11 @@ def _defer(delivery: Delivery, until, why: str, batch: "_Batch | None" = None) -
 
 def _finish(delivery: Delivery, kind, detail: str, service_fields=None, batch: "_Batch | None" = None,
             **fields) -> bool:
-    with transaction.atomic():
-        done = claims.finish_delivery(delivery, **fields)
+    # With no service row to write, no transaction: on PostgreSQL the finish and its audit row are
+    # one statement (claims.finish_delivery), which commits on its own.
+    with transaction.atomic() if service_fields else nullcontext():
+        done = claims.finish_delivery(delivery, audit.event(kind, delivery.message, delivery, detail=detail), **fields)
         if done:
-            audit.record_all([audit.event(kind, delivery.message, delivery, detail=detail)])  # prepared
             if batch is not None and batch.hints_at_end:
                 batch.finished.append(delivery)
             else:

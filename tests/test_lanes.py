@@ -123,3 +123,60 @@ def test_a_pushed_message_is_relayed_while_a_bulk_backlog_is_still_running(alice
     assert len(keys) == len(set(keys))
     assert str(Delivery.objects.get(message=live).pk) in keys
     assert not Delivery.objects.values("message").annotate(n=Count("id")).filter(n__gt=1).exists()
+
+
+def postgresql_only():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL pass only: LISTEN/NOTIFY (SQLite's pushers poll)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_pusher_on_postgresql_wakes_at_the_commit_of_a_task_not_at_its_next_poll(monkeypatch):
+    import threading
+
+    from django.db import connections
+    from django_q.brokers import get_broker
+
+    from pipeline import broker
+
+    postgresql_only()
+    monkeypatch.setattr(broker, "NOTIFY_WAIT", 60)  # a poll would come far too late for this test
+    bulk, waiting, taken = get_broker(queue.Lane.BULK.cluster), threading.Event(), []
+    wait = bulk._wait
+    bulk._wait = lambda connection: (waiting.set(), wait(connection))
+
+    def pusher():
+        try:
+            while not (got := bulk.dequeue()):
+                pass
+            taken.extend(SignedPackage.loads(payload)["name"] for _, payload in got)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=pusher, daemon=True)
+    thread.start()
+    assert waiting.wait(10), "the pusher never found its queue empty"
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["m1"], queue.Lane.BULK)  # autocommit: committed here
+    thread.join(10)
+    assert taken == ["standardize:m1"], "the pusher slept through the commit"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pusher_whose_database_connection_dropped_reconnects_and_goes_on(monkeypatch):
+    from django.db import OperationalError, connection
+    from django_q.brokers import get_broker
+
+    from pipeline import broker
+
+    postgresql_only()
+    monkeypatch.setattr(broker, "NOTIFY_WAIT", 0.01)
+    monkeypatch.setattr(broker, "STALE_CHECK_EVERY", 3600)  # no stale-connection check to save it
+    bulk = get_broker(queue.Lane.BULK.cluster)
+    assert bulk.dequeue() is None  # listening on this thread's connection, the queue empty
+    with pytest.raises(OperationalError), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # as a server restart does
+    assert bulk.dequeue() is None  # the poll failed; the connection is replaced, no exception
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["m1"], queue.Lane.BULK)
+    assert [SignedPackage.loads(p)["name"] for _, p in bulk.dequeue()] == ["standardize:m1"]
