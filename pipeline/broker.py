@@ -9,9 +9,15 @@ then the oldest row:
   1. `<cluster>`  everything queued through async_task: folder syncs (an IDLE push), the sweeper,
      schedules. Few, short, and a push waits on them.
   2. send, 3. distribute, 4. standardize  (pipeline.queue.Stage.rank).
+  5. background stages (rank BACKGROUND_RANK and up: a message's vectors): only while the lane
+     has no pipeline task at all, neither waiting nor taken by a worker.
 
 So a worker finishes what is in flight before it starts more: a sent webhook is never behind
 parsing the rest of the backlog. Claims, leases and acknowledgement are the stock broker's.
+Background work waits for the whole pipeline, not just for its waiting tasks: in a backlog, a
+worker that found no standardize task left took a batch of 512 messages' vectors while the other
+worker's last batches still had to be distributed and sent, and embedding took 2-3 s of the
+backlog's 13-15 s at the sink (bench/pipeline.py --backlog on PostgreSQL, with and without it).
 
 On PostgreSQL a pusher that finds its queue empty does not poll it again every Conf.POLL: it
 LISTENs on its cluster's channel and sleeps until a transaction that queued a task for the
@@ -44,6 +50,9 @@ def stage_key(cluster: str, rank: int, stage: str) -> str:
     """The queue key of one stage in one lane; sorts after the lane's own key, by rank."""
     return f"{cluster}{SEPARATOR}{rank}{stage}"[:100]
 
+
+# Stages of this rank and up run only when their lane has no pipeline task (pipeline.queue.Stage.rank).
+BACKGROUND_RANK = 4
 
 # The longest an idle pusher sleeps between looks at its queue on PostgreSQL.
 NOTIFY_WAIT = 1.0
@@ -163,10 +172,15 @@ class StageOrderedORM(ORM):
         return connection, connection.ops.quote_name(OrmQ._meta.db_table)
 
     def _ready(self, connection, table: str) -> list:
-        """Up to Conf.BULK of this queue's unlocked rows, (id, payload, lock as stored), by key then id."""
+        """Up to Conf.BULK of this queue's unlocked rows, (id, payload, lock as stored), by key then
+        id; background rows only while no pipeline row (waiting or taken) sorts before them."""
+        key, low, high = self._keys()
+        background = f"{low}{BACKGROUND_RANK}"
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT id, payload, {_LOCK} FROM {table} WHERE ({_KEY} = %s OR ({_KEY} > %s AND {_KEY} < %s)) "
-                f"AND {_LOCK} < %s ORDER BY {_KEY}, id LIMIT %s",
-                [*self._keys(), connection.ops.adapt_datetimefield_value(timezone.now()), Conf.BULK])
+                f"AND {_LOCK} < %s AND ({_KEY} < %s OR NOT EXISTS "
+                f"(SELECT 1 FROM {table} WHERE {_KEY} > %s AND {_KEY} < %s)) ORDER BY {_KEY}, id LIMIT %s",
+                [key, low, high, connection.ops.adapt_datetimefield_value(timezone.now()), background,
+                 low, background, Conf.BULK])
             return cursor.fetchall()

@@ -21,7 +21,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
-from pipeline.broker import channel, stage_key
+from pipeline.broker import BACKGROUND_RANK, channel, stage_key
 
 
 class Stage(enum.StrEnum):
@@ -40,8 +40,9 @@ class Stage(enum.StrEnum):
     @property
     def rank(self) -> int:
         """Order within a lane (pipeline/broker.py): the stage nearest the sink goes first."""
-        # Vectors last: a message is found by its words at once, by meaning when the lane has time.
-        return {Stage.SEND: 1, Stage.DISTRIBUTE: 2, Stage.STANDARDIZE: 3, Stage.EMBED: 4}[self]
+        # Vectors last, as background work (broker.BACKGROUND_RANK): a message is found by its
+        # words at once, by meaning when the lane has no pipeline work left.
+        return {Stage.SEND: 1, Stage.DISTRIBUTE: 2, Stage.STANDARDIZE: 3, Stage.EMBED: BACKGROUND_RANK}[self]
 
     @property
     def batch(self) -> int:

@@ -61,6 +61,20 @@ def test_a_lane_hands_out_control_tasks_then_sends_then_distributes_then_standar
 
 
 @pytest.mark.django_db
+def test_vectors_wait_until_the_lane_has_no_pipeline_task_waiting_or_running():
+    from django_q.brokers import get_broker
+
+    queue.enqueue_many(queue.Stage.EMBED, ["m1"], queue.Lane.BULK)
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["m2"], queue.Lane.BULK)
+    bulk = get_broker(queue.Lane.BULK.cluster)
+    [(standardize, payload)] = bulk.dequeue()
+    assert SignedPackage.loads(payload)["name"] == "standardize:m2"
+    assert not bulk.dequeue()  # the standardize task is still running: its sends may follow
+    bulk.acknowledge(standardize)
+    assert [SignedPackage.loads(p)["name"] for _, p in bulk.dequeue()] == ["embed:m1"]
+
+
+@pytest.mark.django_db
 def test_a_queued_task_goes_to_one_pusher_and_is_handed_out_again_once_its_lock_expires(settings):
     from datetime import timedelta
 
