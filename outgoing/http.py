@@ -34,6 +34,7 @@ from django.utils import timezone
 from mailgate.net import is_loopback
 from outgoing import egress
 from outgoing.errors import TransportError
+from outgoing.tls import tls_context
 
 DEFAULT_TIMEOUT = 15.0
 # An API's answer is a small JSON document; anything bigger is not one we need to read whole.
@@ -212,7 +213,8 @@ def _exchange(method: str, url: str, body: bytes, headers: dict, *, timeout, max
     conn = None
     try:
         if parts.scheme == "https":
-            conn = CheckedHTTPSConnection(host, parts.port, timeout=timeout, context=ssl.create_default_context())
+            # One context per process (outgoing/tls.py): building one loads the CA store, ~30-60 ms.
+            conn = CheckedHTTPSConnection(host, parts.port, timeout=timeout, context=tls_context())
         elif parts.scheme == "http":
             conn = CheckedHTTPConnection(host, parts.port, timeout=timeout)
         else:

@@ -351,3 +351,28 @@ def test_an_unexpected_error_is_recorded_by_its_type_and_a_redacted_message(alic
     ok, text = sending.send_test(spaced_token_service, "7")
     assert (ok, text) == (False, "Test message not sent: unexpected error: RuntimeError: failed for … with …")
     assert Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RETRYING).exists()
+
+
+def test_https_requests_share_one_verifying_tls_context(monkeypatch):
+    """Building a TLS context loads the CA store (~30-60 ms): once per process, not per webhook."""
+    import ssl
+
+    from outgoing import tls
+
+    sink = HttpSink.start(tls=True)
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", sink.cafile)  # the system store, as OpenSSL reads it
+        monkeypatch.setattr(tls, "_contexts", {})
+        built, create = [], ssl.create_default_context
+        monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(a) or create(*a, **k))
+        for n in range(3):
+            assert http.request("POST", sink.url("/hook"), b'{"n": %d}' % n, {}).status == 200
+        assert [r.json()["n"] for r in sink.wait_for(3, timeout=5)] == [0, 1, 2]
+        assert len(built) == 1
+        # ...and it verifies: without the sink's certificate in the store, the sink is refused.
+        monkeypatch.delenv("SSL_CERT_FILE")
+        monkeypatch.setattr(tls, "_contexts", {})
+        with pytest.raises(TransportError, match="not trusted"):
+            http.request("POST", sink.url("/hook"), b"{}", {})
+    finally:
+        sink.stop()

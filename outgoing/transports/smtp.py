@@ -1,10 +1,8 @@
 """SMTP: the relayed message as a new email (text, HTML alternative, attachments) to one address."""
 
-import os
 import smtplib
 import socket
 import ssl
-import threading
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -19,38 +17,13 @@ from mailgate.net import is_loopback
 from outgoing import egress, formatting
 from outgoing.errors import TransportError
 from outgoing.relay import prior_marks, relay_header_value
+from outgoing.tls import tls_context
 from outgoing.transports.base import Transport
 
 SECURITY = ("ssl", "starttls", "none")
 DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
 # Bigger than this in total and attachments go as links instead (most servers refuse ~25 MB).
 DEFAULT_MAX_ATTACHMENT_BYTES = 15 * 1024 * 1024
-
-# Building a default context loads the system CA store (~30-60 ms): build one per CA file per
-# process, not one per send. A configured SSLContext is safe to share between connections and threads.
-_contexts: dict[tuple, ssl.SSLContext] = {}
-_contexts_lock = threading.Lock()
-
-
-def tls_context(cafile: str | None = None) -> ssl.SSLContext:
-    """The verifying client context for `cafile` (None: the system store), built once. A CA file
-    is keyed by its modification time too, so a renewed file is picked up without a restart."""
-    key: tuple = ("",)
-    try:
-        if cafile:
-            key = (cafile, os.stat(cafile).st_mtime_ns)
-        context = _contexts.get(key)
-        if context is None:
-            with _contexts_lock:
-                context = _contexts.get(key)
-                if context is None:
-                    context = _contexts[key] = ssl.create_default_context(cafile=cafile or None)
-    except (OSError, ssl.SSLError):
-        # One text for a missing, unreadable or malformed file: the error must not tell a service
-        # owner which paths exist on this server.
-        raise TransportError("config.cafile: not a readable CA bundle (PEM)", permanent=True) from None
-    return context
-
 
 class CheckedSMTP(smtplib.SMTP):
     """smtplib's client, its socket opened by outgoing.egress (refusing private addresses on the

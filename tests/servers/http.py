@@ -117,14 +117,28 @@ class HttpSink:
         self.port = self._server.server_address[1]
         self.base_url = f"http://{self.host}:{self.port}"
         self.requests: list[Request] = []
+        self.cafile: str | None = None  # with start(tls=True): the CA file that trusts the sink
         self.default = Response(200, json={})
         self._scripts: dict[tuple[str | None, str], list[Response]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def start(cls) -> "HttpSink":
+    def start(cls, tls: bool = False) -> "HttpSink":
+        """tls: serve HTTPS with a self-signed certificate for 127.0.0.1 (`cafile` trusts it)."""
         self = cls()
+        if tls:
+            import ssl
+            import tempfile
+
+            from tests.servers.ports import make_self_signed_cert
+
+            self._tls_dir = tempfile.mkdtemp(prefix="mailgate-https-")
+            cert = make_self_signed_cert(self._tls_dir, "https")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert.cert_path, cert.key_path)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.cafile, self.base_url = cert.cafile, f"https://{self.host}:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"HttpSink:{self.port}", daemon=True,
@@ -187,6 +201,10 @@ class HttpSink:
             self._thread.join(5)
             self._thread = None
         self._server.server_close()
+        if getattr(self, "_tls_dir", None):
+            import shutil
+
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def __enter__(self) -> "HttpSink":
         return self
