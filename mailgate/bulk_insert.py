@@ -100,9 +100,7 @@ class InsertIgnoringConflicts:
             # (parsed and planned by the server, its values quoted by the client, one by one): an
             # audit row per message and stage was a third of the server's statements in a
             # bench/pipeline.py backlog. In an INSERT's VALUES each value takes its column's type.
-            for rows in chunks(params, MAX_PARAMETERS // len(params[0])):
-                cursor.execute(self.head + ", ".join([self.row] * len(rows)) + self.tail,
-                               [value for row in rows for value in row])
+            execute_rows(cursor, self.head, self.row, self.tail, params)
 
 
 # PostgreSQL's bind limit is 65,535 parameters a statement; psycopg's client-side binding has
@@ -110,9 +108,15 @@ class InsertIgnoringConflicts:
 MAX_PARAMETERS = 30_000
 
 
-def chunks(items: list, size: int):
-    """`items` in lists of `size` (at least one)."""
-    size = max(1, size)
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def execute_rows(cursor, head: str, row: str, tail: str, params: list[list]) -> int:
+    """Run `head` + one `row` placeholder group per row of `params` + `tail`, as few statements as
+    MAX_PARAMETERS allows (PostgreSQL's multi-row INSERT and UPDATE ... FROM (VALUES ...));
+    returns the rows they changed."""
+    size = max(1, MAX_PARAMETERS // len(params[0]))
+    changed = 0
+    for i in range(0, len(params), size):
+        rows = params[i:i + size]
+        cursor.execute(head + ", ".join([row] * len(rows)) + tail, [value for values in rows for value in values])
+        changed += cursor.rowcount
+    return changed
 

@@ -13,7 +13,7 @@ joins (pipeline/threads.py). In the ground layer so every layer can use it.
 
 from django.db import connections, router, transaction
 
-from mailgate.bulk_insert import MAX_PARAMETERS, chunks
+from mailgate.bulk_insert import execute_rows
 
 
 def update_each(model, assign: list[str], where: list[str], rows) -> int:
@@ -31,8 +31,11 @@ def update_each(model, assign: list[str], where: list[str], rows) -> int:
     if not params:
         return 0
     with connection.cursor() as cursor:
-        if connection.vendor != "postgresql" or len(params) == 1:
-            cursor.executemany(sql, params) if len(params) > 1 else cursor.execute(sql, params[0])
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+            return cursor.rowcount
+        if connection.vendor != "postgresql":
+            cursor.executemany(sql, params)
             return cursor.rowcount
         # PostgreSQL: ONE statement joining the rows as a VALUES list. psycopg's executemany sends
         # (and the server parses and plans) a statement per row. The keys are the rows' own, so
@@ -48,12 +51,7 @@ def update_each(model, assign: list[str], where: list[str], rows) -> int:
         tail = (f") AS v ({', '.join(names)}) WHERE "
                 + " AND ".join(f"{table}.{qn(f.column)} = {value}"
                                for f, value in zip(where_fields, typed[len(set_fields):])))
-        row = f"({', '.join(['%s'] * len(fields))})"
-        changed = 0
-        for chunk in chunks(params, MAX_PARAMETERS // len(fields)):
-            cursor.execute(head + ", ".join([row] * len(chunk)) + tail, [v for values in chunk for v in values])
-            changed += cursor.rowcount
-        return changed
+        return execute_rows(cursor, head, f"({', '.join(['%s'] * len(fields))})", tail, params)
 
 
 def _statement(connection, meta, set_fields, where_fields) -> str:

@@ -98,7 +98,7 @@ class StageOrderedORM(ORM):
 
     def enqueue(self, task):
         pk = super().enqueue(task)
-        notify(self._keys()[0], self.get_connection().db)
+        notify(self._keys()[0])
         return pk
 
     def _keys(self) -> tuple[str, str, str]:

@@ -48,7 +48,7 @@ def test_update_each_of_a_column_that_is_null_in_every_row(alice):
 
 
 def test_update_each_in_several_statements_when_the_rows_pass_the_parameter_bound(alice, monkeypatch):
-    monkeypatch.setattr("mailgate.bulk_update.MAX_PARAMETERS", 6)  # two rows of three values each
+    monkeypatch.setattr(bulk_insert, "MAX_PARAMETERS", 6)  # two rows of three values each (one bound for both)
     messages = [ingest(alice, eml(subject=f"Chunk {n}")) for n in range(5)]
     with CaptureQueriesContext(connection) as queries:
         changed = update_each(Message, ["subject", "size"], ["id"], [[f"C{n}", n, m.pk] for n, m in enumerate(messages)])
