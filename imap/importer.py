@@ -1,13 +1,16 @@
 """Import messages from files (behind `manage.py import_mail`): .eml, mbox and Maildir.
 
-Each message enters the pipeline through pipeline.ingest.ingest_raw with the same identity batch
-sync uses, so repeating an import (or importing what sync already fetched) stores nothing twice.
+Messages enter the pipeline a stage batch at a time through pipeline.ingest.ingest_raw_many, with
+the same identity batch sync uses, so repeating an import (or importing what sync already fetched)
+stores nothing twice.
 """
 
 from __future__ import annotations
 
 import mailbox
 from pathlib import Path
+
+from django.conf import settings
 
 from imap import identity as identity_mod
 from imap.models import Account, Folder
@@ -46,13 +49,15 @@ def iter_messages(path: Path):
         yield str(path), path.read_bytes()
 
 
-def import_raw(account: Account, folder: Folder, raw: bytes, *, relay: bool = False) -> tuple[Message, bool]:
-    """Store one message; imported mail is history (never relayed) unless `relay` says otherwise."""
-    header = identity_mod.header_block(raw)
+def import_batch(account: Account, folder: Folder, raws: list[bytes], *, relay: bool = False
+                 ) -> list[tuple[Message | None, bool]]:
+    """Store a batch of messages in one transaction (pipeline.ingest.ingest_raw_many); imported
+    mail is history (never relayed) unless `relay` says otherwise."""
     arrival = Message.Arrival.NEW if relay else Message.Arrival.HISTORY
-    return ingest.ingest_raw(owner=account.owner, raw=raw, identity=identity_mod.identity_of_raw(raw),
-                             source=Message.Source.IMPORT, account=account, folder=folder, arrival=arrival,
-                             **header_fields(header))
+    items = [(raw, identity_mod.identity_of_raw(raw),
+              {"arrival": arrival, **header_fields(identity_mod.header_block(raw))}) for raw in raws]
+    return ingest.ingest_raw_many(owner=account.owner, items=items, source=Message.Source.IMPORT,
+                                  account=account, folder=folder)
 
 
 def import_paths(account: Account, paths, *, relay: bool = False) -> dict:
@@ -66,15 +71,25 @@ def import_paths(account: Account, paths, *, relay: bool = False) -> dict:
     folder, _ = Folder.objects.get_or_create(account=account, name=IMPORTED_FOLDER,
                                              defaults={"present": False, "selectable": False})
     result = {"account": account.pk, "messages": 0, "created": 0, "existing": 0, "errors": []}
+    batch: list[bytes] = []
+
+    def store() -> None:
+        for _, created in import_batch(account, folder, batch, relay=relay):
+            result["messages"] += 1
+            result["created" if created else "existing"] += 1
+        batch.clear()
+
     for path in paths:
         try:
             for label, raw in iter_messages(path):
                 if not raw.strip():
                     result["errors"].append(f"{label}: empty file, skipped")
                     continue
-                _, created = import_raw(account, folder, raw, relay=relay)
-                result["messages"] += 1
-                result["created" if created else "existing"] += 1
+                batch.append(raw)
+                if len(batch) >= settings.MAILGATE_STAGE_BATCH:
+                    store()
         except (OSError, mailbox.Error) as exc:
             result["errors"].append(f"{path}: {exc.__class__.__name__}: {exc}")
+    if batch:
+        store()
     return result

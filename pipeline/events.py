@@ -14,6 +14,15 @@ def message_new(message) -> None:
     realtime.publish_for_message(message, "message.new", _message_data(message))
 
 
+def messages_new(messages) -> None:
+    """message_new for each of a batch of messages of one audience (one owner and account or
+    channel, as pipeline.ingest.ingest_raw_many stores them): its viewers are asked once."""
+    if messages:
+        viewers = messages[0].viewer_ids()
+        for message in messages:
+            realtime.publish(viewers, "message.new", _message_data(message))
+
+
 def message_updated(message) -> None:
     realtime.publish_for_message(message, "message.updated", _message_data(message))
 

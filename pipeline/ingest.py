@@ -149,3 +149,68 @@ def ingest_raw(*, owner, raw: bytes, identity: str, source: str, account=None, f
         return Message.objects.get(identity=identity, **lookup), False
     metrics.ingested(source)
     return message, True
+
+
+def ingest_raw_many(*, owner, items, source: str, account=None, folder=None,
+                    channel=None) -> list[tuple[Message | None, bool]]:
+    """ingest_raw for many messages of one owner and scope (an import's batch, a backlog): the
+    same rows, audit trail, tasks and hints, with one SELECT for the identities already known, one
+    for those purged, and in one transaction one INSERT each for the messages, their RECEIVED
+    rows and their standardize tasks, and one numbering of the live hints at its commit.
+
+    `items` are (raw, identity, fields) triples; returns what ingest_raw would return for each, in
+    order. An identity listed twice is one message, with the first item's bytes."""
+    lookup = {"account": account} if account is not None else {"channel": channel}
+    identities = {identity for _, identity, _ in items}
+    known = {m.identity: m for m in Message.objects.filter(identity__in=identities, **lookup)}
+    purged = set()
+    if account is not None or channel is not None:
+        purged = set(PurgedIdentity.objects.filter(identity__in=identities - set(known), **lookup)
+                     .values_list("identity", flat=True))
+    new: dict[str, Message] = {}
+    writes: dict[str, bytes] = {}
+    for raw, identity, fields in items:
+        if identity in known or identity in purged or identity in new:
+            continue
+        digest = hashlib.sha256(raw).hexdigest()
+        name = raw_name(digest)
+        writes[name] = raw
+        new[identity] = Message(owner=owner, source=source, account=account, folder=folder, channel=channel,
+                                identity=identity, raw=name, raw_sha256=digest, size=len(raw),
+                                status=Message.Status.RECEIVED, **fields)
+    # Content-addressed, before the transaction: a rollback leaves only files a retry reuses.
+    storage.write_many_once(list(writes.items()))
+    if new:
+        try:
+            with transaction.atomic():
+                _insert_received(list(new.values()), source)
+        except IntegrityError:
+            # A concurrent ingest stored one of these identities first: ingest_raw settles each
+            # race on its own (the batch's transaction rolled back whole, so nothing is twice).
+            return [ingest_raw(owner=owner, raw=raw, identity=identity, source=source, account=account,
+                               folder=folder, channel=channel, **fields) for raw, identity, fields in items]
+        metrics.ingested(source, len(new))
+    results, seen = [], set()
+    for _, identity, _ in items:
+        if identity in known:
+            results.append((known[identity], False))
+        elif identity in purged:
+            results.append((None, False))
+        else:
+            results.append((new[identity], identity not in seen))
+            seen.add(identity)
+    return results
+
+
+def _insert_received(messages: list[Message], source: str) -> None:
+    """The rows ingest_raw writes for each message, one INSERT per table for all of them."""
+    Message.objects.bulk_create(messages)
+    audit.record_all([audit.event_for(Event.Kind.RECEIVED, m.pk, m.owner_id, sender=m.sender_address,
+                                      subject=m.subject, detail=f"raw stored, {m.size} bytes ({source})")
+                      for m in messages])
+    events.messages_new(messages)  # numbered and sent together at the commit (mailgate/realtime.py)
+    lanes: dict = {}
+    for message in messages:
+        lanes.setdefault(queue.lane_of(message.arrival, source), []).append(message.pk)
+    for lane, ids in lanes.items():
+        enqueue_standardize_many(ids, lane)
