@@ -27,6 +27,8 @@ from pathlib import Path
 
 from django.core.files.base import ContentFile
 from django.utils import timezone
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from imap import leases, utf7
 from imap.accounts import create_account
@@ -403,3 +405,22 @@ def sync_and_standardize(account) -> list[Message]:
         # sync (shown all the same, just never relayed).
         assert standardize(message.pk) in ("standardized", "history")
     return received
+
+
+def statements(queries) -> list[str]:
+    """The captured SQL statements other than transaction control (BEGIN/COMMIT, and the
+    savepoints that stand for them inside a test's transaction)."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+    return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith(control)]
+
+
+def queued_tasks(stage: str) -> list[dict]:
+    """The queued django-q tasks of `stage`, unsigned."""
+    tasks_queued = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
+    return [task for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]
+
+
+def task_ids(stage: str) -> list[list[str]]:
+    """The ids each queued task of `stage` names."""
+    return [[task["args"][0]] if isinstance(task["args"][0], str) else list(task["args"][0])
+            for task in queued_tasks(stage)]

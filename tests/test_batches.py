@@ -9,11 +9,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import OrmQ
-from django_q.signing import SignedPackage
 
 from pipeline import distribute, routing, sending, standardize, tasks
 from pipeline.models import Delivery, Event, Message, Thread
-from tests.builders import eml, ingest, make_service, route_everything, smtp_service, subscribe
+from tests.builders import (eml, ingest, make_service, queued_tasks, route_everything, smtp_service, statements,
+                            subscribe, task_ids)
 
 pytestmark = pytest.mark.django_db
 
@@ -51,11 +51,6 @@ def test_a_batch_is_distributed_as_one_message_at_a_time_would_be_and_a_rerun_ad
     assert tasks.distribute(ids) == "distributed 0 of 6"  # run twice: nothing claimed, nothing added
     assert Delivery.objects.filter(message_id__in=ids).count() == 12
 
-
-def queued_tasks(stage: str) -> list[dict]:
-    """The queued django-q tasks of `stage`, unsigned."""
-    tasks_queued = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
-    return [task for task in tasks_queued if task["func"] == f"pipeline.tasks.{stage}"]
 
 
 def queued(stage: str) -> list[str]:
@@ -128,12 +123,6 @@ def test_a_batch_costs_few_queries_per_message(alice, relay):
     per_message = len(batch) / 19
     assert per_message < 3 and per_message < len(one) / 4, (len(one), per_message)
 
-
-def statements(queries) -> list[str]:
-    """The captured SQL statements other than transaction control (BEGIN/COMMIT, and the
-    savepoints that stand for them inside a test's transaction)."""
-    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-    return [q["sql"] for q in queries if not q["sql"].lstrip().upper().startswith(control)]
 
 
 def test_standardizing_a_batch_costs_few_queries_per_message(alice, relay, settings):
@@ -374,9 +363,3 @@ def test_a_message_rolled_back_in_a_savepoint_leaves_the_task_it_joined_and_a_ta
         last = str(ingest(alice, eml(subject="After the pusher")).pk)
     assert Message.objects.count() == 3
     assert sorted(task_ids("standardize")) == sorted([[kept], [after], [last]])
-
-
-def task_ids(stage: str) -> list[list[str]]:
-    """The ids each queued task of `stage` names."""
-    return [[task["args"][0]] if isinstance(task["args"][0], str) else list(task["args"][0])
-            for task in queued_tasks(stage)]

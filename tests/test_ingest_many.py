@@ -10,8 +10,7 @@ from imap.models import Account, Folder
 from mailgate import realtime, storage
 from pipeline import ingest
 from pipeline.models import Event, Message, PurgedIdentity
-from tests.builders import eml
-from tests.test_batches import statements, task_ids
+from tests.builders import eml, statements, task_ids
 
 pytestmark = pytest.mark.django_db
 
