@@ -117,6 +117,10 @@ def add(request):
             for field, errs in exc.message_dict.items():
                 form.add_error(field if field in form.fields else None, errs)
         else:
+            if copy := imap_accounts.connected_copy(request.user, account.host, account.username):
+                form.add_error(None, imap_accounts.already_connected(copy))
+                return _page(request, "frontend/accounts/form.html", form=form, tested=False, account=None,
+                             providers=providers.enabled())
             report = _test(form, account)
             tested = report.ok
             if report.ok and request.POST.get("action") == "save" and _some_chosen(form):
@@ -164,6 +168,9 @@ def edit(request, account_id):
             account.set_password(form.cleaned_data["password"])
             changed.add("password")
         imap_accounts.connection_changed(account, changed)
+        if copy := imap_accounts.connected_copy(account.owner, account.host, account.username, exclude=account):
+            form.add_error(None, imap_accounts.already_connected(copy))
+            return _page(request, "frontend/accounts/form.html", form=form, tested=tested, account=account)
         # Every save is tested: the folder list comes from the server, and a stopped account
         # ("authentication failed") is enabled again only on a login that works.
         report = _test(form, account.__class__(**{**_probe_values(account), "pk": None}))

@@ -196,6 +196,21 @@ def connection_changed(account: Account, changed: set[str]) -> None:
     account.state = Account.State.NEW
 
 
+def connected_copy(owner, host: str, username: str, exclude: Account | None = None) -> Account | None:
+    """The owner's enabled account on this mailbox (the same server and login, either case),
+    other than `exclude`. A second one would sync and relay every message again, so adding or
+    enabling it is refused (constraint imap_account_one_enabled_per_mailbox)."""
+    rows = Account.objects.filter(owner=owner, enabled=True, host__iexact=host.strip(), username__iexact=username)
+    if exclude is not None and exclude.pk:
+        rows = rows.exclude(pk=exclude.pk)
+    return rows.first()
+
+
+def already_connected(account: Account) -> str:
+    """The error a user reads when they connect `account`'s mailbox again."""
+    return f"This mailbox is already connected as “{account.display_name}”."
+
+
 @transaction.atomic
 def create_account(*, owner, email: str, host: str, password: str, port: int | None = None,
                    security: str = Account.Security.SSL, username: str = "", display_name: str = "",

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from mailgate import crypto
@@ -66,6 +67,14 @@ class Account(models.Model):
         ordering = ["display_name", "id"]
         constraints = [
             models.CheckConstraint(condition=Q(port__gte=1, port__lte=65535), name="imap_account_port_range"),
+            # The same mailbox twice for one owner syncs and relays every message twice (once per
+            # account scope). Host names and logins are compared as the servers compare them:
+            # without case. A disabled copy may stay (it neither syncs nor relays).
+            models.UniqueConstraint(
+                "owner", Lower("host"), Lower("username"), condition=Q(enabled=True),
+                name="imap_account_one_enabled_per_mailbox",
+                violation_error_message="This mailbox is already connected (the same server and login).",
+            ),
         ]
 
     def __str__(self):

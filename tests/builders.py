@@ -66,11 +66,13 @@ PNG = _png_1x1()
 
 
 def account_row(owner, *, name="Work", host="127.0.0.1", port=993, username=None, password="secret",
-                security=Account.Security.SSL, members=(), folders=("INBOX", "Archive", "Trash")) -> Account:
+                security=Account.Security.SSL, members=(), folders=("INBOX", "Archive", "Trash"),
+                enabled=True) -> Account:
     """An account row with its folders, as after a first sync; no server behind it."""
     n = next(_numbers)
     account = Account(owner=owner, display_name=f"{name} {n}", email=f"{owner.username}{n}@example.test",
-                      host=host, port=port, security=security, username=username or f"{owner.username}{n}")
+                      host=host, port=port, security=security, username=username or f"{owner.username}{n}",
+                      enabled=enabled)
     account.set_password(password)
     account.save()
     account.members.add(*members)

@@ -169,3 +169,81 @@ def test_deleting_an_oauth_account_revokes_its_grant_and_a_dead_provider_does_no
     page = client.post(reverse("frontend:account_delete", args=[again.pk]), follow=True).content.decode()
     assert "Deleted" in page and not Account.objects.exists()
     assert not provider.grants[oauth_user].revoked
+
+
+def test_the_same_mailbox_cannot_be_connected_twice_and_the_page_says_where_it_is(client, alice, bob, dovecot,
+                                                                                  mail_user):
+    # Two accounts on one mailbox would sync and relay every message twice.
+    client.force_login(alice)
+    client.post(reverse("frontend:account_add"), {**form(dovecot, mail_user), "folders": ["INBOX"], "action": "save"})
+    first = Account.objects.get()
+    page = client.post(reverse("frontend:account_add"),
+                       {**form(dovecot, mail_user, display_name="Again", host=dovecot.host.upper(),
+                               username=mail_user.name.upper()), "folders": ["INBOX"], "action": "save"})
+    assert page.status_code == 200
+    assert "This mailbox is already connected as \u201cWork\u201d." in page.content.decode()
+    assert list(Account.objects.values_list("pk", flat=True)) == [first.pk]
+
+    # Another user may connect it (their own view of it); a disabled copy may stay, not be enabled.
+    client.force_login(bob)
+    client.post(reverse("frontend:account_add"), {**form(dovecot, mail_user), "folders": ["INBOX"], "action": "save"})
+    assert Account.objects.filter(owner=bob).count() == 1
+    copy = account_row(alice, name="Old copy", host=dovecot.host, port=dovecot.port, username=mail_user.name,
+                       enabled=False)
+    client.force_login(alice)
+    page = client.post(reverse("frontend:account_edit", args=[copy.pk]),
+                       {**form(dovecot, mail_user, display_name="Old copy"), "folders": ["INBOX"], "action": "save"})
+    assert "This mailbox is already connected as \u201cWork\u201d." in page.content.decode()
+    copy.refresh_from_db()
+    assert not copy.enabled
+
+
+def test_the_database_refuses_a_second_enabled_account_on_one_mailbox(alice):
+    from django.db import IntegrityError, transaction
+
+    account_row(alice, name="One", host="imap.example.test", username="a@example.test")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        account_row(alice, name="Two", host="IMAP.example.test", username="A@example.test")
+    account_row(alice, name="Two", host="IMAP.example.test", username="A@example.test", enabled=False)
+
+
+def test_signing_in_again_to_a_connected_mailbox_reconnects_that_account(alice, provider, generic, oauth_user):
+    first = signed_in(alice, provider, generic, oauth_user)
+    again = signed_in(alice, provider, generic, oauth_user)
+    assert again.pk == first.pk and Account.objects.count() == 1
+
+
+def test_the_upgrade_keeps_the_oldest_of_an_owners_copies_of_a_mailbox_enabled(alice, bob):
+    # imap/migrations/0006 runs this before it adds the constraint, on an install that has copies.
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    upgrade = importlib.import_module("imap.migrations.0006_one_enabled_account_per_mailbox")
+    constraint = next(c for c in Account._meta.constraints if c.name == "imap_account_one_enabled_per_mailbox")
+    with connection.schema_editor() as editor:
+        editor.remove_constraint(Account, constraint)
+    try:
+        oldest = account_row(alice, name="Oldest", host="imap.example.test", username="a@example.test")
+        copy = account_row(alice, name="Copy", host="IMAP.example.test", username="A@example.test")
+        other = account_row(bob, name="Bob's", host="imap.example.test", username="a@example.test")
+        upgrade.disable_later_copies(apps, None)
+    finally:
+        with connection.schema_editor() as editor:
+            editor.add_constraint(Account, constraint)
+    states = dict(Account.objects.values_list("pk", "enabled"))
+    assert states == {oldest.pk: True, copy.pk: False, other.pk: True}
+    assert "older account" in Account.objects.get(pk=copy.pk).last_error
+
+
+def test_the_admin_refuses_a_second_enabled_account_on_one_mailbox(admin_client, admin_user, dovecot, mail_user,
+                                                                 django_capture_on_commit_callbacks):
+    data = {**form(dovecot, mail_user), "owner": admin_user.pk, "folders_include": "[]",
+            "folders_exclude": "[]", "push_folders": "[]", "enabled": "on"}
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:imap_account_add"), data)
+    page = admin_client.post(reverse("admin:imap_account_add"), {**data, "display_name": "Again"})
+    assert page.status_code == 200
+    assert "This mailbox is already connected (the same server and login)." in page.content.decode()
+    assert Account.objects.count() == 1

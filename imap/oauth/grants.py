@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from imap.accounts import first_sync
+from imap.accounts import connected_copy, first_sync
 from imap.models import Account, OAuthGrant
 from imap.oauth import providers
 from imap.oauth.providers import Provider
@@ -46,6 +46,10 @@ def connect_account(*, owner, provider: Provider, token: dict, email: str, displ
         raise ValidationError({"token": "The provider returned no refresh token; mailgate cannot stay signed in."})
     if not email:
         raise ValidationError({"email": "The provider did not report the mailbox address."})
+    if account is None:
+        # Signing in again to a mailbox this owner has connected reconnects that account (its
+        # folders and messages kept) rather than adding a second one that relays everything again.
+        account = connected_copy(owner, provider.imap_host, email)
     if account is None:
         account = Account(owner=owner, email=email, display_name=display_name or email,
                           host=provider.imap_host, port=provider.imap_port, security=provider.imap_security,
