@@ -134,8 +134,9 @@ def filtered(user, params, scope: Q | None = None, match=_SEARCH):
     folder_id = _int_param(params, "folder")
     if folder_id is not None:
         access.get_or_404(access.folders(user), pk=folder_id)
-        rows = rows.filter(Exists(MessageLocation.objects.filter(
+        rows = rows.filter(Q(Exists(MessageLocation.objects.filter(
             message_id=OuterRef("pk"), folder_id=folder_id, expunged_at__isnull=True)))
+            | Q(folder_id=folder_id) & imported_only())
     else:
         rows = rows.filter(not_deleted(access.trash_folder_ids(user), probe=scope is not None or isinstance(
             match, search.Listed)))
@@ -163,23 +164,32 @@ def filtered(user, params, scope: Q | None = None, match=_SEARCH):
     return rows
 
 
+def imported_only() -> Q:
+    """Mail imported into an account (imap/importer.py) that no sync has found on the server: it
+    has no location, live or expunged, and is listed in the account's Imported folder."""
+    return Q(source=Message.Source.IMPORT) & ~Exists(MessageLocation.objects.filter(message_id=OuterRef("pk")))
+
+
 def not_deleted(trash_ids, probe=False) -> Q:
-    """Mail that is not deleted: off-server mail (webhooks, imports), or mail with a live location
-    outside its account's Trash (`trash_ids`: access.trash_folder_ids). Moved to Trash, expunged
-    here or by another client: gone.
+    """Mail that is not deleted: off-server mail (webhooks, imports not found on the server), or
+    mail with a live location outside its account's Trash (`trash_ids`: access.trash_folder_ids).
+    Moved to Trash, expunged here or by another client: gone.
 
     `probe`: for a query that stops after a page. PostgreSQL may otherwise hash every live location
     once per query (a scan of the whole table, 80 ms at 200,000 messages) where looking up the
     page's few rows by index costs well under a millisecond; OFFSET 0 forbids that rewrite."""
     if probe and connection.vendor == "postgresql":
+        locations = MessageLocation._meta.db_table
         return Q(account__isnull=True) | Q(RawSQL(
-            f"EXISTS (SELECT 1 FROM {MessageLocation._meta.db_table} live WHERE live.message_id = pipeline_message.id "
-            "AND live.expunged_at IS NULL AND NOT (live.folder_id = ANY(%s)) OFFSET 0)", (list(trash_ids),),
-            output_field=BooleanField()))
+            f"(pipeline_message.source = %s AND NOT EXISTS (SELECT 1 FROM {locations} loc "
+            "WHERE loc.message_id = pipeline_message.id OFFSET 0)) "
+            f"OR EXISTS (SELECT 1 FROM {locations} live WHERE live.message_id = pipeline_message.id "
+            "AND live.expunged_at IS NULL AND NOT (live.folder_id = ANY(%s)) OFFSET 0)",
+            (str(Message.Source.IMPORT), list(trash_ids)), output_field=BooleanField()))
     live = MessageLocation.objects.filter(message_id=OuterRef("pk"), expunged_at__isnull=True)
     if trash_ids:
         live = live.exclude(folder_id__in=trash_ids)
-    return Q(account__isnull=True) | Q(Exists(live))
+    return Q(account__isnull=True) | imported_only() | Q(Exists(live))
 
 
 def _order_key(row):
@@ -330,9 +340,13 @@ def counts(user, params) -> dict:
 
 
 def folder_unread(user) -> dict[int, int]:
-    """Unread messages per folder of the user's accounts (the sidebar), in one grouped query: a
-    message counts in every folder it has a live location in."""
-    rows = (Message.objects.filter(account_id__in=access.account_ids(user)).exclude(has_flag(SEEN))
-            .filter(locations__expunged_at__isnull=True)
+    """Unread messages per folder of the user's accounts (the sidebar), in two grouped queries: a
+    message counts in every folder it has a live location in; mail imported_only in its Imported
+    folder."""
+    unread = Message.objects.filter(account_id__in=access.account_ids(user)).exclude(has_flag(SEEN))
+    rows = (unread.filter(locations__expunged_at__isnull=True)
             .values("locations__folder_id").annotate(n=Count("pk", distinct=True)).order_by())
-    return {row["locations__folder_id"]: row["n"] for row in rows}
+    counts = {row["locations__folder_id"]: row["n"] for row in rows}
+    for row in unread.filter(imported_only()).values("folder_id").annotate(n=Count("pk")).order_by():
+        counts[row["folder_id"]] = counts.get(row["folder_id"], 0) + row["n"]
+    return counts

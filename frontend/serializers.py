@@ -10,6 +10,7 @@ from imap.models import IdleSession
 
 from frontend import access, wording
 from frontend.listing import FLAGGED, SEEN
+from pipeline.models import Message
 
 
 def _iso(value):
@@ -88,8 +89,10 @@ def message_detail(message, user) -> dict:
         "attachments": [attachment(a) for a in message.attachments.all()],
         "locations": [{"folder": loc.folder_id, "folder_name": loc.folder.name, "uid": loc.uid, "flags": loc.flags,
                        "trash": loc.folder_id in trash_ids} for loc in locations],
-        # Gone from every folder but the Trash (or from the server altogether): deleted.
-        "deleted": bool(message.account_id) and all(loc.folder_id in trash_ids for loc in locations),
+        # Gone from every folder but the Trash (or from the server altogether): deleted. Mail
+        # imported from files that no sync found on the server never had a folder there.
+        "deleted": bool(message.account_id) and all(loc.folder_id in trash_ids for loc in locations)
+        and not (message.source == Message.Source.IMPORT and not message.locations.exists()),
         "parse_warnings": message.parse_warnings,
         "warnings": [wording.parse_warning(w) for w in message.parse_warnings or []],
         "can_move_or_delete": access.owned_messages(user).filter(pk=message.pk).exists(),

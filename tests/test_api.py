@@ -532,3 +532,34 @@ def test_marking_a_message_that_lives_on_no_server_changes_only_its_own_flags(al
     assert response.json() == {"updated": [str(message.pk)], "errors": [], "undo": [], "notices": []}
     message.refresh_from_db()
     assert message.flags == ["\\Seen"]
+
+
+def test_mail_imported_into_an_account_is_listed_searched_and_shown_in_its_imported_folder(
+        alice_client, alice, account):
+    # An upload on the Accounts page said "118 new" while the inbox showed none of them: mail of an
+    # account without a location on the server was taken for deleted.
+    from imap import importer
+    from imap.models import Folder, MessageLocation
+    from pipeline import tasks
+    from tests.builders import eml
+
+    folder = Folder.objects.create(account=account, name=importer.IMPORTED_FOLDER, present=False, selectable=False)
+    results = importer.import_batch(account, folder, [eml(subject="archived budget one"),
+                                                      eml(subject="archived budget two")])
+    for message, _ in results:
+        tasks.standardize(str(message.pk))
+    stored_message(alice, account, subject="budget on the server")
+    both = ["archived budget one", "archived budget two"]
+    assert subjects(list_messages(alice_client)) == ["budget on the server", *both[::-1]]
+    assert sorted(subjects(list_messages(alice_client, q="archived"))) == both
+    assert sorted(subjects(list_messages(alice_client, folder=folder.pk))) == both
+    folders = alice_client.get(reverse("frontend:api_folders")).json()["results"]
+    assert {"id": folder.pk, "account": account.pk, "name": "Imported", "unread": 2, "trash": False} in folders
+    first = results[0][0]
+    assert alice_client.get(reverse("frontend:api_message", args=[first.pk])).json()["deleted"] is False
+
+    # Once a sync finds it on the server, the server's copy decides: moved to the Trash, it is deleted.
+    trash = Folder.objects.get(account=account, name="Trash")
+    MessageLocation.objects.create(account=account, folder=trash, message=first, uidvalidity=1, uid=99)
+    assert subjects(list_messages(alice_client)) == ["budget on the server", "archived budget two"]
+    assert alice_client.get(reverse("frontend:api_message", args=[first.pk])).json()["deleted"] is True
