@@ -90,6 +90,8 @@ def mailgate_rate(dovecot, user, owner, label: str, enqueue: bool) -> tuple[floa
             seconds = time.perf_counter() - started
     finally:
         pipeline_queue.enqueue_many = original
+        # The next round connects the same mailbox afresh: one enabled account per mailbox.
+        Account.objects.filter(pk=account.pk).update(enabled=False)
     assert not report.errors, report.errors
     return report.stats.bodies / seconds, report.as_dict()
 

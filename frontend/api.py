@@ -5,12 +5,11 @@ frontend.actions and frontend.access; every lookup goes through access, so a for
 import json
 import logging
 
-from django.db.models import Q
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from frontend import access, actions, listing, semantic_search, serializers, throughput, wording
-from imap import importer
+from imap.models import Folder
 from mailgate.realtime import current_seq
 from pipeline.models import Delivery
 
@@ -86,8 +85,7 @@ def folders(request):
     unread = listing.folder_unread(request.user)
     trash_ids = set(access.trash_folder_ids(request.user))
     # Server folders, and the Imported folder of mail brought in from files (not on the server).
-    rows = access.folders(request.user).filter(
-        Q(present=True, selectable=True) | Q(name=importer.IMPORTED_FOLDER, present=False)).order_by("account_id", "name")
+    rows = access.folders(request.user).filter(Folder.listed_filter()).order_by("account_id", "name")
     return JsonResponse({"results": [{"id": f.pk, "account": f.account_id, "name": f.name,
                                       "unread": unread.get(f.pk, 0), "trash": f.pk in trash_ids} for f in rows]})
 

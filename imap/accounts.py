@@ -222,6 +222,8 @@ def create_account(*, owner, email: str, host: str, password: str, port: int | N
                       username=username or email, display_name=display_name or email, **extra)
     if not password:
         raise ValidationError({"password": "A password is required."})
+    if account.enabled and (copy := connected_copy(owner, host, account.username)):
+        raise ValidationError(already_connected(copy))
     account.set_password(password)
     account.full_clean()
     account.save()

@@ -18,7 +18,7 @@ from imap.headers import header_fields
 from pipeline import ingest
 from pipeline.models import Message
 
-IMPORTED_FOLDER = "Imported"
+IMPORTED_FOLDER = Folder.IMPORTED
 
 
 def _is_maildir(path: Path) -> bool:

@@ -219,6 +219,10 @@ class Folder(models.Model):
     sync_pending = models.CharField(max_length=8, blank=True, choices=SyncPending.choices)
     sync_requested_at = models.DateTimeField(null=True, blank=True)
 
+    # Where mail imported from files goes (imap/importer.py): a folder of the account that is not
+    # on the server (present=False, selectable=False), so sync never lists, selects or fetches it.
+    IMPORTED = "Imported"
+
     class Meta:
         ordering = ["account", "name"]
         constraints = [
@@ -227,6 +231,16 @@ class Folder(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def listed(self) -> bool:
+        """Shown in the inbox's folder list: a server folder that can hold mail, or Imported."""
+        return (self.present and self.selectable) or (self.name == self.IMPORTED and not self.present)
+
+    @classmethod
+    def listed_filter(cls) -> Q:
+        """`listed` as a query."""
+        return Q(present=True, selectable=True) | Q(name=cls.IMPORTED, present=False)
 
 
 class MessageLocation(models.Model):

@@ -339,6 +339,19 @@ def test_add_account_reads_a_password_file(alice, tmp_path):
     assert (account.port, account.folders_include) == (143, ["INBOX"])
 
 
+def test_add_account_refuses_a_mailbox_already_connected(alice, monkeypatch):
+    def add():
+        monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
+        call_command("add_account", "--owner", "alice", "--email", "a@example.test", "--host", "imap.example.test",
+                     "--display-name", "Work", stdout=io.StringIO())
+
+    add()
+    with pytest.raises(CommandError) as refused:
+        add()
+    assert str(refused.value) == "account not added: This mailbox is already connected as \u201cWork\u201d."
+    assert Account.objects.count() == 1
+
+
 def test_add_account_explains_what_is_wrong(alice, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("pw\n"))
     with pytest.raises(CommandError, match="no user named 'nobody'"):

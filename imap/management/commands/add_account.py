@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from imap.accounts import create_account
@@ -67,8 +67,7 @@ class Command(BaseCommand):
                 password=password, folders_include=opts["folders"], enabled=not opts["disabled"],
             )
         except ValidationError as exc:
-            problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
-            raise CommandError(f"account not added: {problems}") from None
+            raise CommandError(f"account not added: {_problems(exc)}") from None
         self.stdout.write(str(account.pk))
 
     def _add_oauth(self, owner, opts):
@@ -82,6 +81,13 @@ class Command(BaseCommand):
                 owner=owner, provider=provider, token={"refresh_token": refresh_token}, email=opts["email"],
                 display_name=opts["display_name"], folders_include=opts["folders"], enabled=not opts["disabled"])
         except ValidationError as exc:
-            problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
-            raise CommandError(f"account not added: {problems}") from None
+            raise CommandError(f"account not added: {_problems(exc)}") from None
         self.stdout.write(str(account.pk))
+
+
+def _problems(exc: ValidationError) -> str:
+    """The errors in one line, each field's named (not one about the whole account)."""
+    if not hasattr(exc, "error_dict"):
+        return " ".join(exc.messages)
+    return "; ".join(" ".join(msgs) if name == NON_FIELD_ERRORS else f"{name}: {' '.join(msgs)}"
+                     for name, msgs in exc.message_dict.items())
