@@ -6,19 +6,18 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from imap.models import Account, Folder
+from imap.models import Folder
 from mailgate import realtime, storage
 from pipeline import ingest
 from pipeline.models import Event, Message, PurgedIdentity
-from tests.builders import eml, statements, task_ids
+from tests.builders import account_row, eml, statements, task_ids
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def account(alice):
-    return Account.objects.create(owner=alice, display_name="A", email="a@example.test", host="127.0.0.1",
-                                  port=143, security=Account.Security.NONE, username="a")
+    return account_row(alice)
 
 
 @pytest.fixture
