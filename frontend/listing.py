@@ -166,7 +166,15 @@ def filtered(user, params, scope: Q | None = None, match=_SEARCH):
 
 def imported_only() -> Q:
     """Mail imported into an account (imap/importer.py) that no sync has found on the server: it
-    has no location, live or expunged, and is listed in the account's Imported folder."""
+    has no location, live or expunged, and is listed in the account's Imported folder.
+
+    On PostgreSQL the look-up runs per row, and so only for imported rows: as a hashed NOT EXISTS
+    the planner may choose, it would read every location of the install once per query (see
+    not_deleted's `probe`)."""
+    if connection.vendor == "postgresql":
+        return Q(source=Message.Source.IMPORT) & Q(RawSQL(
+            f"NOT EXISTS (SELECT 1 FROM {MessageLocation._meta.db_table} loc "
+            "WHERE loc.message_id = pipeline_message.id OFFSET 0)", (), output_field=BooleanField()))
     return Q(source=Message.Source.IMPORT) & ~Exists(MessageLocation.objects.filter(message_id=OuterRef("pk")))
 
 
@@ -179,13 +187,10 @@ def not_deleted(trash_ids, probe=False) -> Q:
     once per query (a scan of the whole table, 80 ms at 200,000 messages) where looking up the
     page's few rows by index costs well under a millisecond; OFFSET 0 forbids that rewrite."""
     if probe and connection.vendor == "postgresql":
-        locations = MessageLocation._meta.db_table
-        return Q(account__isnull=True) | Q(RawSQL(
-            f"(pipeline_message.source = %s AND NOT EXISTS (SELECT 1 FROM {locations} loc "
-            "WHERE loc.message_id = pipeline_message.id OFFSET 0)) "
-            f"OR EXISTS (SELECT 1 FROM {locations} live WHERE live.message_id = pipeline_message.id "
-            "AND live.expunged_at IS NULL AND NOT (live.folder_id = ANY(%s)) OFFSET 0)",
-            (str(Message.Source.IMPORT), list(trash_ids)), output_field=BooleanField()))
+        return Q(account__isnull=True) | imported_only() | Q(RawSQL(
+            f"EXISTS (SELECT 1 FROM {MessageLocation._meta.db_table} live WHERE live.message_id = pipeline_message.id "
+            "AND live.expunged_at IS NULL AND NOT (live.folder_id = ANY(%s)) OFFSET 0)", (list(trash_ids),),
+            output_field=BooleanField()))
     live = MessageLocation.objects.filter(message_id=OuterRef("pk"), expunged_at__isnull=True)
     if trash_ids:
         live = live.exclude(folder_id__in=trash_ids)
