@@ -92,7 +92,7 @@ def message_detail(message, user) -> dict:
         # Gone from every folder but the Trash (or from the server altogether): deleted. Mail
         # imported from files that no sync found on the server never had a folder there.
         "deleted": bool(message.account_id) and all(loc.folder_id in trash_ids for loc in locations)
-        and not (message.source == Message.Source.IMPORT and not message.locations.exists()),
+        and not (message.source == Message.Source.IMPORT and not locations and not message.locations.exists()),
         "parse_warnings": message.parse_warnings,
         "warnings": [wording.parse_warning(w) for w in message.parse_warnings or []],
         "can_move_or_delete": access.owned_messages(user).filter(pk=message.pk).exists(),

@@ -19,11 +19,16 @@ def raw_name(sha256: str) -> str:
     return f"raw/{sha256[:2]}/{sha256}.eml"
 
 
+def address(raw: bytes) -> tuple[str, str]:
+    """(storage name, sha256 hex) of raw bytes: where they are kept, by their content."""
+    digest = hashlib.sha256(raw).hexdigest()
+    return raw_name(digest), digest
+
+
 def store_raw(raw: bytes) -> tuple[str, str]:
     """Store raw RFC 822 bytes once; returns (storage name, sha256 hex). Complete when this
     returns, so the caller's row may point at it from then on (mailgate/storage.py)."""
-    digest = hashlib.sha256(raw).hexdigest()
-    name = raw_name(digest)
+    name, digest = address(raw)
     storage.write_once(name, raw)
     return name, digest
 
@@ -59,9 +64,9 @@ def attach_raw_batch(pairs) -> int:
     for message, raw in pairs:
         if message.pk in stored:
             continue
-        digest = hashlib.sha256(raw).hexdigest()
-        stored[message.pk] = (raw_name(digest), digest, len(raw))
-        writes[raw_name(digest)] = raw
+        name, digest = address(raw)
+        stored[message.pk] = (name, digest, len(raw))
+        writes[name] = raw
     # All of them before the transaction below: in parallel where each write is a round trip.
     storage.write_many_once(list(writes.items()))
     if not stored:
@@ -172,8 +177,7 @@ def ingest_raw_many(*, owner, items, source: str, account=None, folder=None,
     for raw, identity, fields in items:
         if identity in known or identity in purged or identity in new:
             continue
-        digest = hashlib.sha256(raw).hexdigest()
-        name = raw_name(digest)
+        name, digest = address(raw)
         writes[name] = raw
         new[identity] = Message(owner=owner, source=source, account=account, folder=folder, channel=channel,
                                 identity=identity, raw=name, raw_sha256=digest, size=len(raw),

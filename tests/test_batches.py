@@ -52,7 +52,6 @@ def test_a_batch_is_distributed_as_one_message_at_a_time_would_be_and_a_rerun_ad
     assert Delivery.objects.filter(message_id__in=ids).count() == 12
 
 
-
 def queued(stage: str) -> list[str]:
     return [task["name"] for task in queued_tasks(stage)]
 
@@ -122,7 +121,6 @@ def test_a_batch_costs_few_queries_per_message(alice, relay):
         tasks.distribute(ids[1:])
     per_message = len(batch) / 19
     assert per_message < 3 and per_message < len(one) / 4, (len(one), per_message)
-
 
 
 def test_standardizing_a_batch_costs_few_queries_per_message(alice, relay, settings):
