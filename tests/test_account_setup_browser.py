@@ -139,6 +139,14 @@ def test_an_upload_is_imported_and_a_bad_file_is_refused_by_name(page, live_web,
     message = page.locator(".acc-msg.success")
     assert "Imported 1 message from note.eml" in message.inner_text() and "1 new" in message.inner_text()
     assert Message.objects.filter(account=account, subject="Uploaded note").count() == 1
+    # It shows in the inbox, in the account's Imported folder (it has no location on any server).
+    page.goto(f"{live_web.url}/inbox/")
+    page.wait_for_selector("#message-rows tr.message-row >> text=Uploaded note")
+    page.click("#sidebar a.folder-link >> text=Imported")
+    page.wait_for_selector("#list-title >> text=Imported")
+    page.wait_for_selector("#message-rows tr.message-row >> text=Uploaded note")
+    screenshots(page, request, "imported-folder")
+    page.goto(f"{live_web.url}/mail-accounts/")
 
     card = page.locator(f"#account-{account.pk}")
     card.locator("summary").click()
