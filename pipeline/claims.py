@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 
@@ -177,6 +177,12 @@ class EachAlone:
         except Exception as exc:
             self.failures.append(exc)
             return None
+
+    @property
+    def database_lost(self) -> bool:
+        """An item failed because the connection to the database did (a restart, a network
+        fault): every later item would meet the same error, after doing what cannot be undone."""
+        return any(isinstance(exc, (OperationalError, InterfaceError)) for exc in self.failures)
 
     def __enter__(self):
         return self

@@ -243,6 +243,40 @@ def test_a_delivery_that_raises_in_a_send_batch_fails_alone(alice, relay, monkey
     assert relay.last_success_at is not None  # written once, at the batch's end
 
 
+def test_a_send_batch_that_loses_the_database_sends_no_more_and_loses_nothing(alice, relay, monkeypatch,
+                                                                              clean_smtp_sink):
+    # A PostgreSQL restart in mid-batch: the first send went out but its SENT could not be written.
+    # Every later send of the batch would go out and fail to be recorded the same way, and so be
+    # repeated at the receiver once its lease expired; the batch stops instead, and its deliveries
+    # keep their claims until the sweeper brings them back.
+    from django.db import OperationalError
+
+    from pipeline.sweeper import sweep
+
+    ids = standardized(alice, 3)
+    tasks.distribute(ids)
+    deliveries = [str(pk) for pk in Delivery.objects.filter(message_id__in=ids).order_by("pk").values_list("pk", flat=True)]
+    real = sending._finish
+
+    def finish_without_a_database(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(sending, "_finish", finish_without_a_database)
+    with pytest.raises(OperationalError):
+        tasks.send(deliveries)
+    assert len(clean_smtp_sink.messages) == 1  # the one send in flight, not the whole batch
+    held = Delivery.objects.filter(pk__in=deliveries)
+    assert {d.status for d in held} == {Delivery.Status.SENDING} and all(d.claimed_by for d in held)
+
+    monkeypatch.setattr(sending, "_finish", real)  # the database is back; the leases run out
+    held.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert sweep()["abandoned"] == len(deliveries)
+    for pk in deliveries:
+        tasks.send(pk)
+    assert set(held.values_list("status", flat=True)) == {Delivery.Status.SENT}
+    assert len(clean_smtp_sink.messages) == len(deliveries) + 1  # the first once more (at least once)
+
+
 def distributed(owner, count: int) -> list[str]:
     """Ids of the due deliveries of `count` distributed messages, none sent yet."""
     ids = standardized(owner, count)
