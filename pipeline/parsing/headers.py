@@ -144,7 +144,7 @@ def _addresses(raw, name, warn):
             header = _header(name, values[0])
             candidate = [(a.display_name, a.addr_spec) for a in header.addresses]
             if not any(lossy(n) or lossy(a) for n, a in candidate):
-                pairs = candidate
+                pairs = _names_from_comments(candidate, values[0], warn, label)
         except Exception as exc:  # RecursionError on nested comments, registry bugs on odd groups
             warn(f"{type(exc).__name__} from the standard parser on the {label} header; used a simple parser")
     elif len(values[0]) > _MAX_COMPAT32_ADDRESSES:
@@ -154,6 +154,22 @@ def _addresses(raw, name, warn):
         pairs = [(decode_header_text(n, warn, f"the {label} header").strip(), decode_8bit(a)[0].strip())
                  for n, a in pairs]
     return [{"name": clean(n)[:500], "address": clean(a).lower()[:500]} for n, a in pairs if a or n]
+
+
+def _names_from_comments(pairs, value, warn, label):
+    """Names written the RFC 822 way, as a comment after the address: `bbb@ddd.com (John X. Doe)`.
+    The registry drops comments, so the sender had no name once parsed, though Dovecot's ENVELOPE
+    (which names a row before its message is parsed) and mail clients show "John X. Doe". compat32's
+    parser keeps the comment as the name; it is used only for addresses the registry left unnamed."""
+    if "(" not in value or all(name for name, _ in pairs):
+        return pairs
+    try:
+        named = {address.lower(): name for name, address in email_utils.getaddresses([unfold(value)]) if name and address}
+    except Exception:  # RecursionError on nested comments, mostly: the addresses stay unnamed
+        logger.debug("getaddresses failed", exc_info=True)
+        return pairs
+    return [(name or decode_header_text(named.get(address.lower(), ""), warn, f"the {label} header").strip(), address)
+            for name, address in pairs]
 
 
 # The lookbehind starts a match only where a word starts: without it, 64 KB with no "@" cost
