@@ -165,6 +165,9 @@ def test_dates_read_the_same_in_the_readers_time_zone_everywhere(browser, live_w
     account = account_row(alice)
     sent = datetime(2026, 12, 3, 18, 59, 26, tzinfo=UTC)
     message = stored_message(alice, account, subject="Zoned", date=sent)
+    undated = stored_message(alice, account, subject="No Date header")
+    # A message without a Date header lists when it arrived, as mail clients show it, not a blank.
+    Message.objects.filter(pk=undated.pk).update(date=None, arrived_at=datetime(2026, 12, 2, 3, 0, tzinfo=UTC))
     event = audit.record(Event.Kind.STANDARDIZED, message, detail="to ops-ok at 2026-12-03 18:59:26+0000")
     Event.objects.filter(pk=event.pk).update(at=sent)
     context = browser.new_context(viewport={"width": 1366, "height": 900}, timezone_id="America/New_York",
@@ -177,6 +180,9 @@ def test_dates_read_the_same_in_the_readers_time_zone_everywhere(browser, live_w
         cell.wait_for()
         assert cell.inner_text() == "Dec 3"
         assert cell.get_attribute("title") == "Sent Thu, Dec 3, 2026, 13:59:26 EST"
+        arrival = page.locator(f"tr.message-row[data-id='{undated.pk}'] td.date")
+        assert arrival.inner_text() == "Dec 1"
+        assert arrival.get_attribute("title") == "No Date header; arrived Tue, Dec 1, 2026, 22:00:00 EST"
 
         page.goto(f"{live_web.url}/messages/{message.pk}/")
         page.wait_for_function("(document.querySelector('#timeline td') || {}).textContent?.endsWith('EST')")

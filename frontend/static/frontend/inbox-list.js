@@ -129,8 +129,10 @@ const InboxList = (() => {
       el("td", {className: "attach"},
          row.has_attachments ? el("span", {className: "clip", role: "img", "aria-label": "Has attachments"}) : ""),
       // The Date header is shown (it is what the sender wrote); placing the row is arrival's job.
-      el("td", {className: "date", title: row.date ? `Sent ${formatDateTime(row.date)}` : "No date"},
-         el("time", {datetime: row.date || ""}, formatDate(row.date))));
+      // Mail without one shows when it arrived, as mail clients do, not a blank.
+      el("td", {className: "date", title: row.date ? `Sent ${formatDateTime(row.date)}`
+                                                   : `No Date header; arrived ${formatDateTime(row.arrived_at)}`},
+         el("time", {datetime: row.date || row.arrived_at}, formatDate(row.date || row.arrived_at))));
   }
 
   /* ---- Virtual scrolling: rows[first, last) in the DOM between two spacer rows ---- */

@@ -15,7 +15,7 @@
       list.replaceChildren(...results.map((row) => el("li", {className: "related-item", dataset: {id: row.id}},
         el("a", {href: row.url}, row.subject || "(no subject)"), " ",
         el("small", {}, row.sender.name || row.sender.address || "—", " · ",
-          row.date ? formatDate(row.date) : "—"),
+          formatDate(row.date || row.arrived_at)),
         el("div", {className: "related-reason"}, row.reason))));
     } catch (error) {
       list.replaceChildren(el("li", {}, "Related messages could not be loaded."));
