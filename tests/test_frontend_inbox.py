@@ -56,9 +56,16 @@ def test_the_inbox_looks_like_a_mail_client_and_never_scrolls_sideways(browser, 
     assert page.inner_text("h1") == "All mail"
     assert "10 unread" in page.inner_text("#list-counts")
     assert page.evaluate("getComputedStyle(document.body).colorScheme") == ("dark" if dark else "light")
-    # One line per row, a fixed height: dense, and the row never grows with its text.
+    # A fixed height: dense, and the row never grows with its text. One line on a wide screen; on a
+    # phone two, the sender and the date above the subject, so the sender is not cut to a stub.
     heights = [box["height"] for box in (rows(page).nth(i).bounding_box() for i in range(12))]
-    assert max(heights) - min(heights) < 0.5 and max(heights) <= (45 if size == "narrow" else 37), heights
+    assert max(heights) - min(heights) < 0.5 and max(heights) <= (60 if size == "narrow" else 37), heights
+    sender, subject, date = (rows(page).nth(0).locator(f"td.{cell}").bounding_box() for cell in ("sender", "subject", "date"))
+    if size == "narrow":
+        assert subject["y"] >= sender["y"] + sender["height"] - 1 and abs(date["y"] - sender["y"]) < 1
+        assert sender["width"] >= 200, sender
+    else:
+        assert abs(subject["y"] - sender["y"]) < 1 and abs(date["y"] - sender["y"]) < 1
     assert overflow(page) <= 0
     clipped_dates = page.evaluate("""[...document.querySelectorAll('tr.message-row td.date')]
         .filter((td) => td.scrollWidth > td.clientWidth).map((td) => td.textContent)""")
