@@ -184,6 +184,11 @@ def test_dates_read_the_same_in_the_readers_time_zone_everywhere(browser, live_w
         assert arrival.inner_text() == "Dec 1"
         assert arrival.get_attribute("title") == "No Date header; arrived Tue, Dec 1, 2026, 22:00:00 EST"
 
+        page.goto(f"{live_web.url}/messages/{undated.pk}/")
+        page.wait_for_function("document.querySelector('dl.headers time').textContent.endsWith('EST')")
+        assert page.locator("dl.headers dt:text-is('Date') + dd").inner_text() == \
+            "none given; arrived Tue, Dec 1, 2026, 22:00:00 EST"
+
         page.goto(f"{live_web.url}/messages/{message.pk}/")
         page.wait_for_function("(document.querySelector('#timeline td') || {}).textContent?.endsWith('EST')")
         header = page.locator("dl.headers time").inner_text()
