@@ -163,11 +163,8 @@ def _names_from_comments(pairs, value, warn, label):
     parser keeps the comment as the name; it is used only for addresses the registry left unnamed."""
     if "(" not in value or all(name for name, _ in pairs):
         return pairs
-    try:
-        named = {address.lower(): name for name, address in email_utils.getaddresses([unfold(value)]) if name and address}
-    except Exception:  # RecursionError on nested comments, mostly: the addresses stay unnamed
-        logger.debug("getaddresses failed", exc_info=True)
-        return pairs
+    # The simple parser's compat32 pass (its scan, where that fails, names no one).
+    named = {address.lower(): name for name, address in _fallback_addresses(value, try_compat32=True) if name}
     return [(name or decode_header_text(named.get(address.lower(), ""), warn, f"the {label} header").strip(), address)
             for name, address in pairs]
 

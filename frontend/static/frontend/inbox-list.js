@@ -117,6 +117,7 @@ const InboxList = (() => {
     const checkbox = el("input", {type: "checkbox", className: "select", checked: selected.has(row.id),
                                   "aria-label": `Select: ${row.subject || "(no subject)"}`});
     const sender = row.sender.name || row.sender.address || "—";
+    const when = row.date || row.arrived_at;  // mail without a Date header: when it arrived
     const classes = ["message-row", row.unread ? "unread" : "read", row.flagged ? "flagged" : "",
                      selected.has(row.id) ? "selected" : ""].join(" ");
     return el("tr", {className: classes, dataset: {id: row.id, unread: String(row.unread), flagged: String(row.flagged)}},
@@ -132,7 +133,7 @@ const InboxList = (() => {
       // Mail without one shows when it arrived, as mail clients do, not a blank.
       el("td", {className: "date", title: row.date ? `Sent ${formatDateTime(row.date)}`
                                                    : `No Date header; arrived ${formatDateTime(row.arrived_at)}`},
-         el("time", {datetime: row.date || row.arrived_at}, formatDate(row.date || row.arrived_at))));
+         el("time", {datetime: when}, formatDate(when))));
   }
 
   /* ---- Virtual scrolling: rows[first, last) in the DOM between two spacer rows ---- */
