@@ -81,6 +81,14 @@ def check_stage_deadline(app_configs=None, **kwargs):
                  "timeout must end a hung send first, or another worker sends it again while it still runs.",
             id="mailgate.E007",
         )]
+    if settings.MAILGATE_SEND_BATCH_SECONDS >= timeout:
+        return [Error(
+            f"MAILGATE_SEND_BATCH_SECONDS ({settings.MAILGATE_SEND_BATCH_SECONDS}) must be less than "
+            f"MAILGATE_TASK_TIMEOUT ({timeout}).",
+            hint="A send task stops starting sends that could end past it, so that the task timeout never kills "
+                 "its worker mid-send (which sends that message again).",
+            id="mailgate.E010",
+        )]
     return []
 
 

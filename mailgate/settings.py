@@ -211,10 +211,22 @@ MAILGATE_SQLITE_YIELD_MAX = env_float("MAILGATE_SQLITE_YIELD_MAX", 2.0)
 # Stage batches (docs/pipeline.md "Batches"): messages per standardize/distribute task, deliveries
 # per send task, and the raw bytes standardize holds before it writes a batch's results.
 MAILGATE_STAGE_BATCH = env_int("MAILGATE_STAGE_BATCH", 50)
-MAILGATE_SEND_BATCH = env_int("MAILGATE_SEND_BATCH", 10)
+# A send task's fixed costs (its queue row, claim, SENDING rows, last success and live hints) are
+# shared by its deliveries: 25 instead of 10 cut a PostgreSQL backlog's worker and server CPU by
+# a sixth (bench/pipeline.py --backlog). Each delivery is still finished on its own, right after
+# its send, so a crash repeats at most that one send.
+MAILGATE_SEND_BATCH = env_int("MAILGATE_SEND_BATCH", 25)
+# A send task starts no send that could end later than this after the task began (its service's
+# timeout counted in full); the rest go back on the queue. So slow targets never run a batch into
+# the task timeout, which would kill the worker mid-send (pipeline/sending.py).
+MAILGATE_SEND_BATCH_SECONDS = env_float("MAILGATE_SEND_BATCH_SECONDS", Q_CLUSTER["timeout"] / 2)
 MAILGATE_STAGE_BATCH_BYTES = env_int("MAILGATE_STAGE_BATCH_BYTES", 8 * 1024 * 1024)
-# Messages standardize writes per transaction (short: SQLite has one write lock for all lanes).
-MAILGATE_STAGE_WRITE_BATCH = env_int("MAILGATE_STAGE_WRITE_BATCH", 10)
+# Messages standardize writes per transaction. SQLite: few, since its one write lock is every
+# lane's (a batch of 50 in one transaction delayed a push by seconds under load). PostgreSQL locks
+# rows, not the database, so a whole stage batch: a fifth of the transactions, distribute tasks
+# and send tasks (with MAILGATE_SEND_BATCH), bench/pipeline.py --backlog.
+MAILGATE_STAGE_WRITE_BATCH = env_int("MAILGATE_STAGE_WRITE_BATCH",
+                                     10 if DATABASES["default"]["ENGINE"] == "mailgate.db_sqlite3" else 50)
 # A stage task fills its batch with other waiting messages of its lane (pipeline/claims.py).
 MAILGATE_STAGE_COMPANIONS = env_bool("MAILGATE_STAGE_COMPANIONS", True)
 # A message alone in its standardize task (a push) is distributed and sent in that task too, as

@@ -32,7 +32,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from mailgate.net import is_loopback
-from outgoing import egress
+from outgoing import egress, keepalive
 from outgoing.errors import TransportError
 from outgoing.tls import tls_context
 
@@ -210,19 +210,29 @@ def _exchange(method: str, url: str, body: bytes, headers: dict, *, timeout, max
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
-    conn = None
+    if parts.scheme not in ("http", "https"):
+        raise TransportError(f"unsupported URL scheme {parts.scheme!r}", permanent=True)
+    conn, kept = None, False
     try:
-        if parts.scheme == "https":
-            # One context per process (outgoing/tls.py): building one loads the CA store, ~30-60 ms.
-            conn = CheckedHTTPSConnection(host, parts.port, timeout=timeout, context=tls_context())
-        elif parts.scheme == "http":
-            conn = CheckedHTTPConnection(host, parts.port, timeout=timeout)
-        else:
-            raise TransportError(f"unsupported URL scheme {parts.scheme!r}", permanent=True)
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read(max_bytes)  # never more, whatever Content-Length or chunking says
-        response = HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        port = parts.port  # ValueError: not a number
+        # One context per process (outgoing/tls.py): building one loads the CA store, ~30-60 ms.
+        context = tls_context() if parts.scheme == "https" else None
+        # Everything the connection was opened under (outgoing/keepalive.py).
+        key = (parts.scheme, host, port, id(context), egress.private_allowed())
+        conn = keepalive.take(key)
+        if conn is not None:
+            try:
+                response, reusable = _round_trip(conn, method, path, body, headers, timeout, max_bytes)
+            except _CLOSED_UNDER_US:
+                # The server closed the kept connection as we sent: once more on a new one.
+                conn.close()
+                conn = None
+        if conn is None:
+            conn = _connect(parts.scheme, host, port, timeout, context)
+            response, reusable = _round_trip(conn, method, path, body, headers, timeout, max_bytes)
+        if reusable:
+            keepalive.keep(key, conn)
+            kept = True
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(f"TLS certificate of {host} not trusted: {exc.verify_message}", permanent=True) from None
     except (http.client.InvalidURL, ValueError):
@@ -232,9 +242,34 @@ def _exchange(method: str, url: str, body: bytes, headers: dict, *, timeout, max
     except (OSError, socket.timeout, http.client.HTTPException) as exc:
         raise TransportError(f"network error talking to {host}: {_describe(exc)}") from None
     finally:
-        if conn is not None:
+        if conn is not None and not kept:
             conn.close()
     return response
+
+
+# What a kept connection the server closed raises at our next request: before any answer came.
+_CLOSED_UNDER_US = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+def _connect(scheme: str, host: str, port, timeout: float, context):
+    if scheme == "https":
+        return CheckedHTTPSConnection(host, port, timeout=timeout, context=context)
+    return CheckedHTTPConnection(host, port, timeout=timeout)
+
+
+def _round_trip(conn, method, path, body, headers, timeout, max_bytes) -> tuple[HttpResponse, bool]:
+    """One request on `conn` (new or kept); the answer, and whether the connection may be kept:
+    the server did not ask to close it and its body was read to the end."""
+    conn.timeout = timeout
+    if conn.sock is not None:  # a kept connection: this request's timeout
+        conn.sock.settimeout(timeout)
+    conn.request(method, path, body=body, headers=headers)
+    keepalive.quick_ack(conn.sock)
+    resp = conn.getresponse()
+    data = resp.read(max_bytes)  # never more, whatever Content-Length or chunking says
+    response = HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+    return response, resp.isclosed() and not resp.will_close
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ targets de-duplicate by the delivery id (Idempotency-Key); the DB marks each del
 import logging
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
+from time import monotonic
 
 from django.conf import settings
 from django.db import transaction
@@ -19,6 +20,7 @@ from mailgate import backoff, metrics
 from outgoing import ratelimit, sending as outgoing_sending
 from outgoing.models import Service
 from outgoing.errors import TransportError, unexpected
+from outgoing.transports.base import DEFAULT_TIMEOUT, timeout_of
 from pipeline import audit, claims, clock, digest, events, queue
 from pipeline.models import Delivery, Event, Message, Subscription
 from pipeline.queue import Stage
@@ -127,14 +129,19 @@ def send_batch(delivery_ids) -> str:
     rest one by one as send() does. Each is then sent on its own: one that raises does not stop
     the others (its lease expires and the sweeper retries it alone), unless it lost the database,
     and the first error is re-raised at the end, after the services' last success and the live
-    hints are written."""
+    hints are written. A send that could end past MAILGATE_SEND_BATCH_SECONDS is not started:
+    it and the rest go back on the queue (_put_back)."""
     ids = [str(pk) for pk in delivery_ids]
     outcomes = []
+    started = monotonic()
     batch = _Batch(hints_at_end=len(ids) > 1)
     fresh = claims.claim_fresh_deliveries(ids) if len(ids) > 1 else {}
     batch.announce(fresh.values())
     with claims.EachAlone(_logged) as each:
-        for delivery_id in ids:
+        for position, delivery_id in enumerate(ids):
+            if position and _past_budget(started, fresh.get(delivery_id)):
+                outcomes += ["put back"] * _put_back(ids[position:], fresh, batch)
+                break
             if each.database_lost:
                 # The database went away mid-batch (a restart; on SQLite, a lock held past the busy
                 # timeout): a webhook sent now could not be recorded SENT and would go out again
@@ -150,6 +157,38 @@ def send_batch(delivery_ids) -> str:
     if len(outcomes) == 1:
         return outcomes[0]
     return ", ".join(f"{name} {outcomes.count(name)}" for name in sorted(set(outcomes)))
+
+
+def _past_budget(started: float, delivery: Delivery | None) -> bool:
+    """Whether a send started now could end past the batch's MAILGATE_SEND_BATCH_SECONDS, its
+    service answering at the last moment of its timeout (a delivery not claimed yet: the default
+    timeout). A batch of slow targets would otherwise run into the task timeout, which kills the
+    worker mid-send: that send goes out again, and the batch's other claims wait out their lease."""
+    timeout = timeout_of(delivery.service.config) if delivery is not None else DEFAULT_TIMEOUT
+    return monotonic() - started + timeout > settings.MAILGATE_SEND_BATCH_SECONDS
+
+
+def _put_back(delivery_ids: list[str], fresh: dict[str, Delivery], batch: _Batch) -> int:
+    """A send batch's deliveries it had no time left for, back on the queue in a new send task, in
+    one transaction with giving back the claims this task took on them (due again, the attempt not
+    counted); a delivery whose SENDING row the batch wrote gets a row saying it was not sent.
+    Returns how many went back."""
+    now = clock.now()
+    claimed = [fresh[pk] for pk in delivery_ids if pk in fresh]
+    with transaction.atomic():
+        if claimed:
+            # claimed_until, as the admin's requeue sets it: a task is queued, the sweeper waits.
+            Delivery.objects.filter(pk__in=[d.pk for d in claimed], status=Delivery.Status.SENDING,
+                                    claimed_by=claimed[0].claimed_by).update(
+                status=Delivery.Status.SCHEDULED, attempts=0, claimed_by="", claimed_until=claims.db_lease(),
+                not_before=now, updated_at=now)
+        audit.record_all([audit.event(Event.Kind.RETRY, d.message, d,
+                                      detail="not sent: its send task ran out of time; queued again")
+                          for d in claimed if d.pk in batch.announced])
+        queue.enqueue_on_commit(Stage.SEND, delivery_ids)
+    log.info("a send batch had no time left (MAILGATE_SEND_BATCH_SECONDS %s) for %d deliveries: queued again",
+             settings.MAILGATE_SEND_BATCH_SECONDS, len(delivery_ids))
+    return len(delivery_ids)
 
 
 @contextmanager

@@ -277,6 +277,50 @@ def test_a_send_batch_that_loses_the_database_sends_no_more_and_loses_nothing(al
     assert len(clean_smtp_sink.messages) == len(deliveries) + 1  # the first once more (at least once)
 
 
+def test_a_send_batch_out_of_time_starts_no_send_that_could_end_past_it_and_queues_the_rest(
+        alice, relay, settings, monkeypatch, clean_smtp_sink):
+    # Slow targets: each send takes 10 s of a fake clock and the service may take 20 s to answer.
+    # The batch may run 50 s: after four sends a fifth could end at 60 s, so it and the five after
+    # it are not started. They go back on the queue, due and unclaimed, and go out exactly once.
+    from outgoing import sending as outgoing_sending
+    from pipeline.sweeper import sweep
+
+    settings.MAILGATE_SEND_BATCH_SECONDS = 50
+    relay.config = {**relay.config, "timeout": 20}
+    relay.rate_per_minute = 0  # no limit of its own: the batch writes its SENDING rows up front
+    relay.save()
+    deliveries = distributed(alice, 6)[:10]
+    OrmQ.objects.all().delete()  # distribute's own send tasks: this test runs the batch itself
+    clock = [1000.0]
+    monkeypatch.setattr(sending, "monotonic", lambda: clock[0])
+    real_send = outgoing_sending.send
+
+    def slow_send(*args, **kwargs):
+        clock[0] += 10
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(outgoing_sending, "send", slow_send)
+    assert tasks.send(deliveries) == "put back 6, sent 4"
+    assert len(clean_smtp_sink.messages) == 4
+    rest = deliveries[4:]
+    assert task_ids("send") == [rest]  # one new task for the rest
+    for delivery in Delivery.objects.filter(pk__in=rest):
+        assert (delivery.status, delivery.attempts, delivery.claimed_by) == (Delivery.Status.SCHEDULED, 0, "")
+    assert sweep()["due"] == 0  # queued already: the sweeper leaves them to their task
+
+    monkeypatch.setattr(outgoing_sending, "send", real_send)  # a fast target again
+    assert tasks.send(rest) == "sent 6"
+    assert len(clean_smtp_sink.messages) == 10
+    assert set(Delivery.objects.filter(pk__in=deliveries).values_list("status", "attempts")) == {
+        (Delivery.Status.SENT, 1)}
+    assert list(Event.objects.filter(delivery_id=rest[0]).order_by("pk").values_list("kind", "detail")) == [
+        ("queued", Event.objects.get(delivery_id=rest[0], kind="queued").detail),
+        ("sending", "attempt 1 via smtp to bob@example.test"),
+        ("retry", "not sent: its send task ran out of time; queued again"),
+        ("sending", "attempt 1 via smtp to bob@example.test"),
+        ("sent", Event.objects.get(delivery_id=rest[0], kind="sent").detail)]
+
+
 def distributed(owner, count: int) -> list[str]:
     """Ids of the due deliveries of `count` distributed messages, none sent yet."""
     ids = standardized(owner, count)

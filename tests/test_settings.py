@@ -231,6 +231,13 @@ def test_the_stage_deadline_must_outlast_the_task_timeout(settings):
                              f"MAILGATE_TASK_TIMEOUT ({timeout}).")
 
 
+def test_a_send_batch_must_stop_starting_sends_before_the_task_timeout(settings):
+    settings.MAILGATE_SEND_BATCH_SECONDS = settings.Q_CLUSTER["timeout"]
+    [error] = checks.check_stage_deadline()
+    assert error.id == "mailgate.E010"
+    assert error.msg.startswith("MAILGATE_SEND_BATCH_SECONDS (300) must be less than MAILGATE_TASK_TIMEOUT")
+
+
 def test_a_task_timeout_past_the_stage_deadline_stops_start_up(tmp_path):
     result = manage(tmp_path, "check", MAILGATE_TASK_TIMEOUT="900", MAILGATE_TASK_RETRY="960")
     assert result.returncode == 1

@@ -11,6 +11,12 @@ from outgoing.http import validate_url
 COMMON_CONFIG = ("template", "timeout", "test_address")
 LONG_MESSAGES = ("split", "truncate")
 MAX_PARTS_LIMIT = 10  # progress ids of every part must fit Delivery.remote_id (500 chars)
+DEFAULT_TIMEOUT = 15.0
+
+
+def timeout_of(config) -> float:
+    """Seconds a service's server may take to answer one request (its config's "timeout")."""
+    return float((config or {}).get("timeout") or DEFAULT_TIMEOUT)
 
 
 class Transport:
@@ -98,7 +104,7 @@ class Transport:
 
     @property
     def timeout(self) -> float:
-        return float(self.config.get("timeout") or 15)
+        return timeout_of(self.config)
 
     @property
     def max_parts(self) -> int:

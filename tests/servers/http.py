@@ -30,6 +30,9 @@ class Response:
     body: bytes = b""  # used when json is None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (timeout tests)
+    # Close the connection after answering, without saying so (a server's idle timeout ending a
+    # kept-alive connection): the client finds out at its next request.
+    close_after: bool = False
 
     def encode(self) -> tuple[bytes, dict[str, str]]:
         headers = dict(self.headers)
@@ -51,6 +54,7 @@ class Request:
     body: bytes
     status: int = 0  # what the sink answered (set before it answers)
     at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic)
+    peer: tuple = ()  # the client's (address, port): one per connection
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Case-insensitive header lookup."""
@@ -79,6 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(parts.query, keep_blank_values=True),
             headers=dict(self.headers.items()),
             body=body,
+            peer=self.client_address,
         )
         response = sink._next_response(request)
         request.status = response.status
@@ -94,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+        if response.close_after:
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
