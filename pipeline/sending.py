@@ -139,15 +139,15 @@ def send_batch(delivery_ids) -> str:
     batch.announce(fresh.values())
     with claims.EachAlone(_logged) as each:
         for position, delivery_id in enumerate(ids):
-            if position and _past_budget(started, fresh.get(delivery_id)):
-                outcomes += ["put back"] * _put_back(ids[position:], fresh, batch)
-                break
             if each.database_lost:
                 # The database went away mid-batch (a restart; on SQLite, a lock held past the busy
                 # timeout): a webhook sent now could not be recorded SENT and would go out again
                 # after its lease. The rest keep their claims and come back through the sweeper,
                 # so a restart repeats at most the one send in flight per worker
                 # (tests/test_faults.py), not the rest of its batch.
+                break
+            if position and _past_budget(started, fresh.get(delivery_id)):
+                outcomes += ["put back"] * _put_back(ids[position:], fresh, batch)
                 break
             delivery = fresh.get(delivery_id)
             work = (_send_group, [delivery], batch) if delivery is not None else (send, delivery_id, batch)
