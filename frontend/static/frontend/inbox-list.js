@@ -5,7 +5,7 @@
  * list's place kept for Back from a message. */
 "use strict";
 const InboxList = (() => {
-  const {api, el, formatDate, formatDateTime, debounce, status} = Mailgate;
+  const {api, el, formatDate, formatDateTime, debounce, status, narrow} = Mailgate;
   const PAGE = 50;            // rows of the first page (the API default); later pages take 200
   const RENDER_ALL_UP_TO = 150;  // below this every row is in the DOM (find-in-page works)
   const OVERSCAN = 15;        // rows rendered beyond each edge of the viewport
@@ -199,6 +199,8 @@ const InboxList = (() => {
     requestAnimationFrame(() => { painting = false; paint(); });
   }, {passive: true});
   window.addEventListener("resize", debounce(() => { rowHeight = 0; paint(true); }, 100));
+  // Older dates read shorter on a phone ("7/10/12"): rows drawn on the other side are drawn again.
+  narrow.addEventListener("change", () => { nodes = new Map(); paint(true); });
 
   function render() {
     tbody.dataset.loaded = String(rows.length);  // how many rows are held (the DOM shows a window)

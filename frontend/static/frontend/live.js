@@ -85,6 +85,8 @@ const Mailgate = (() => {
                                        ...TIME, second: "2-digit", timeZoneName: "short"}),
   };
   const NARROW = window.matchMedia("(max-width: 760px)");  // the breakpoint of mailgate.css
+  // Crossing it changes how older dates read: redraw the ones on the page (lists redraw their own).
+  NARROW.addEventListener("change", () => localizeTimes());
   function formatDate(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
@@ -202,5 +204,6 @@ const Mailgate = (() => {
   }
 
   document.addEventListener("DOMContentLoaded", () => localizeTimes());
-  return {api, el, toLogin, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect};
+  return {api, el, toLogin, formatDate, formatDateTime, localizeTimes, localizeText, debounce, status, connect,
+          narrow: NARROW};
 })();
