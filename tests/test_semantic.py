@@ -84,6 +84,26 @@ def test_the_model_loads_from_the_package_with_networking_blocked(tmp_path, monk
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
 
 
+def test_workers_preparing_the_model_at_once_do_not_take_each_others_file(tmp_path, monkeypatch):
+    # A new install's workers all load the model at once: another one copies and renames while
+    # this one is between its copy and its rename.
+    import shutil
+
+    copy, others = shutil.copyfile, []
+
+    def copy_while_another_worker_does(source, destination):
+        copy(source, destination)
+        if not others:
+            others.append(destination)
+            model.prepare_cache(tmp_path)
+
+    monkeypatch.setattr(shutil, "copyfile", copy_while_another_worker_does)
+    model.prepare_cache(tmp_path)
+    tokenizers = tmp_path / "tokenizers"
+    assert [p.name for p in tokenizers.iterdir()] == ["l2_supercat_tokenizer_config.json"]  # no partial left
+    assert (tokenizers / "l2_supercat_tokenizer_config.json").stat().st_size == model._packaged_tokenizer().stat().st_size
+
+
 def test_without_the_tokenizer_file_loading_fails_instead_of_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(model, "prepare_cache", lambda target=None: target)  # nothing copied
     with pytest.raises(model.ModelUnavailable, match="downloads are disabled"):

@@ -9,7 +9,9 @@ loader runs with disable_download=True: a missing file is an error, never a requ
 One model per process (16 MB of weights), loaded on first use.
 """
 
+import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -47,9 +49,16 @@ def prepare_cache(target: Path | None = None) -> Path:
     destination = target / "tokenizers" / source.name
     if not destination.exists() or destination.stat().st_size != source.stat().st_size:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_suffix(".partial")
-        shutil.copyfile(source, partial)
-        partial.replace(destination)  # atomic: another process never reads half a file
+        # A name of its own: the workers of a new install all load the model at once, and with
+        # one shared name the first to rename took the others' file away (FileNotFoundError).
+        handle, partial = tempfile.mkstemp(prefix=f"{source.name}.", suffix=".partial", dir=destination.parent)
+        os.close(handle)
+        try:
+            shutil.copyfile(source, partial)
+            Path(partial).replace(destination)  # atomic: another process never reads half a file
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
     return target
 
 
