@@ -12,6 +12,10 @@ then the oldest row:
   5. background stages (rank BACKGROUND_RANK and up: a message's vectors): only while the lane
      has no pipeline task at all, neither waiting nor taken by a worker.
 
+A task queued to run later (a send held back by its service's rate limit, pipeline.queue.enqueue_at)
+is a row whose lock is its time, keyed after its stage's ready tasks (`-later`): handed out
+once due, and not holding back background work while it waits.
+
 So a worker finishes what is in flight before it starts more: a sent webhook is never behind
 parsing the rest of the backlog. Claims, leases and acknowledgement are the stock broker's.
 Background work waits for the whole pipeline, not just for its waiting tasks: in a backlog, a
@@ -53,6 +57,14 @@ def stage_key(cluster: str, rank: int, stage: str) -> str:
 
 # Stages of this rank and up run only when their lane has no pipeline task (pipeline.queue.Stage.rank).
 BACKGROUND_RANK = 4
+# A task queued to run later (pipeline.queue.enqueue_at: a send that waits for its service's rate
+# limit) is a row whose `lock` is that time, under its stage's key with this suffix: it sorts just
+# after its stage's ready tasks, and while it waits it does not hold back background work.
+LATER = "-later"
+
+
+def later_key(cluster: str, rank: int, stage: str) -> str:
+    return stage_key(cluster, rank, stage + LATER)
 
 # The longest an idle pusher sleeps between looks at its queue on PostgreSQL.
 NOTIFY_WAIT = 1.0
@@ -181,14 +193,16 @@ class StageOrderedORM(ORM):
 
     def _ready(self, connection, table: str) -> list:
         """Up to Conf.BULK of this queue's unlocked rows, (id, payload, lock as stored), by key then
-        id; background rows only while no pipeline row (waiting or taken) sorts before them."""
+        id; background rows only while no pipeline row (waiting or taken) sorts before them, but
+        for tasks queued to run later (LATER) that are not due or are running."""
         key, low, high = self._keys()
         background = f"{low}{BACKGROUND_RANK}"
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT id, payload, {_LOCK} FROM {table} WHERE ({_KEY} = %s OR ({_KEY} > %s AND {_KEY} < %s)) "
                 f"AND {_LOCK} < %s AND ({_KEY} < %s OR NOT EXISTS "
-                f"(SELECT 1 FROM {table} WHERE {_KEY} > %s AND {_KEY} < %s)) ORDER BY {_KEY}, id LIMIT %s",
-                [key, low, high, connection.ops.adapt_datetimefield_value(timezone.now()), background,
-                 low, background, Conf.BULK])
+                f"(SELECT 1 FROM {table} WHERE {_KEY} > %s AND {_KEY} < %s "
+                f"AND ({_LOCK} < %s OR {_KEY} NOT LIKE %s))) ORDER BY {_KEY}, id LIMIT %s",
+                [key, low, high, now, background, low, background, now, f"%{LATER}", Conf.BULK])
             return cursor.fetchall()

@@ -21,7 +21,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
-from pipeline.broker import BACKGROUND_RANK, channel, stage_key
+from pipeline.broker import BACKGROUND_RANK, channel, later_key, stage_key
 
 
 class Stage(enum.StrEnum):
@@ -217,6 +217,21 @@ def enqueue_many(stage: Stage | str, object_ids, lane: Lane | None = None) -> No
     _insert(stage, ids, lane)
 
 
+def enqueue_at(stage: Stage | str, object_ids, at, lane: Lane | None = None) -> bool:
+    """Queue one task for `object_ids` that no worker takes before `at` (a send waiting for its
+    service's rate limit), in the current transaction: the ORM broker's `lock` is the time from
+    which a row may be taken, so the row goes in with `at` as its lock, under its stage's LATER
+    key (pipeline/broker.py). Returns False where there is no such queue (another broker, the
+    sync mode): then nothing is queued and the sweeper must find the rows when they are due."""
+    stage = Stage(stage)
+    ids = [str(object_id) for object_id in object_ids]
+    lane = Lane(lane) if lane else current_lane()
+    if not ids or Conf.SYNC or not isinstance(get_broker(lane.cluster), ORM):
+        return False
+    _insert(stage, ids, lane, at=at)
+    return True
+
+
 def _batches(stage: Stage, ids: list[str]) -> list[list[str]]:
     return [ids[i:i + stage.batch] for i in range(0, len(ids), stage.batch)]
 
@@ -230,12 +245,12 @@ def _packages(stage: Stage, batches: list[list[str]], lane: Lane) -> list[str]:
     return collector.packages
 
 
-def _insert(stage: Stage, ids: list[str], lane: Lane) -> list[OrmQ]:
+def _insert(stage: Stage, ids: list[str], lane: Lane, at=None) -> list[OrmQ]:
     """The ORM broker's queue rows for `ids`, in tasks of stage.batch, with one INSERT; each row
-    gets `.ids`, the ids of its task."""
+    gets `.ids`, the ids of its task. `at`: not to be taken before then (enqueue_at)."""
     batches = _batches(stage, ids)
-    now = timezone.now()
-    key = stage_key(lane.cluster, stage.rank, stage.value)
+    now = at or timezone.now()
+    key = (later_key if at else stage_key)(lane.cluster, stage.rank, stage.value)
     rows = [OrmQ(key=key, payload=package, lock=now)
             for package in _packages(stage, batches, lane)]
     connection = connections[Conf.ORM or "default"]

@@ -37,14 +37,24 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
                                 cap=settings.MAILGATE_RETRY_MAX_SECONDS, at_least=retry_after or 0)
 
 
-def _defer(delivery: Delivery, until, why: str, batch: "_Batch | None" = None) -> str:
-    """Give the claim back without counting an attempt (rate limit, disabled service)."""
+def _defer(delivery: Delivery, until, why: str, batch: "_Batch | None" = None, wake: bool = False) -> str:
+    """Give the claim back without counting an attempt (rate limit, disabled service).
+
+    `wake`: queue its send task now, to be taken at `until` (queue.enqueue_at), in the transaction
+    that gives the claim back. Without it the sweeper queues it once due, at its next run (once a
+    minute): a rate-limited service then sent only its bucket's 10 seconds' worth a minute, a
+    sixth of its rate."""
     if batch is not None and delivery.pk in batch.announced:  # its timeline says "sending": say why not
         audit.record(Event.Kind.RETRY, delivery.message, delivery,
                      detail=f"not sent: {why}; next at {until:%Y-%m-%d %H:%M:%S%z}")
     attempts = max(0, delivery.attempts - 1)
-    claims.finish_delivery(delivery, status=Delivery.Status.RETRYING if attempts else Delivery.Status.SCHEDULED,
-                           attempts=attempts, not_before=until)
+    with transaction.atomic():
+        queued = wake and queue.enqueue_at(Stage.SEND, [delivery.pk], until)
+        # claimed_until on a waiting row: its task is queued until then, so the sweeper leaves it.
+        held = until + timedelta(seconds=settings.MAILGATE_STAGE_DEADLINE) if queued else None
+        if not claims.finish_delivery(delivery, status=Delivery.Status.RETRYING if attempts else Delivery.Status.SCHEDULED,
+                                      attempts=attempts, not_before=until, claimed_until=held):
+            transaction.set_rollback(True)  # our claim was lost: no task of ours for it either
     log.debug("delivery %s deferred to %s: %s", delivery.pk, until, why)
     return "deferred"
 
@@ -85,6 +95,15 @@ class _Batch:
         self.finished: list[Delivery] = []
         self.announced: set = set()  # deliveries whose SENDING row is written (announce)
         self.stale: set = set()  # services whose row changed since the batch's claim read it
+        self.held: dict = {}  # service id → deliveries of this batch its rate limit held back
+
+    def slot(self, service, wait: float) -> float:
+        """Seconds the next delivery `service`'s rate limit holds back waits: the first `wait`, each
+        one after it a token later, so that they come due one by one and not all at once (each but
+        the first would find no token and be held back again)."""
+        held = self.held.get(service.pk, 0)
+        self.held[service.pk] = held + 1
+        return wait + (held * 60 / service.rate_per_minute if service.rate_per_minute else 0)
 
     def announce(self, deliveries) -> None:
         """The SENDING rows of the batch's claimed deliveries that go straight out, in one INSERT
@@ -225,7 +244,8 @@ def _send_group(group: list[Delivery], batch: _Batch | None = None) -> str:
     if batch is not None and service.rate_per_minute:
         batch.stale.add(service.pk)
     if wait > 0:
-        return _each(group, lambda d: _defer(d, now + timedelta(seconds=wait), "rate limit", batch))
+        until = now + timedelta(seconds=batch.slot(service, wait) if batch is not None else wait)
+        return _each(group, lambda d: _defer(d, until, "rate limit", batch, wake=True))
 
     is_digest = first.subscription.mode == Subscription.Mode.DIGEST
     message = digest.compose(group) if is_digest else first.message

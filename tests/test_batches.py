@@ -11,6 +11,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from pipeline import distribute, routing, sending, standardize, tasks
+from outgoing.models import Service
 from pipeline.models import Delivery, Event, Message, Thread
 from tests.builders import (eml, ingest, make_service, queued_tasks, route_everything, smtp_service, statements,
                             subscribe, task_ids)
@@ -385,6 +386,50 @@ def test_a_retry_after_met_in_a_send_batch_holds_the_rest_of_the_batch(alice, cl
         # Its timeline said "sending" (written with the batch's): it says why nothing went out.
         assert list(Event.objects.filter(delivery=delivery).order_by("pk").values_list("kind", "detail"))[-1][1] \
             .startswith("not sent: rate limit; next at ")
+
+
+def test_a_rate_limited_service_drains_at_its_rate_not_at_the_sweepers(alice, clean_http_sink):
+    # 60 a minute: a bucket of 10. A batch of 15 sends 10; the other 5 each get a task that no
+    # worker takes before its token is due, a second apart, instead of waiting for the sweeper's
+    # next run (once a minute) to all find one token and be held back again.
+    from datetime import timedelta
+
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    from pipeline.queue import Lane
+    from pipeline.sweeper import sweep
+
+    hook = make_service(alice, "webhook", {"url": clean_http_sink.url("/hook")}, {"signing_secret": "s3cret"},
+                        rate_per_minute=60)
+    route_everything(alice, hook)
+    for name in ("bob", "carol", "dave"):
+        subscribe(hook, name, "")
+    deliveries = distributed(alice, 5)
+    OrmQ.objects.all().delete()  # distribute's own send tasks: this test runs the batch itself
+    started = timezone.now()
+    assert tasks.send(deliveries) == "deferred 5, sent 10"
+    held = deliveries[10:]
+    later = sorted(OrmQ.objects.all(), key=lambda row: row.lock)
+    assert [SignedPackage.loads(row.payload)["args"][0] for row in later] == held
+    gaps = [(b.lock - a.lock).total_seconds() for a, b in zip(later, later[1:])]
+    assert all(0.9 < gap < 1.1 for gap in gaps), gaps
+    assert started < later[0].lock < started + timedelta(seconds=2)
+    Delivery.objects.filter(pk__in=held).update(not_before=started)
+    assert sweep()["due"] == 0  # their tasks are queued: the sweeper leaves them be
+
+    broker = get_broker(Lane.LIVE.cluster)
+    assert not broker.dequeue()  # none is due yet
+    OrmQ.objects.update(lock=started)  # their time has come; so have the tokens
+    Service.objects.filter(pk=hook.pk).update(bucket_updated_at=started - timedelta(seconds=10))
+    while taken := broker.dequeue():
+        for task_id, payload in taken:
+            assert tasks.send(SignedPackage.loads(payload)["args"][0]) == "sent"
+            broker.acknowledge(task_id)
+    assert len(clean_http_sink.requests) == 15
+    assert len({r.header("Idempotency-Key") for r in clean_http_sink.requests}) == 15
+    assert set(Delivery.objects.filter(pk__in=deliveries).values_list("status", "attempts")) == {
+        (Delivery.Status.SENT, 1)}
 
 
 def test_a_stage_task_commits_or_rolls_back_with_the_row_it_names(alice):

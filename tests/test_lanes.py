@@ -75,6 +75,34 @@ def test_vectors_wait_until_the_lane_has_no_pipeline_task_waiting_or_running():
 
 
 @pytest.mark.django_db
+def test_a_task_queued_for_later_waits_for_its_time_without_holding_back_vectors():
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.brokers import get_broker
+    from django_q.models import OrmQ
+
+    soon = timezone.now() + timedelta(minutes=5)
+    assert queue.enqueue_at(queue.Stage.SEND, ["d1"], soon, queue.Lane.BULK)
+    queue.enqueue_many(queue.Stage.EMBED, ["m1"], queue.Lane.BULK)
+    queue.enqueue_many(queue.Stage.STANDARDIZE, ["m2"], queue.Lane.BULK)
+    bulk = get_broker(queue.Lane.BULK.cluster)
+
+    def drain() -> list[str]:
+        names = []
+        while taken := bulk.dequeue():
+            for task_id, payload in taken:
+                names.append(SignedPackage.loads(payload)["name"])
+                bulk.acknowledge(task_id)
+        return names
+
+    assert drain() == ["standardize:m2", "embed:m1"]  # the send waits for its time
+    queue.enqueue_many(queue.Stage.DISTRIBUTE, ["m3"], queue.Lane.BULK)
+    OrmQ.objects.filter(key__endswith="-later").update(lock=timezone.now() - timedelta(seconds=1))
+    assert drain() == ["send:d1", "distribute:m3"]  # once due, before the stages upstream of it
+
+
+@pytest.mark.django_db
 def test_a_queued_task_goes_to_one_pusher_and_is_handed_out_again_once_its_lock_expires(settings):
     from datetime import timedelta
 
