@@ -98,7 +98,9 @@ class ServiceFormBase(SecretsFormMixin, forms.ModelForm):
         model = Service
         fields = ["owner", "name", "kind", "enabled", "config", "rate_per_minute"]
         help_texts = {
-            "rate_per_minute": "Sends per minute through this service (0 = no limit of our own).",
+            "rate_per_minute": "Sends per minute through this service (0 = no limit of our own). Blank: the "
+                               "kind's own, no limit for a webhook (its 429 and Retry-After are honoured), "
+                               "60 for the others.",
         }
 
     def __init__(self, *args, **kwargs):
@@ -106,10 +108,18 @@ class ServiceFormBase(SecretsFormMixin, forms.ModelForm):
         self._hide_unused(set(transport_class(self.instance.kind).secret_names()) if self.instance.pk else None)
         if "kind" in self.fields:
             self.fields["kind"].widget.attrs["data-secret-kinds"] = secret_kinds_json()
+        if "rate_per_minute" in self.fields and not self.instance.pk:
+            # A new service starts from its kind's limit (Transport.default_rate_per_minute).
+            self.fields["rate_per_minute"].required = False
+            self.initial.pop("rate_per_minute", None)
+            self.fields["rate_per_minute"].initial = None
+            self.fields["rate_per_minute"].widget.attrs["placeholder"] = "the kind's own"
 
     def clean(self):
         cleaned = super().clean()
         kind = cleaned.get("kind")
+        if cleaned.get("rate_per_minute") is None and kind in TRANSPORTS and not self.instance.pk:
+            cleaned["rate_per_minute"] = transport_class(kind).default_rate_per_minute
         if kind in TRANSPORTS:
             # Set before Service.clean() runs (in _post_clean), which validates config and secrets.
             self.instance.set_secrets(self.merge_secrets(transport_class(kind).secret_names()))

@@ -52,6 +52,22 @@ def test_saving_with_blank_secrets_keeps_the_stored_ones(admin_client_, telegram
     assert telegram.name == "Renamed" and telegram.get_secrets() == {"bot_token": BOT_TOKEN}
 
 
+def test_a_new_service_left_without_a_limit_gets_its_kinds(admin_client_, alice, clean_http_sink):
+    # A webhook has none of our own (a backlog goes out at once; its 429s are honoured); a chat API
+    # keeps about one a second. A number typed in wins, 0 included.
+    page = admin_client_.get(reverse("admin:outgoing_service_add")).content.decode()
+    assert re.search(r'<input[^>]*name="rate_per_minute"[^>]*placeholder="the kind&#x27;s own"', page)
+    assert not re.search(r'<input[^>]*name="rate_per_minute"[^>]*value=', page)
+    for name, kind, config, secrets, typed, expected in (
+            ("Hook", "webhook", {"url": clean_http_sink.url("/hook")}, {"signing_secret": "s3cret"}, "", 0),
+            ("Chat", "telegram", {"api_base": clean_http_sink.base_url, "chat_id": "7"}, {"bot_token": BOT_TOKEN}, "", 60),
+            ("Slow hook", "webhook", {"url": clean_http_sink.url("/slow")}, {"signing_secret": "s3cret"}, "6", 6)):
+        response = admin_client_.post(reverse("admin:outgoing_service_add"), service_data(
+            owner=alice.pk, name=name, kind=kind, config=json.dumps(config), rate_per_minute=typed, **secrets))
+        assert response.status_code == 302, response.content.decode()[:3000]
+        assert Service.objects.get(name=name).rate_per_minute == expected
+
+
 def test_a_new_service_is_validated_per_kind_naming_each_field(admin_client_, alice):
     data = service_data(owner=alice.pk, name="Team chat", kind="telegram",
                         config=json.dumps({"chatid": 5, "api_base": "http://api.example.test"}))

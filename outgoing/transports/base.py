@@ -32,6 +32,9 @@ class Transport:
     address_label = ""
     # Where messages longer than the medium allows are split (see formatting.split_runs).
     default_max_parts = 1
+    # A new service's sends per minute when its form leaves the limit blank (0: none of our own).
+    # Chat and SMS APIs allow about a message a second per chat or number.
+    default_rate_per_minute = 60
 
     def __init__(self, service):
         self.service = service

@@ -17,6 +17,9 @@ class WebhookTransport(Transport):
     kind = "webhook"
     required_config = ("url",)
     required_secrets = ("signing_secret",)
+    # No limit of our own: a backlog (a history relay, an outage's catch-up) goes out at once, and a
+    # receiver that wants less says so with a 429 and Retry-After, which every worker honours.
+    default_rate_per_minute = 0
 
     @classmethod
     def check(cls, config, secrets):
