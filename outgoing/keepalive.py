@@ -1,5 +1,6 @@
-"""HTTP keep-alive for outgoing/http.py: a connection whose answer was read in full is kept open,
-per process, for the next request to the same origin.
+"""Keep-alive for outgoing connections: an HTTP connection whose answer was read in full
+(outgoing/http.py), or an SMTP session whose message was accepted (transports/smtp.py), is kept
+open, per process, for the next request to the same server.
 
 A send batch posts its webhooks one after another to one server, and a live message follows the
 last one by seconds: a new connection for each cost a TCP handshake (and for https a TLS one, a

@@ -61,3 +61,51 @@ def test_a_connection_whose_answer_was_not_read_to_the_end_is_not_kept(clean_htt
     post(clean_http_sink, 1)
     big, small = clean_http_sink.wait_for(2)
     assert big.peer != small.peer  # the rest of the big body was never read on a kept connection
+
+
+# SMTP: a session is kept the same way (outgoing/transports/smtp.py).
+
+@pytest.fixture
+def relay(alice, clean_smtp_sink):
+    from tests.builders import smtp_service
+
+    return smtp_service(alice, clean_smtp_sink)
+
+
+def send_test(service, n: int):
+    from outgoing import sending
+
+    ok, text = sending.send_test(service, f"reader{n}@example.test")
+    assert ok, text
+
+
+@pytest.mark.django_db
+def test_messages_to_one_smtp_server_share_one_session(relay, clean_smtp_sink):
+    for n in range(4):
+        send_test(relay, n)
+    received = clean_smtp_sink.wait_for(4)
+    assert [m.rcpt_tos for m in received] == [[f"reader{n}@example.test"] for n in range(4)]
+    assert len({m.peer for m in received}) == 1
+
+
+@pytest.mark.django_db
+def test_an_smtp_session_the_server_ended_is_replaced_and_the_message_goes_once(relay, clean_smtp_sink, monkeypatch):
+    send_test(relay, 0)
+    [(key, [(session, _)])] = keepalive._kept.items()
+    session.smtp.docmd("QUIT")  # the server ends it (an idle timeout), unseen by the next send...
+    monkeypatch.setattr(keepalive, "_closed", lambda conn: False)  # ...even by the look before use
+    send_test(relay, 1)
+    first, second = clean_smtp_sink.wait_for(2)
+    assert first.peer != second.peer
+    assert [m.rcpt_tos for m in clean_smtp_sink.messages] == [["reader0@example.test"], ["reader1@example.test"]]
+
+
+@pytest.mark.django_db
+def test_an_smtp_session_is_not_shared_with_another_login(relay, clean_smtp_sink):
+    send_test(relay, 0)
+    relay.config = {**relay.config, "from_address": "other@mailgate.test"}  # the same login: shared
+    send_test(relay, 1)
+    relay.set_secrets({"password": "another"})  # sessions are keyed by the login they were opened with
+    send_test(relay, 2)
+    first, second, third = clean_smtp_sink.wait_for(3)
+    assert first.peer == second.peer != third.peer

@@ -1,5 +1,6 @@
 """SMTP: the relayed message as a new email (text, HTML alternative, attachments) to one address."""
 
+import hashlib
 import smtplib
 import socket
 import ssl
@@ -14,7 +15,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from mailgate.net import is_loopback
-from outgoing import egress, formatting
+from outgoing import egress, formatting, keepalive
 from outgoing.errors import TransportError
 from outgoing.relay import prior_marks, relay_header_value
 from outgoing.tls import tls_context
@@ -125,8 +126,7 @@ class SmtpTransport(Transport):
         email = self.build(message, delivery)
         to = email["To"].addresses[0].addr_spec
         try:
-            with self._connect() as smtp:
-                smtp.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
+            self._send(email, to)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise _error(code, text, "recipient refused") from None
@@ -144,6 +144,47 @@ class SmtpTransport(Transport):
             raise TransportError(f"SMTP connection to {self.config['host']} failed: {exc or type(exc).__name__}") \
                 from None
         return email["Message-ID"]
+
+    def _send(self, email: EmailMessage, to: str) -> None:
+        """One message in a session kept from the last send to the same server and login, if one is
+        (outgoing/keepalive.py), else in a new one; the session is kept for the next send once
+        the message is accepted. A send batch to one server then pays for one connection, EHLO,
+        STARTTLS and AUTH, not one each. A kept session the server has closed meanwhile (its
+        idle timeout) is found before use, or fails at MAIL FROM and is replaced once."""
+        key = self._session_key()
+        session = keepalive.take(key)
+        if session is not None:
+            try:
+                session.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
+            except _CLOSED_UNDER_US:
+                session.close()
+                session = None
+            except smtplib.SMTPResponseException as exc:
+                session.close()
+                if exc.smtp_code != 421:  # 421: the server is closing this session; try a new one
+                    raise
+                session = None
+            except BaseException:
+                session.close()
+                raise
+            else:
+                keepalive.keep(key, session)
+                return
+        session = _Session(self._connect())
+        try:
+            session.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
+        except BaseException:
+            session.close()
+            raise
+        keepalive.keep(key, session)
+
+    def _session_key(self) -> tuple:
+        """Everything a session was opened and logged in with (the password as a digest)."""
+        security = self.config.get("security", "starttls")
+        context = tls_context(self.config.get("cafile")) if security in ("ssl", "starttls") else None
+        password = hashlib.sha256(self.secrets.get("password", "").encode()).hexdigest()
+        return ("smtp", self.config["host"], self.config.get("port", DEFAULT_PORTS[security]), security,
+                id(context), self.config.get("username", ""), password, egress.private_allowed())
 
     def _connect(self) -> smtplib.SMTP:
         host, security = self.config["host"], self.config.get("security", "starttls")
@@ -163,6 +204,34 @@ class SmtpTransport(Transport):
             smtp.close()
             raise
         return smtp
+
+
+class _Session:
+    """An open SMTP session as outgoing/keepalive.py keeps it: closing says QUIT when it can."""
+
+    def __init__(self, smtp: smtplib.SMTP):
+        self.smtp = smtp
+
+    @property
+    def sock(self):
+        return self.smtp.sock
+
+    def send_message(self, *args, **kwargs):
+        return self.smtp.send_message(*args, **kwargs)
+
+    def close(self) -> None:
+        try:
+            if self.smtp.sock is not None:
+                self.smtp.sock.settimeout(QUIT_SECONDS)
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+
+
+# A polite QUIT must not hold up the next send.
+QUIT_SECONDS = 2.0
+# What a kept session the server closed raises at our next MAIL FROM: before anything was sent.
+_CLOSED_UNDER_US = (smtplib.SMTPServerDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)
 
 
 def _error(code, text, what) -> TransportError:
