@@ -154,6 +154,7 @@ class SmtpTransport(Transport):
         key = self._session_key()
         session = keepalive.take(key)
         if session is not None:
+            session.settimeout(self.timeout)  # this service's, not the one it was opened for
             try:
                 session.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
             except _CLOSED_UNDER_US:
@@ -218,6 +219,11 @@ class _Session:
 
     def send_message(self, *args, **kwargs):
         return self.smtp.send_message(*args, **kwargs)
+
+    def settimeout(self, seconds: float) -> None:
+        self.smtp.timeout = seconds
+        if self.smtp.sock is not None:
+            self.smtp.sock.settimeout(seconds)
 
     def close(self) -> None:
         try:
