@@ -212,27 +212,16 @@ def _exchange(method: str, url: str, body: bytes, headers: dict, *, timeout, max
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
     if parts.scheme not in ("http", "https"):
         raise TransportError(f"unsupported URL scheme {parts.scheme!r}", permanent=True)
-    conn, kept = None, False
     try:
         port = parts.port  # ValueError: not a number
         # One context per process (outgoing/tls.py): building one loads the CA store, ~30-60 ms.
         context = tls_context() if parts.scheme == "https" else None
         # Everything the connection was opened under (outgoing/keepalive.py).
         key = (parts.scheme, host, port, id(context), egress.private_allowed())
-        conn = keepalive.take(key)
-        if conn is not None:
-            try:
-                response, reusable = _round_trip(conn, method, path, body, headers, timeout, max_bytes)
-            except _CLOSED_UNDER_US:
-                # The server closed the kept connection as we sent: once more on a new one.
-                conn.close()
-                conn = None
-        if conn is None:
-            conn = _connect(parts.scheme, host, port, timeout, context)
-            response, reusable = _round_trip(conn, method, path, body, headers, timeout, max_bytes)
-        if reusable:
-            keepalive.keep(key, conn)
-            kept = True
+        return keepalive.exchange(
+            key, lambda: _connect(parts.scheme, host, port, timeout, context),
+            lambda conn: _round_trip(conn, method, path, body, headers, timeout, max_bytes),
+            lambda exc: isinstance(exc, _CLOSED_UNDER_US))
     except ssl.SSLCertVerificationError as exc:
         raise TransportError(f"TLS certificate of {host} not trusted: {exc.verify_message}", permanent=True) from None
     except (http.client.InvalidURL, ValueError):
@@ -241,10 +230,6 @@ def _exchange(method: str, url: str, body: bytes, headers: dict, *, timeout, max
         raise TransportError(f"invalid URL or header for {host}", permanent=True) from None
     except (OSError, socket.timeout, http.client.HTTPException) as exc:
         raise TransportError(f"network error talking to {host}: {_describe(exc)}") from None
-    finally:
-        if conn is not None and not kept:
-            conn.close()
-    return response
 
 
 # What a kept connection the server closed raises at our next request: before any answer came.

@@ -11,11 +11,12 @@ took ~1 CPU second less, half of it in the receiver (bench/pipeline.py --backlog
 A connection is kept at most IDLE_SECONDS: under the 5 s after which common servers (Node,
 Apache) close an idle one, so a kept connection is rarely closed under us; one that was anyway
 (the server's FIN is waiting to be read) is found before it is used (`_closed`). Should the
-server close it just as we send, http.py sends once more on a new connection: the request it
+server close it just as we send, `exchange` sends once more on a new connection: the request it
 lost is what the pipeline's retry would have sent again anyway, with the same Idempotency-Key.
 
 Kept connections are keyed by everything they were opened under: scheme, host, port, the TLS
-context, and whether egress allowed private addresses then, so no setting change is bypassed.
+context, whether egress allowed private addresses then (and for SMTP the login), so no setting
+change is bypassed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,36 @@ MOST_KEPT = 8  # per process; the one idle longest goes first
 _lock = threading.Lock()
 _kept: dict[tuple, list[tuple[object, float]]] = {}  # key → [(connection, idle since)]
 _pid = os.getpid()
+
+
+def exchange(key: tuple, open_new, use, closed_under_us):
+    """What `use(conn)` returns, on a connection kept for `key` or else on `open_new()`: `use` does
+    one exchange and returns (its result, whether the connection is fit for another). A kept one
+    that fails with an error `closed_under_us(exc)` calls the server's own closing (its idle
+    timeout came first) is closed and the exchange made once more on a new one: what it lost is
+    what the pipeline's retry would send again. Either way a connection is kept when fit and
+    closed otherwise, also when `use` raises."""
+    conn = take(key)
+    if conn is not None:
+        try:
+            return _once(key, conn, use)
+        except Exception as exc:
+            if not closed_under_us(exc):
+                raise
+    return _once(key, open_new(), use)
+
+
+def _once(key: tuple, conn, use):
+    try:
+        result, fit = use(conn)
+    except BaseException:
+        conn.close()
+        raise
+    if fit:
+        keep(key, conn)
+    else:
+        conn.close()
+    return result
 
 
 def take(key: tuple):

@@ -128,11 +128,14 @@ def enqueue_on_commit(stage: Stage | str, object_ids, lane: Lane | None = None) 
         transaction.on_commit(lambda: enqueue_many(stage, ids, lane))
 
 
+def _orm_queue(lane: Lane) -> bool:
+    """Whether `lane`'s tasks are rows of the ORM broker's table (not run in process, sync mode)."""
+    return not Conf.SYNC and isinstance(get_broker(lane.cluster), ORM)
+
+
 def _queue_rows_commit_with_the_caller(lane: Lane) -> bool:
     alias = Conf.ORM or "default"
-    if Conf.SYNC or not transaction.get_connection(alias).in_atomic_block:
-        return False
-    return isinstance(get_broker(lane.cluster), ORM)
+    return transaction.get_connection(alias).in_atomic_block and _orm_queue(lane)
 
 
 # The task each transaction queued last per queue key, while it has room for more rows: a backlog
@@ -207,7 +210,7 @@ def enqueue_many(stage: Stage | str, object_ids, lane: Lane | None = None) -> No
     if not ids:
         return
     lane = Lane(lane) if lane else current_lane()
-    if Conf.SYNC or not isinstance(get_broker(lane.cluster), ORM):
+    if not _orm_queue(lane):
         # Tests/dev without a cluster run each task in process; other brokers take one at a time.
         with transaction.atomic():
             for batch in _batches(stage, ids):
@@ -226,7 +229,7 @@ def enqueue_at(stage: Stage | str, object_ids, at, lane: Lane | None = None) -> 
     stage = Stage(stage)
     ids = [str(object_id) for object_id in object_ids]
     lane = Lane(lane) if lane else current_lane()
-    if not ids or Conf.SYNC or not isinstance(get_broker(lane.cluster), ORM):
+    if not ids or not _orm_queue(lane):
         return False
     _insert(stage, ids, lane, at=at)
     return True
@@ -249,9 +252,9 @@ def _insert(stage: Stage, ids: list[str], lane: Lane, at=None) -> list[OrmQ]:
     """The ORM broker's queue rows for `ids`, in tasks of stage.batch, with one INSERT; each row
     gets `.ids`, the ids of its task. `at`: not to be taken before then (enqueue_at)."""
     batches = _batches(stage, ids)
-    now = at or timezone.now()
+    lock = at or timezone.now()  # the ORM broker hands a row out once its lock has passed
     key = (later_key if at else stage_key)(lane.cluster, stage.rank, stage.value)
-    rows = [OrmQ(key=key, payload=package, lock=now)
+    rows = [OrmQ(key=key, payload=package, lock=lock)
             for package in _packages(stage, batches, lane)]
     connection = connections[Conf.ORM or "default"]
     if connection.vendor == "postgresql":
@@ -259,7 +262,7 @@ def _insert(stage: Stage, ids: list[str], lane: Lane, at=None) -> list[OrmQ]:
         # in one statement: a NOTIFY of its own was one more statement a message for a webhook.
         with connection.cursor() as cursor:
             cursor.execute(_INSERT_AND_NOTIFY.format(table=connection.ops.quote_name(OrmQ._meta.db_table)),
-                           [channel(lane.cluster), [key] * len(rows), [r.payload for r in rows], [now] * len(rows)])
+                           [channel(lane.cluster), [key] * len(rows), [r.payload for r in rows], [lock] * len(rows)])
             for row, (pk,) in zip(rows, cursor.fetchall()):
                 row.pk = pk
     else:

@@ -149,35 +149,15 @@ class SmtpTransport(Transport):
         """One message in a session kept from the last send to the same server and login, if one is
         (outgoing/keepalive.py), else in a new one; the session is kept for the next send once
         the message is accepted. A send batch to one server then pays for one connection, EHLO,
-        STARTTLS and AUTH, not one each. A kept session the server has closed meanwhile (its
-        idle timeout) is found before use, or fails at MAIL FROM and is replaced once."""
-        key = self._session_key()
-        session = keepalive.take(key)
-        if session is not None:
+        STARTTLS and AUTH, not one each. A kept session the server has ended meanwhile (its idle
+        timeout) is found before use, or fails at the next command, and is replaced once."""
+
+        def use(session):
             session.settimeout(self.timeout)  # this service's, not the one it was opened for
-            try:
-                session.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
-            except _CLOSED_UNDER_US:
-                session.close()
-                session = None
-            except smtplib.SMTPResponseException as exc:
-                session.close()
-                if exc.smtp_code != 421:  # 421: the server is closing this session; try a new one
-                    raise
-                session = None
-            except BaseException:
-                session.close()
-                raise
-            else:
-                keepalive.keep(key, session)
-                return
-        session = _Session(self._connect())
-        try:
             session.send_message(email, from_addr=self.config["from_address"], to_addrs=[to])
-        except BaseException:
-            session.close()
-            raise
-        keepalive.keep(key, session)
+            return None, True
+
+        keepalive.exchange(self._session_key(), lambda: _Session(self._connect()), use, _ended_by_the_server)
 
     def _session_key(self) -> tuple:
         """Everything a session was opened and logged in with (the password as a digest)."""
@@ -236,8 +216,12 @@ class _Session:
 
 # A polite QUIT must not hold up the next send.
 QUIT_SECONDS = 2.0
-# What a kept session the server closed raises at our next MAIL FROM: before anything was sent.
-_CLOSED_UNDER_US = (smtplib.SMTPServerDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)
+def _ended_by_the_server(exc: BaseException) -> bool:
+    """What a kept session the server ended raises at our next command: the connection gone, or a
+    421 (the server is closing the session)."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, (smtplib.SMTPServerDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError))
 
 
 def _error(code, text, what) -> TransportError:
